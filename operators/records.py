@@ -1,0 +1,245 @@
+"""Typed records that flow between pipeline stages.
+
+Every stage receives and returns these objects; no stage reaches into another's
+internals. Masks travel as boolean arrays inside a process and as COCO RLE once
+they leave it (see :meth:`FrameRecord.to_dict`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal, Sequence
+
+import cv2
+import numpy as np
+
+from operators import rle
+
+PromptKind = Literal["point", "box", "scribble", "mask"]
+FrameKind = Literal["keyframe", "propagated", "skipped"]
+
+#: Radius of the disk a point prompt is drawn as; X-SAM's point prompts are disks of radius 10 px.
+POINT_RADIUS = 10
+
+
+class PromptError(ValueError):
+    """A prompt that cannot be applied to the frame it names."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A visual prompt in source-pixel coordinates, applied on ``frame_index``.
+
+    X-SAM reduces every prompt type to a binary mask of the image's size;
+    :meth:`to_mask` does the same, so segmenters only ever see masks.
+    """
+
+    prompt_id: int
+    kind: PromptKind
+    frame_index: int = 0
+    points: tuple[tuple[float, float], ...] = ()
+    box: tuple[float, float, float, float] | None = None
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind == "point" and not self.points:
+            raise PromptError(f"prompt {self.prompt_id}: a point prompt needs at least one x,y point")
+        if self.kind == "box":
+            if self.box is None:
+                raise PromptError(f"prompt {self.prompt_id}: a box prompt needs x0,y0,x1,y1")
+            x0, y0, x1, y1 = self.box
+            if x1 <= x0 or y1 <= y0:
+                raise PromptError(f"prompt {self.prompt_id}: box {self.box} has x1<=x0 or y1<=y0")
+        if self.kind in ("scribble", "mask"):
+            if self.mask is None or self.mask.ndim != 2:
+                raise PromptError(f"prompt {self.prompt_id}: a {self.kind} prompt needs a 2-D mask")
+            if not self.mask.any():
+                raise PromptError(f"prompt {self.prompt_id}: the {self.kind} mask has no nonzero pixel")
+        if self.frame_index < 0:
+            raise PromptError(f"prompt {self.prompt_id}: frame index {self.frame_index} is negative")
+
+    def validate(self, height: int, width: int) -> None:
+        """Raise :class:`PromptError` naming the reason if the prompt does not fit a ``height`` x ``width`` frame."""
+        where = f"prompt {self.prompt_id} ({self.kind}) on frame {self.frame_index}"
+        for x, y in self.points:
+            if not (0 <= x < width and 0 <= y < height):
+                raise PromptError(f"{where}: point ({x:g},{y:g}) is outside the {width}x{height} frame")
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+                raise PromptError(f"{where}: box {self.box} is outside the {width}x{height} frame")
+        if self.mask is not None and self.mask.shape != (height, width):
+            raise PromptError(
+                f"{where}: mask is {self.mask.shape[1]}x{self.mask.shape[0]}, the frame is {width}x{height}"
+            )
+
+    def to_mask(self, height: int, width: int) -> np.ndarray:
+        """Rasterise the prompt to a boolean ``(height, width)`` mask."""
+        self.validate(height, width)
+        if self.mask is not None:
+            return self.mask.astype(bool)
+        canvas = np.zeros((height, width), np.uint8)
+        if self.kind == "box":
+            x0, y0, x1, y1 = (int(round(v)) for v in self.box)  # type: ignore[union-attr]
+            canvas[y0:y1, x0:x1] = 1
+        else:
+            for x, y in self.points:
+                cv2.circle(canvas, (int(round(x)), int(round(y))), POINT_RADIUS, 1, thickness=-1)
+        return canvas.astype(bool)
+
+    def with_frame(self, frame_index: int) -> "Prompt":
+        return replace(self, frame_index=frame_index)
+
+
+@dataclass
+class Instances:
+    """Instance masks found in one frame, in the style of supervision's ``Detections``.
+
+    ``track_ids`` is -1 until association assigns identities. ``embeddings`` is an
+    optional appearance descriptor per instance that association may use.
+    """
+
+    masks: np.ndarray  # (N, H, W) bool
+    scores: np.ndarray  # (N,) float32
+    prompt_ids: np.ndarray  # (N,) int32
+    track_ids: np.ndarray  # (N,) int64
+    embeddings: np.ndarray | None = None  # (N, D) float32
+
+    def __post_init__(self) -> None:
+        n = len(self.masks)
+        if self.masks.ndim != 3:
+            raise ValueError(f"masks must be (N, H, W), got shape {self.masks.shape}")
+        for name in ("scores", "prompt_ids", "track_ids"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} masks")
+        if self.embeddings is not None and len(self.embeddings) != n:
+            raise ValueError(f"embeddings has {len(self.embeddings)} rows for {n} masks")
+
+    @classmethod
+    def empty(cls, height: int, width: int) -> "Instances":
+        return cls(
+            masks=np.zeros((0, height, width), bool),
+            scores=np.zeros(0, np.float32),
+            prompt_ids=np.zeros(0, np.int32),
+            track_ids=np.zeros(0, np.int64),
+        )
+
+    @classmethod
+    def from_masks(
+        cls,
+        masks: Sequence[np.ndarray] | np.ndarray,
+        scores: Sequence[float],
+        prompt_ids: Sequence[int],
+        height: int,
+        width: int,
+        embeddings: np.ndarray | None = None,
+    ) -> "Instances":
+        if len(masks) == 0:
+            return cls.empty(height, width)
+        return cls(
+            masks=np.asarray(masks, dtype=bool).reshape(len(masks), height, width),
+            scores=np.asarray(scores, np.float32),
+            prompt_ids=np.asarray(prompt_ids, np.int32),
+            track_ids=np.full(len(masks), -1, np.int64),
+            embeddings=None if embeddings is None else np.asarray(embeddings, np.float32),
+        )
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def __getitem__(self, index: np.ndarray | slice | Sequence[int]) -> "Instances":
+        return Instances(
+            masks=self.masks[index],
+            scores=self.scores[index],
+            prompt_ids=self.prompt_ids[index],
+            track_ids=self.track_ids[index],
+            embeddings=None if self.embeddings is None else self.embeddings[index],
+        )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.masks.shape[1], self.masks.shape[2]
+
+    @property
+    def areas(self) -> np.ndarray:
+        return self.masks.reshape(len(self), -1).sum(axis=1)
+
+    @property
+    def boxes_xyxy(self) -> np.ndarray:
+        """Tight ``(N, 4)`` boxes ``x0, y0, x1, y1`` (exclusive max); zeros for empty masks."""
+        boxes = np.zeros((len(self), 4), np.float32)
+        for i, mask in enumerate(self.masks):
+            ys = np.flatnonzero(mask.any(axis=1))
+            xs = np.flatnonzero(mask.any(axis=0))
+            if len(xs):
+                boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
+        return boxes
+
+    def with_track_ids(self, track_ids: Sequence[int]) -> "Instances":
+        return replace(self, track_ids=np.asarray(track_ids, np.int64))
+
+    @staticmethod
+    def concatenate(parts: Sequence["Instances"], height: int, width: int) -> "Instances":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Instances.empty(height, width)
+        with_embeddings = all(p.embeddings is not None for p in parts)
+        return Instances(
+            masks=np.concatenate([p.masks for p in parts]),
+            scores=np.concatenate([p.scores for p in parts]),
+            prompt_ids=np.concatenate([p.prompt_ids for p in parts]),
+            track_ids=np.concatenate([p.track_ids for p in parts]),
+            embeddings=np.concatenate([p.embeddings for p in parts]) if with_embeddings else None,
+        )
+
+
+@dataclass
+class FrameRecord:
+    """One frame's result: what every sink writes, one per decoded frame, in order."""
+
+    stream_id: str
+    frame_index: int
+    pts: float | None  # presentation time in seconds, from the container
+    kind: FrameKind
+    instances: Instances
+    absent_track_ids: tuple[int, ...] = ()
+    image: np.ndarray | None = field(default=None, repr=False)  # RGB uint8, kept only for sinks that draw
+
+    @property
+    def height(self) -> int:
+        return self.instances.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.instances.shape[1]
+
+    def to_dict(self) -> dict:
+        """JSON-ready form: the schema of the JSONL file sink and the message-queue sinks.
+
+        ``bbox`` is COCO ``[x, y, width, height]``; ``rle`` is COCO compressed RLE
+        (``counts`` as an ASCII string), decodable by ``pycocotools.mask.decode``.
+        """
+        objects = []
+        encoded = rle.encode(self.instances.masks)
+        for i, box in enumerate(self.instances.boxes_xyxy):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            objects.append(
+                {
+                    "track_id": int(self.instances.track_ids[i]),
+                    "prompt_id": int(self.instances.prompt_ids[i]),
+                    "score": round(float(self.instances.scores[i]), 4),
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": int(self.instances.masks[i].sum()),
+                    "rle": encoded[i],
+                }
+            )
+        return {
+            "stream_id": self.stream_id,
+            "frame_index": self.frame_index,
+            "pts": None if self.pts is None else round(self.pts, 6),
+            "kind": self.kind,
+            "height": self.height,
+            "width": self.width,
+            "objects": objects,
+            "absent_track_ids": list(self.absent_track_ids),
+        }

@@ -1,0 +1,47 @@
+"""The segmenter interface every model implements, so the pipeline never knows which one runs.
+
+A segmenter is stateless between calls: everything it needs about a stream's
+prompts lives in the :class:`PromptMemory` it returned from
+:meth:`Segmenter.encode_prompts`. That keeps one pool of segmenter workers
+shareable by all streams, and makes a stream's memory small, picklable and
+checkpointable.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from operators.records import Instances, Prompt
+
+
+@runtime_checkable
+class PromptMemory(Protocol):
+    """Per-stream cached encoding of the visual prompts (opaque to the pipeline)."""
+
+    @property
+    def prompt_ids(self) -> tuple[int, ...]: ...
+
+    def nbytes(self) -> int:
+        """Size of the memory in bytes; reported per stream and constant in stream length."""
+        ...
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """Visual-grounded segmentation of RGB ``uint8`` ``(H, W, 3)`` frames."""
+
+    name: str
+
+    def encode_prompts(self, frame: np.ndarray, prompts: Sequence[Prompt]) -> PromptMemory:
+        """Encode the prompts drawn on ``frame`` once; the result is cached per stream."""
+        ...
+
+    def segment(self, frame: np.ndarray, memory: PromptMemory) -> Instances:
+        """Find every instance of every prompted kind in ``frame`` (VGD). Track ids stay -1."""
+        ...
+
+    def refresh(self, frame: np.ndarray, memory: PromptMemory, instances: Instances) -> PromptMemory:
+        """Update the memory from confident ``instances`` of a keyframe; the user's prompts stay pinned."""
+        ...
