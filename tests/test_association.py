@@ -1,0 +1,73 @@
+import numpy as np
+
+from operators.association import AssociationConfig, TrackAssigner, mask_iou
+from operators.records import Instances
+
+
+def _square(x, y, size=20, shape=(100, 100)):
+    mask = np.zeros(shape, bool)
+    mask[y : y + size, x : x + size] = True
+    return mask
+
+
+def _detections(squares, prompt_ids=None, embeddings=None, scores=None):
+    n = len(squares)
+    return Instances.from_masks(
+        [_square(x, y) for x, y in squares], scores or [0.9] * n, prompt_ids or [0] * n, 100, 100,
+        embeddings=None if embeddings is None else np.asarray(embeddings, np.float32),
+    )
+
+
+def test_mask_iou_matches_hand_computed_values():
+    a = np.stack([_square(0, 0), _square(50, 50)])
+    b = np.stack([_square(10, 0)])  # overlaps the first by 10x20 = 200 of union 600
+    np.testing.assert_allclose(mask_iou(a, b), [[200 / 600], [0.0]], rtol=1e-6)
+
+
+def test_ids_follow_objects_across_keyframes_even_when_detection_order_changes():
+    assigner = TrackAssigner()
+    first = assigner.assign_keyframe(_detections([(10, 10), (60, 60)]), Instances.empty(100, 100), 0)
+    assert first.track_ids.tolist() == [1, 2]
+    propagated = first  # as if flow kept them in place
+    second = assigner.assign_keyframe(_detections([(62, 60), (12, 10)]), propagated, 10)
+    assert second.track_ids.tolist() == [2, 1]
+
+
+def test_prompt_id_gates_matching():
+    assigner = TrackAssigner()
+    first = assigner.assign_keyframe(_detections([(10, 10)], prompt_ids=[0]), Instances.empty(100, 100), 0)
+    second = assigner.assign_keyframe(_detections([(10, 10)], prompt_ids=[1]), first, 10)
+    assert second.track_ids[0] != first.track_ids[0]
+
+
+def test_new_instance_gets_new_id_and_low_scores_are_not_born():
+    assigner = TrackAssigner(AssociationConfig(birth_score=0.5))
+    first = assigner.assign_keyframe(_detections([(10, 10)]), Instances.empty(100, 100), 0)
+    second = assigner.assign_keyframe(_detections([(10, 10), (70, 70), (40, 70)], scores=[0.9, 0.8, 0.2]), first, 10)
+    assert second.track_ids.tolist() == [1, 2]
+
+
+def test_reentry_by_appearance_keeps_id_within_window_only():
+    cfg = AssociationConfig(max_absent_frames=30, coast_score=1.1)
+    assigner = TrackAssigner(cfg)
+    red, blue = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]
+    first = assigner.assign_keyframe(_detections([(10, 10), (60, 60)], embeddings=[red, blue]), Instances.empty(100, 100), 0)
+    gone = assigner.assign_keyframe(_detections([(60, 60)], embeddings=[blue]), first, 10)
+    assert gone.track_ids.tolist() == [2]
+    assert assigner.absent(gone, 10) == (1,)
+    back = assigner.assign_keyframe(_detections([(80, 10), (60, 60)], embeddings=[red, blue]), gone, 20)
+    assert back.track_ids.tolist() == [1, 2]
+    late = TrackAssigner(cfg)
+    first = late.assign_keyframe(_detections([(10, 10)], embeddings=[red]), Instances.empty(100, 100), 0)
+    late.absent(Instances.empty(100, 100), 100)  # past the re-entry window: forgotten
+    again = late.assign_keyframe(_detections([(10, 10)], embeddings=[red]), Instances.empty(100, 100), 100)
+    assert again.track_ids.tolist() == [2]
+
+
+def test_confident_propagated_track_missed_by_keyframe_coasts_once():
+    assigner = TrackAssigner(AssociationConfig(coast_score=0.5, max_coast_keyframes=1))
+    first = assigner.assign_keyframe(_detections([(10, 10), (60, 60)]), Instances.empty(100, 100), 0)
+    second = assigner.assign_keyframe(_detections([(10, 10)]), first, 10)
+    assert sorted(second.track_ids.tolist()) == [1, 2]
+    third = assigner.assign_keyframe(_detections([(10, 10)]), second, 20)
+    assert third.track_ids.tolist() == [1]

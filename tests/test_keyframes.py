@@ -1,0 +1,57 @@
+import numpy as np
+
+from operators.keyframes import KeyframeConfig, KeyframePolicy
+from operators.records import Instances
+
+
+def _instances(areas, scores):
+    masks = np.zeros((len(areas), 100, 100), bool)
+    for i, area in enumerate(areas):
+        masks[i].flat[:area] = True
+    inst = Instances.from_masks(masks, scores, [0] * len(areas), 100, 100)
+    return inst.with_track_ids(list(range(1, len(areas) + 1)))
+
+
+def test_interval_and_prompt_triggers():
+    policy = KeyframePolicy(KeyframeConfig(every=4))
+    decisions = [policy.decide(has_new_prompts=(i == 0)) for i in range(9)]
+    assert decisions == ["prompt", None, None, None, "interval", None, None, None, "interval"]
+
+
+def test_low_confidence_for_m_frames_triggers_once():
+    policy = KeyframePolicy(KeyframeConfig(every=100, low_confidence=0.4, low_confidence_frames=3))
+    assert policy.decide(True) == "prompt"
+    for _ in range(2):
+        policy.observe_instances(_instances([500], [0.2]))
+        assert policy.decide(False) is None
+    policy.observe_instances(_instances([500], [0.2]))
+    assert policy.decide(False) == "low_confidence"
+    policy.observe_instances(_instances([500], [0.9]))
+    assert policy.decide(False) is None
+
+
+def test_area_jump_triggers():
+    policy = KeyframePolicy(KeyframeConfig(every=100, area_jump=0.5))
+    policy.decide(True)
+    policy.observe_instances(_instances([1000], [0.9]))
+    assert policy.decide(False) is None
+    policy.observe_instances(_instances([1300], [0.9]))  # +30%
+    assert policy.decide(False) is None
+    policy.observe_instances(_instances([2100], [0.9]))  # +62%
+    assert policy.decide(False) == "area_jump"
+
+
+def test_scene_cut_triggers_on_a_new_shot_only():
+    rng = np.random.default_rng(0)
+    policy = KeyframePolicy(KeyframeConfig(every=100))
+    policy.decide(True)
+    green = np.zeros((120, 160, 3), np.uint8)
+    green[..., 1] = 180
+    for _ in range(3):
+        noisy = np.clip(green + rng.integers(-8, 8, green.shape), 0, 255).astype(np.uint8)
+        policy.observe_frame(noisy)
+        assert policy.decide(False) is None
+    red = np.zeros_like(green)
+    red[..., 0] = 200
+    policy.observe_frame(red)
+    assert policy.decide(False) == "scene_cut"
