@@ -1,0 +1,60 @@
+"""DAVIS-style indexed PNG masks, ``<out_dir>/<stream_id>/masks/%06d.png``: the format VOS evaluation tools read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from operators.annotate import DAVIS_PALETTE, paint_order, track_slots
+from operators.records import FrameRecord, Instances
+from operators.sinks.base import StreamInfo, output_errors, prepare_out_dir, stream_dir
+
+_PALETTE_BYTES = DAVIS_PALETTE.tobytes()
+
+
+def label_map(instances: Instances) -> np.ndarray:
+    """``(H, W)`` uint8 map: 0 = background, else the track's palette slot; the higher score wins overlaps.
+
+    Slots are :func:`~operators.annotate.track_slots`: track ids 1..254 as they
+    are, larger ids wrapped into 1..254 (so id 300 becomes 46 and may share a
+    value with id 46), 255 never used. Instances without a track id (< 1) are
+    left as background.
+    """
+    labels = np.zeros(instances.shape, np.uint8)
+    slots = track_slots(instances.track_ids)
+    for i in paint_order(instances):
+        if slots[i]:
+            labels[instances.masks[i]] = slots[i]
+    return labels
+
+
+class PalettePngSink:
+    """Writes one palette ("P" mode) PNG per frame with the DAVIS palette.
+
+    Resume needs nothing special: every frame's file is rewritten when its
+    frame is written again, so ``start_frame`` is accepted and ignored.
+    """
+
+    needs_image = False
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = prepare_out_dir(out_dir)
+        self.masks_dir: Path | None = None
+        self._written = 0
+
+    def open(self, stream: StreamInfo, start_frame: int = 0) -> None:
+        self.masks_dir = stream_dir(self.out_dir, stream.stream_id, "masks")
+        self._written = 0
+
+    def write(self, record: FrameRecord) -> None:
+        image = Image.fromarray(label_map(record.instances))
+        image.putpalette(_PALETTE_BYTES)
+        path = self.masks_dir / f"{record.frame_index:06d}.png"
+        with output_errors(path):
+            image.save(path, format="PNG", compress_level=1)
+        self._written += 1
+
+    def close(self) -> dict:
+        return {"sink": "png", "path": str(self.masks_dir), "frames": self._written}
