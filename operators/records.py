@@ -243,5 +243,27 @@ class FrameRecord:
             "height": self.height,
             "width": self.width,
             "objects": objects,
-            "absent_track_ids": list(self.absent_track_ids),
+            "absent_track_ids": [int(t) for t in self.absent_track_ids],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FrameRecord":
+        """Inverse of :meth:`to_dict` (without the image): how consumers of sinks read records back."""
+        objects = data["objects"]
+        height, width = data["height"], data["width"]
+        masks = rle.decode([o["rle"] for o in objects]) if objects else np.zeros((0, height, width), bool)
+        instances = Instances(
+            masks=masks.reshape(len(objects), height, width),
+            scores=np.asarray([o["score"] for o in objects], np.float32),
+            prompt_ids=np.asarray([o["prompt_id"] for o in objects], np.int32),
+            track_ids=np.asarray([o["track_id"] for o in objects], np.int64),
+        )
+        return cls(
+            stream_id=data["stream_id"],
+            frame_index=data["frame_index"],
+            pts=data["pts"],
+            kind=data["kind"],
+            instances=instances,
+            absent_track_ids=tuple(data.get("absent_track_ids", ())),
+            reason=data.get("reason"),
+        )

