@@ -1,0 +1,214 @@
+"""DAVIS video-segmentation metrics: region similarity J, boundary F-measure F, and J&F.
+
+Definitions follow the DAVIS benchmark (Perazzi et al., CVPR 2016), reimplemented:
+
+* J is the IoU of the predicted and ground-truth masks; two empty masks score 1.
+* F compares the masks' boundary maps with a tolerance of ``bound_th`` times the
+  image diagonal (0.008 in DAVIS): a boundary pixel counts as matched when the
+  other boundary lies within that many pixels. F = 2PR / (P + R).
+* J&F of a clip is the mean of J-Mean and F-Mean, each averaged per object first.
+
+Predictions arrive as unordered :class:`Instances`; the matching helpers decide which
+predicted mask stands for which ground-truth object, either once per clip by track
+id or per frame (Hungarian on IoU). Identity metrics can reuse :func:`iou_matrix`
+and :func:`hungarian_match`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Literal, Mapping, Sequence
+
+import cv2
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from operators.records import Instances
+
+#: DAVIS boundary tolerance as a fraction of the image diagonal.
+DAVIS_BOUND_TH = 0.008
+
+#: Ground truth of one frame: object id -> boolean (H, W) mask (empty while the object is absent).
+FrameTruth = Mapping[int, np.ndarray]
+
+Matching = Literal["frame", "track"]
+
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
+def region_similarity(pred: np.ndarray, gt: np.ndarray) -> float:
+    """J: intersection over union of two boolean masks; 1 when both are empty."""
+    union = np.count_nonzero(pred | gt)
+    if union == 0:
+        return 1.0
+    return np.count_nonzero(pred & gt) / union
+
+
+def boundary_map(mask: np.ndarray) -> np.ndarray:
+    """Mask pixels with a 4-neighbour outside the mask; the frame edge is not a contour."""
+    mask8 = mask.astype(np.uint8)
+    # Erosion pads with the maximum, so pixels on the frame edge are kept unless the mask ends there.
+    return mask & ~cv2.erode(mask8, _CROSS).astype(bool)
+
+
+def boundary_tolerance(height: int, width: int, bound_th: float = DAVIS_BOUND_TH) -> int:
+    """Tolerance radius in pixels; ``bound_th`` >= 1 is taken as pixels, as in DAVIS."""
+    if bound_th >= 1:
+        return int(math.ceil(bound_th))
+    return int(math.ceil(bound_th * math.hypot(height, width)))
+
+
+def _disk(radius: int) -> np.ndarray:
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return (xx * xx + yy * yy <= radius * radius).astype(np.uint8)
+
+
+def boundary_measure(pred: np.ndarray, gt: np.ndarray, bound_th: float = DAVIS_BOUND_TH) -> float:
+    """F: boundary F-measure of two boolean masks; 1 when both boundaries are empty."""
+    pred_edge, gt_edge = boundary_map(pred), boundary_map(gt)
+    n_pred, n_gt = np.count_nonzero(pred_edge), np.count_nonzero(gt_edge)
+    if n_pred == 0 and n_gt == 0:
+        return 1.0
+    if n_pred == 0 or n_gt == 0:
+        return 0.0
+    disk = _disk(boundary_tolerance(*gt.shape, bound_th))
+    gt_near = cv2.dilate(gt_edge.astype(np.uint8), disk).astype(bool)
+    pred_near = cv2.dilate(pred_edge.astype(np.uint8), disk).astype(bool)
+    precision = np.count_nonzero(pred_edge & gt_near) / n_pred
+    recall = np.count_nonzero(gt_edge & pred_near) / n_gt
+    if precision + recall == 0:
+        return 0.0
+    return 2 * precision * recall / (precision + recall)
+
+
+@dataclass(frozen=True)
+class ObjectScores:
+    """Per-frame J and F of one object over a clip."""
+
+    j: np.ndarray  # (T,) float
+    f: np.ndarray  # (T,) float
+
+
+def object_scores(
+    pred_masks: Sequence[np.ndarray], gt_masks: Sequence[np.ndarray], bound_th: float = DAVIS_BOUND_TH
+) -> ObjectScores:
+    """J and F of one object on every frame of a clip."""
+    if len(pred_masks) != len(gt_masks):
+        raise ValueError(f"{len(pred_masks)} predicted frames for {len(gt_masks)} ground-truth frames")
+    return ObjectScores(
+        j=np.array([region_similarity(p, g) for p, g in zip(pred_masks, gt_masks)], np.float64),
+        f=np.array([boundary_measure(p, g, bound_th) for p, g in zip(pred_masks, gt_masks)], np.float64),
+    )
+
+
+def jf_mean(scores: Iterable[ObjectScores]) -> float:
+    """DAVIS J&F-Mean: (J-Mean + F-Mean) / 2, each the mean over objects of per-object means."""
+    scores = list(scores)
+    if not scores:
+        raise ValueError("jf_mean needs at least one object")
+    j_mean = float(np.mean([s.j.mean() for s in scores]))
+    f_mean = float(np.mean([s.f.mean() for s in scores]))
+    return (j_mean + f_mean) / 2
+
+
+def iou_matrix(pred_masks: np.ndarray, gt_masks: np.ndarray) -> np.ndarray:
+    """``(N, M)`` IoU between N predicted and M ground-truth ``(H, W)`` masks."""
+    pred = pred_masks.reshape(len(pred_masks), -1).astype(np.float32)
+    gt = gt_masks.reshape(len(gt_masks), -1).astype(np.float32)
+    inter = pred @ gt.T
+    union = pred.sum(1)[:, None] + gt.sum(1)[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def hungarian_match(similarity: np.ndarray, min_similarity: float = 0.0) -> list[tuple[int, int]]:
+    """Row/column pairs maximising total similarity; pairs at or below ``min_similarity`` are dropped."""
+    if similarity.size == 0:
+        return []
+    rows, cols = linear_sum_assignment(similarity, maximize=True)
+    return [(int(r), int(c)) for r, c in zip(rows, cols) if similarity[r, c] > min_similarity]
+
+
+def _stack_truth(truth: FrameTruth, object_ids: Sequence[int]) -> np.ndarray:
+    return np.stack([np.asarray(truth[o], bool) for o in object_ids])
+
+
+def assign_per_frame(pred_frames: Sequence[Instances], gt_frames: Sequence[FrameTruth]) -> list[dict[int, np.ndarray]]:
+    """Each frame on its own: the predicted mask matched to each object (empty when unmatched)."""
+    assigned = []
+    for pred, truth in zip(pred_frames, gt_frames, strict=True):
+        object_ids = list(truth)
+        empty = np.zeros(pred.shape, bool)
+        frame = {o: empty for o in object_ids}
+        if object_ids and len(pred):
+            for p, g in hungarian_match(iou_matrix(pred.masks, _stack_truth(truth, object_ids))):
+                frame[object_ids[g]] = pred.masks[p]
+        assigned.append(frame)
+    return assigned
+
+
+def assign_by_track(pred_frames: Sequence[Instances], gt_frames: Sequence[FrameTruth]) -> list[dict[int, np.ndarray]]:
+    """One track per object for the whole clip, chosen by IoU summed over frames.
+
+    Untracked predictions (track id -1) are ignored: identity is what this mode scores.
+    """
+    object_ids = sorted({o for truth in gt_frames for o in truth})
+    track_ids = sorted({int(t) for pred in pred_frames for t in pred.track_ids if t >= 0})
+    total_iou = np.zeros((len(track_ids), len(object_ids)))
+    for pred, truth in zip(pred_frames, gt_frames, strict=True):
+        present = [o for o in object_ids if o in truth]
+        tracked = pred.track_ids >= 0
+        if not present or not tracked.any():
+            continue
+        ious = iou_matrix(pred.masks[tracked], _stack_truth(truth, present))
+        rows = [track_ids.index(int(t)) for t in pred.track_ids[tracked]]
+        cols = [object_ids.index(o) for o in present]
+        np.add.at(total_iou, (np.array(rows)[:, None], np.array(cols)[None, :]), ious)
+    track_of = {object_ids[g]: track_ids[t] for t, g in hungarian_match(total_iou)}
+
+    assigned = []
+    for pred, truth in zip(pred_frames, gt_frames):
+        empty = np.zeros(pred.shape, bool)
+        frame = {}
+        for o in truth:
+            hits = np.flatnonzero(pred.track_ids == track_of.get(o, -2))
+            frame[o] = pred.masks[hits].any(axis=0) if len(hits) else empty
+        assigned.append(frame)
+    return assigned
+
+
+@dataclass(frozen=True)
+class ClipScores:
+    """J and F per ground-truth object of one clip."""
+
+    objects: dict[int, ObjectScores]
+
+    @property
+    def j_mean(self) -> float:
+        return float(np.mean([s.j.mean() for s in self.objects.values()]))
+
+    @property
+    def f_mean(self) -> float:
+        return float(np.mean([s.f.mean() for s in self.objects.values()]))
+
+    @property
+    def jf_mean(self) -> float:
+        return jf_mean(self.objects.values())
+
+
+def evaluate_clip(
+    pred_frames: Sequence[Instances],
+    gt_frames: Sequence[FrameTruth],
+    matching: Matching = "frame",
+    bound_th: float = DAVIS_BOUND_TH,
+) -> ClipScores:
+    """Match predictions to ground truth (``"frame"`` or ``"track"``), then score every object."""
+    assign = {"frame": assign_per_frame, "track": assign_by_track}[matching]
+    assigned = assign(pred_frames, gt_frames)
+    empty = [np.zeros(pred.shape, bool) for pred in pred_frames]
+    scores = {}
+    for o in sorted({o for truth in gt_frames for o in truth}):
+        predicted = [frame.get(o, none) for frame, none in zip(assigned, empty)]
+        truth = [np.asarray(frame.get(o, none), bool) for frame, none in zip(gt_frames, empty)]
+        scores[o] = object_scores(predicted, truth, bound_th)
+    return ClipScores(scores)
