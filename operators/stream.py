@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Protocol, Sequence
 import numpy as np
 
 from operators.association import AssociationConfig, TrackAssigner
-from operators.errors import InvalidPromptError, SegmenterError
+from operators.errors import InvalidPromptError, PipelineError, SegmenterError
 from operators.keyframes import KeyframeConfig, KeyframePolicy
 from operators.propagation import FlowPropagator
 from operators.records import FrameRecord, Instances, Prompt, PromptError
@@ -278,15 +278,19 @@ def run_stream(
             emit(record)
 
     previous: np.ndarray | None = None
-    for frame in frames:
-        flow = None
-        if previous is not None and processor.is_tracking(frame.index):
-            flow = processor.propagator.flow(previous, frame.image)
-        previous = frame.image
-        pending.append((frame, flow))
-        advance(block=False, keep=0)
-        if len(pending) > max_pending:
-            advance(block=True, keep=max_pending)
+    try:
+        for frame in frames:
+            flow = None
+            if previous is not None and processor.is_tracking(frame.index):
+                flow = processor.propagator.flow(previous, frame.image)
+            previous = frame.image
+            pending.append((frame, flow))
+            advance(block=False, keep=0)
+            if len(pending) > max_pending:
+                advance(block=True, keep=max_pending)
+    except PipelineError:
+        advance(block=True, keep=0)  # decoding failed part-way: the frames before it still get records
+        raise
     advance(block=True, keep=0)
     processor.finish_stream()
 

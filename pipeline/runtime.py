@@ -161,9 +161,8 @@ class _RayFuture:
 class _BatchedSink:
     """Batches records to a sink actor, keeping at most two batches in flight (backpressure)."""
 
-    def __init__(self, actor: "ray.actor.ActorHandle", keep_images: bool) -> None:
+    def __init__(self, actor: "ray.actor.ActorHandle") -> None:
         self.actor = actor
-        self.keep_images = keep_images
         self.batch: list[FrameRecord] = []
         self.inflight: list[ray.ObjectRef] = []
 
@@ -211,8 +210,9 @@ class StreamWorker:
         spec = self.spec
         report = StreamReport(spec.stream_id, spec.source, status="failed")
         started = time.perf_counter()
-        sink = SinkWorker.remote(spec.sinks, spec.out_dir)
+        sink = SinkWorker.options(num_cpus=0).remote(spec.sinks, spec.out_dir)
         opened = False
+        writer: _BatchedSink | None = None
         try:
             with open_video(spec.source, backend=spec.decoder) as reader:
                 info = reader.info
@@ -224,7 +224,7 @@ class StreamWorker:
                     spec.stream_id, spec.source, spec.prompts, keyframes=spec.keyframes,
                     association=spec.association, keep_images=keep_images,
                 )
-                writer = _BatchedSink(sink, keep_images)
+                writer = _BatchedSink(sink)
 
                 def emit(record: FrameRecord) -> None:
                     writer(record)
@@ -237,7 +237,6 @@ class StreamWorker:
                     emit=emit,
                     max_pending=spec.max_pending,
                 )
-                writer.drain()
             report.status = "done"
         except PipelineError as exc:
             report.error = exc.to_dict()
@@ -247,6 +246,8 @@ class StreamWorker:
                 "reason": str(exc) or repr(exc), "traceback": traceback.format_exc(limit=6),
             }
         finally:
+            if writer is not None:
+                writer.drain()  # records emitted before an error are written too
             if opened:
                 report.outputs = ray.get(sink.close.remote())
             ray.kill(sink)

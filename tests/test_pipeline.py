@@ -145,6 +145,7 @@ def test_bad_inputs_are_named_and_the_batch_finishes(ray_local, clips, tmp_path)
     summary = run_job(JobConfig(sources=[str(p) for p in files.values()], out_dir=tmp_path / "out",
                                 prompts_file=folder / "prompts.json", sinks=["jsonl"], progress=False))
     by_source = {Path(v.source).stem: v for v in summary.videos}
+    by_source["good"] = by_source.pop(files["good"].stem)
     assert by_source["good"].status == "done" and by_source["good"].frames == FRAMES
     expected = {
         "missing": ("VideoOpenError", "no such file"),

@@ -1,0 +1,59 @@
+"""The installed ``xsam-pipeline`` command as a user runs it: exit codes, messages, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.clips import ClipSpec, make_clip
+
+ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=ENV, cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_unwritable_output_folder_stops_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    result = cli("run", str(tmp_path / "any.mp4"), "--prompt", "point:1,1", "--out", str(tmp_path / "file" / "out"))
+    assert result.returncode == 2
+    assert "file/out" in result.stderr and "Not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prompt", "box:1,2,3"], "a box is x0,y0,x1,y1"),
+        (["--prompt", "point:1,1", "--keyframe-every", "0"], "keyframe_every"),
+        (["--prompt", "point:1,1", "--sink", "csv"], "unknown sink(s) csv"),
+    ],
+)
+def test_bad_options_exit_2_with_the_reason(tmp_path, args, message):
+    result = cli("run", str(tmp_path / "any.mp4"), "--out", str(tmp_path / "out"), *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_writes_outputs_and_exits_1_when_a_video_fails(tmp_path):
+    clip = make_clip(ClipSpec(seed=7, num_frames=20), tmp_path / "walk.mp4")
+    box = ",".join(str(int(v)) for v in clip.suggested_prompt(clip.kinds[1], "box").box)
+    out = tmp_path / "out"
+    result = cli("run", str(clip.path), str(tmp_path / "missing.mp4"), "--prompt", f"box:{box}", "--out", str(out),
+                 "--sink", "jsonl,png")
+    assert result.returncode == 1, result.stderr
+    assert "missing" in result.stderr  # the final table names the failed video
+    assert "no such file" in json.loads((out / "summary.json").read_text())["failures"][0]["reason"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 1}
+    assert len((out / "walk" / "frames.jsonl").read_text().splitlines()) == 20
+    assert len(list((out / "walk" / "masks").glob("*.png"))) == 20
+    again = cli("run", str(clip.path), "--prompt", f"box:{box}", "--out", str(out), "--sink", "jsonl,png")
+    assert again.returncode == 0 and "skipped" in again.stderr
