@@ -116,18 +116,20 @@ class DecodedFrame:
 
 @dataclass(frozen=True)
 class _Declared:
-    """What the container promises, to tell a truncated file from one that simply ended."""
+    """What the container and stream headers promise, to tell a cut or damaged file from one that ended."""
 
     frames: int | None
     bytes: int | None  # where the container says its data ends
     file_bytes: int | None
+    reorder_depth: int  # frames the decoder holds back to put B-frames in presentation order
 
-    def truncation(self, frames_decoded: int, packets_read: int | None = None) -> str | None:
-        """The reason if the file holds less than declared; ``packets_read`` only once the stream has ended."""
+    def is_incomplete(self, packets_read: int | None = None) -> bool:
+        """True if the file holds less than declared; pass ``packets_read`` once the whole stream was read."""
         short_of_bytes = self.bytes is not None and self.file_bytes is not None and self.file_bytes < self.bytes
         short_of_frames = packets_read is not None and self.frames is not None and packets_read < self.frames
-        if not (short_of_bytes or short_of_frames):
-            return None
+        return short_of_bytes or short_of_frames
+
+    def truncation_reason(self, frames_decoded: int) -> str:
         if self.frames is not None:
             return f"truncated: container declares {self.frames} frames, decoded {frames_decoded}"
         return f"truncated: container declares {self.bytes} bytes, the file has {self.file_bytes}"
@@ -143,15 +145,34 @@ def _check_local_file(path: Path) -> None:
         raise VideoOpenError(str(path), "file is empty (0 bytes)")
 
 
+def _enable_ffmpeg_error_log() -> None:
+    """Let FFmpeg's errors through PyAV, which mutes its log by default.
+
+    Some damage is only ever logged (Matroska skips a damaged cluster and carries on), and open
+    failures only say 'Invalid data' without it. Repeats must come through too: the same damage is
+    logged again when a second pass reaches it. Process-wide: errors nobody captures go to the
+    ``libav`` Python logger; a level set by the application is left alone.
+    """
+    if av.logging.get_level() is None:
+        av.logging.set_level(av.logging.ERROR)
+    av.logging.set_skip_repeated(False)
+
+
+def _first_error(logs: list[tuple[int, str, str]]) -> str | None:
+    return next((message.strip() for level, _, message in logs if level <= av.logging.ERROR), None)
+
+
 def _open_container(source: str, options: Mapping[str, str]) -> av.container.InputContainer:
-    try:
-        return av.open(source, options=dict(options))
-    except av.FFmpegError as exc:
-        if isinstance(exc, OSError):
-            raise VideoOpenError(source, f"cannot read: {exc.strerror}") from exc
-        detail = _ffmpeg_open_log(source, options).error
-        reason = f"{exc.strerror} ({detail})" if detail else exc.strerror
-        raise VideoOpenError(source, f"not a readable video container: {reason}") from exc
+    _enable_ffmpeg_error_log()
+    with av.logging.Capture() as logs:
+        try:
+            return av.open(source, options=dict(options))
+        except av.FFmpegError as exc:
+            if isinstance(exc, OSError):
+                raise VideoOpenError(source, f"cannot read: {exc.strerror}") from exc
+            detail = _first_error(logs)
+            reason = f"{exc.strerror} ({detail})" if detail else exc.strerror
+            raise VideoOpenError(source, f"not a readable video container: {reason}") from exc
 
 
 def _video_stream(container: av.container.InputContainer, source: str, options: Mapping[str, str]) -> av.VideoStream:
@@ -180,11 +201,13 @@ def _probe(container: av.container.InputContainer, stream: av.VideoStream, sourc
         codec=context.name,
         time_base=stream.time_base,
     )
-    return info, _Declared(frames=info.frame_count, bytes=_declared_end(source, container, stream), file_bytes=_file_size(source))
-
-
-def _file_size(source: str) -> int | None:
-    return os.path.getsize(source) if os.path.isfile(source) else None
+    declared = _Declared(
+        frames=info.frame_count,
+        bytes=_declared_end(source, container, stream),
+        file_bytes=os.path.getsize(source) if os.path.isfile(source) else None,
+        reorder_depth=context.reorder_depth,
+    )
+    return info, declared
 
 
 def _declared_end(source: str, container: av.container.InputContainer, stream: av.VideoStream) -> int | None:
@@ -216,37 +239,20 @@ def _matroska_segment_end(source: str) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
-class _OpenLog:
-    error: str | None
-    warnings: list[str]
+def _unsupported_codec_reason(source: str, options: Mapping[str, str]) -> str:
+    """Name the codec and FOURCC that no decoder reads.
 
-
-def _ffmpeg_open_log(source: str, options: Mapping[str, str]) -> _OpenLog:
-    """Open ``source`` again with FFmpeg's log captured, to name the cause of a failure.
-
-    PyAV mutes FFmpeg's log by default, and its exceptions then say only 'Invalid data'. Logging is
-    process-wide, so it is switched on here, on error paths only, and restored straight after.
+    PyAV exposes nothing for such a stream; only FFmpeg's probe warning names it, so the file is
+    opened again with warnings captured (switched on for this error path only, then restored).
     """
-    level, skip_repeated = av.logging.get_level(), av.logging.get_skip_repeated()
+    level = av.logging.get_level()
     av.logging.set_level(av.logging.WARNING)
-    av.logging.set_skip_repeated(False)
-    error = None
     try:
         with av.logging.Capture() as logs:
-            try:
-                av.open(source, options=dict(options)).close()
-            except av.FFmpegError as exc:
-                error = exc.log[2].strip() if exc.log else None  # (level, component, message)
+            av.open(source, options=dict(options)).close()
     finally:
         av.logging.set_level(level)
-        av.logging.set_skip_repeated(skip_repeated)
-    return _OpenLog(error, [message.strip() for _, _, message in logs])
-
-
-def _unsupported_codec_reason(source: str, options: Mapping[str, str]) -> str:
-    """PyAV exposes no codec for an undecodable stream; FFmpeg's probe warning names it and its FOURCC."""
-    for message in _ffmpeg_open_log(source, options).warnings:
+    for _, _, message in logs:
         found = re.search(r"Video: (\w+)(?: \((\S+) / 0x[0-9A-Fa-f]+\))?", message)
         if found:
             codec, fourcc = found.groups()
@@ -270,16 +276,18 @@ def _ffmpeg_error_text(exc: Exception) -> str:
     return text
 
 
-def _decode_failure(source: str, declared: _Declared, frame_index: int, exc: Exception) -> VideoDecodeError:
-    reason = declared.truncation(frame_index) or f"corrupt data: {_ffmpeg_error_text(exc)}"
+def _decode_failure(
+    source: str, declared: _Declared, frame_index: int, damage: str | None, packets_read: int | None = None
+) -> VideoDecodeError:
+    """The error for a stream that stopped at ``frame_index``: truncated if the file is short, else corrupt."""
+    reason = declared.truncation_reason(frame_index) if declared.is_incomplete(packets_read) else f"corrupt data: {damage}"
     return VideoDecodeError(source, reason, frame_index=frame_index)
 
 
 def _check_complete(source: str, declared: _Declared, frames_decoded: int, packets_read: int) -> None:
     """At the end of the stream: raise if the file held less than its container declares."""
-    reason = declared.truncation(frames_decoded, packets_read)
-    if reason:
-        raise VideoDecodeError(source, reason, frame_index=frames_decoded)
+    if declared.is_incomplete(packets_read):
+        raise VideoDecodeError(source, declared.truncation_reason(frames_decoded), frame_index=frames_decoded)
 
 
 # --------------------------------------------------------------------------- readers
@@ -306,11 +314,16 @@ class VideoReader(ABC):
 
 @dataclass(frozen=True)
 class _PacketScan:
-    """Every packet's timestamps, read without decoding, to give frames exact indices after a seek."""
+    """Every packet's timestamps up to the end or the first damage, read without decoding.
+
+    It gives frames exact indices after a seek (a frame's index is its pts' rank) and tells decord,
+    which cannot report damage itself, where the stream breaks.
+    """
 
     presentation_pts: list[int]  # sorted: position = frame index
-    keyframes: list[tuple[int, int]]  # (pts, earliest of pts/dts) in presentation order
-    packet_count: int
+    keyframes: list[tuple[int, int]]  # (pts, earliest of pts/dts), sorted by pts
+    packet_count: int  # including packets an edit list hides, as the container's frame count does
+    damage: str | None
 
     def index_of(self, pts: int) -> int:
         return bisect.bisect_left(self.presentation_pts, pts)
@@ -324,34 +337,50 @@ class _PacketScan:
         position = bisect.bisect_right(self.keyframes, (target, float("inf"))) - 1
         return self.keyframes[position][1] if position >= 0 else self.presentation_pts[0]
 
+    def certain_frames(self, reorder_depth: int) -> int:
+        """How many leading frames are known complete when the stream breaks after these packets.
+
+        A frame lost in the break may belong before the last ``reorder_depth`` frames read (B-frames
+        are stored after the frames they precede), which is why a decoder holds those back.
+        """
+        return max(0, len(self.presentation_pts) - reorder_depth)
+
 
 def _scan_packets(source: str, options: Mapping[str, str], stream_index: int) -> _PacketScan:
-    """Read every packet's timestamps once: demuxing without decoding is cheap next to decoding up to ``start``."""
+    """Demux without decoding: cheap next to decoding up to ``start``."""
     pts: list[int] = []
     keyframes: list[tuple[int, int]] = []
     packet_count = 0
+    damage = None
     with av.open(source, options=dict(options)) as container:
-        try:
-            for packet in container.demux(container.streams[stream_index]):
-                if not packet.size:
-                    continue
-                packet_count += 1
-                if packet.pts is None:
-                    raise VideoDecodeError(source, "packets have no timestamps, frames cannot be indexed", len(pts))
-                if packet.is_discard:  # outside the edit list: decoded for reference, never shown
-                    continue
-                pts.append(packet.pts)
-                if packet.is_keyframe:
-                    keyframes.append((packet.pts, packet.pts if packet.dts is None else min(packet.pts, packet.dts)))
-        except av.FFmpegError:
-            pass  # a truncated or corrupt tail: decoding reaches it too and reports it with the frame index
-    return _PacketScan(sorted(pts), sorted(keyframes), packet_count)
+        packets = container.demux(container.streams[stream_index])
+        while damage is None:
+            try:
+                with av.logging.Capture() as logs:
+                    packet = next(packets, None)
+            except av.FFmpegError as exc:
+                damage = _ffmpeg_error_text(exc)
+                break
+            damage = _first_error(logs)
+            if packet is None or damage is not None:
+                break
+            if not packet.size:
+                continue
+            packet_count += 1
+            if packet.pts is None:
+                raise VideoDecodeError(source, "packets have no timestamps, frames cannot be indexed", len(pts))
+            if packet.is_discard:  # outside the edit list: decoded for reference, never shown
+                continue
+            pts.append(packet.pts)
+            if packet.is_keyframe:
+                keyframes.append((packet.pts, packet.pts if packet.dts is None else min(packet.pts, packet.dts)))
+    return _PacketScan(sorted(pts), sorted(keyframes), packet_count, damage)
 
 
 @dataclass
 class _DemuxProgress:
     packets_read: int = 0
-    error: av.FFmpegError | None = None
+    damage: str | None = None
 
 
 class PyAVReader(VideoReader):
@@ -397,14 +426,18 @@ class PyAVReader(VideoReader):
         scan = self._packet_scan() if resuming or self._keyframes_only else None
         if resuming:
             if start >= len(scan.presentation_pts):
+                if scan.damage is not None:
+                    raise _decode_failure(self._source, self._declared, start, scan.damage)
                 _check_complete(self._source, self._declared, len(scan.presentation_pts), scan.packet_count)
                 return
             self._container.seek(scan.seek_target(start), stream=self._stream)
+            # FFmpeg may reset the decoder's reorder depth on a seek and then drop B-frames.
+            self._stream.codec_context.reorder_depth = self._declared.reorder_depth
         self._positioned_at_start = False
         self.corrupt_frames = []
         progress = _DemuxProgress()
         next_index = start
-        for position, frame in enumerate(self._decoded(progress)):
+        for position, frame in enumerate(self._decoded(progress, None if scan is None else scan.packet_count)):
             if frame.pts is None:
                 raise VideoDecodeError(self._source, "frame has no timestamp (a raw stream? remux it into MP4 or MKV)", position)
             index = scan.index_of(frame.pts) if scan is not None else position
@@ -416,24 +449,33 @@ class PyAVReader(VideoReader):
             image = self._to_rgb.reformat(frame, format="rgb24").to_ndarray()
             yield DecodedFrame(index, pts, np.ascontiguousarray(image))
             next_index = index + 1
-        if progress.error is not None:
-            raise _decode_failure(self._source, self._declared, next_index, progress.error) from progress.error
+        if progress.damage is not None:
+            raise _decode_failure(self._source, self._declared, next_index, progress.damage)
         _check_complete(self._source, self._declared, next_index, scan.packet_count if scan else progress.packets_read)
 
-    def _decoded(self, progress: _DemuxProgress) -> Iterator[av.VideoFrame]:
-        """Decoded frames in presentation order; an FFmpeg failure ends the iteration and is recorded."""
+    def _decoded(self, progress: _DemuxProgress, packet_count: int | None) -> Iterator[av.VideoFrame]:
+        """Decoded frames in presentation order, up to the end of the stream or the first damage.
+
+        Damage is an FFmpeg exception or an error FFmpeg only logs. Where the stream breaks, the
+        frames the decoder still holds are dropped, not flushed: frames lost in the break may belong
+        before them. ``packet_count`` is the stream's, where a scan counted it.
+        """
         packets = self._container.demux(self._stream)
         while True:
             try:
-                packet = next(packets, None)
-                if packet is None:
+                with av.logging.Capture() as logs:
+                    packet = next(packets, None)
+                progress.damage = _first_error(logs)
+                if packet is None or progress.damage is not None:
                     return
+                if packet.size:
+                    progress.packets_read += 1
+                elif self._declared.is_incomplete(progress.packets_read if packet_count is None else packet_count):
+                    return  # the end of a cut file: an empty packet would flush the decoder
                 frames = packet.decode()
             except av.FFmpegError as exc:
-                progress.error = exc
+                progress.damage = _ffmpeg_error_text(exc)
                 return
-            if packet.size:
-                progress.packets_read += 1
             yield from frames
 
     def _packet_scan(self) -> _PacketScan:
@@ -448,8 +490,10 @@ class PyAVReader(VideoReader):
 class DecordReader(VideoReader):
     """decord's reader behind the same interface; probing and errors are shared with :class:`PyAVReader`.
 
-    decord indexes the whole file when it opens, so a file cut part-way fails at open (frame 0)
-    rather than after its readable frames. Its timestamps are float32 (about 7 significant digits).
+    decord reads every packet when it opens and reports neither a cut nor damaged container data,
+    so a packet scan at open finds where the stream breaks; frames past the last certain one are
+    not delivered. A faststart MP4 cut part-way makes decord itself fail at open (frame 0).
+    Timestamps are decord's float32 (about 7 significant digits).
     """
 
     def __init__(self, source: str, *, threads: int = 0, keyframes_only: bool = False) -> None:
@@ -457,25 +501,34 @@ class DecordReader(VideoReader):
 
         self._source = source
         with _open_container(source, {}) as container:
-            self.info, self._declared = _probe(container, _video_stream(container, source, {}), source)
+            stream = _video_stream(container, source, {})
+            self.info, self._declared = _probe(container, stream, source)
+            scan = _scan_packets(source, {}, stream.index)
+        self._damage = scan.damage
+        self._stream_packets = None if scan.damage else scan.packet_count  # the whole stream's, if it was read
+        broken = scan.damage is not None or self._declared.is_incomplete(scan.packet_count)
+        self._frame_limit = scan.certain_frames(self._declared.reorder_depth) if broken else None
         self._errors = (decord.DECORDError, RuntimeError)
         try:
             self._reader = decord.VideoReader(source, num_threads=threads)
             self._pts = self._reader.get_frame_timestamp(range(len(self._reader)))[:, 0].astype(float)
             self._keyframes = self._reader.get_key_indices() if keyframes_only else None
         except self._errors as exc:
-            raise _decode_failure(source, self._declared, 0, exc) from exc
+            raise _decode_failure(source, self._declared, 0, _ffmpeg_error_text(exc)) from exc
 
     def frames(self, start: int = 0) -> Iterator[DecodedFrame]:
-        indices = range(start, len(self._reader)) if self._keyframes is None else [i for i in self._keyframes if i >= start]
+        stop = len(self._reader) if self._frame_limit is None else min(self._frame_limit, len(self._reader))
+        indices = range(start, stop) if self._keyframes is None else [i for i in self._keyframes if start <= i < stop]
         next_index = start
         for index in indices:
             try:
                 image = self._reader[index].asnumpy()
             except self._errors as exc:
-                raise _decode_failure(self._source, self._declared, next_index, exc) from exc
+                raise _decode_failure(self._source, self._declared, next_index, _ffmpeg_error_text(exc)) from exc
             yield DecodedFrame(index, float(self._pts[index]), np.ascontiguousarray(image))
             next_index = index + 1
+        if self._frame_limit is not None:
+            raise _decode_failure(self._source, self._declared, max(start, stop), self._damage, self._stream_packets)
         _check_complete(self._source, self._declared, next_index, len(self._reader))
 
     def close(self) -> None:
