@@ -1,0 +1,222 @@
+"""Carry instance masks from one frame to the next with dense optical flow (DIS).
+
+Flow and warp are separate steps so the pipeline can compute flows while the
+keyframe's masks are still being segmented. Flow is computed at a reduced
+resolution for large frames; masks are warped at full resolution.
+
+A mask is pulled backwards: each new pixel looks up where it came from. DIS
+matches patches, so within half a patch of an object's outline the flow mixes
+object and background motion, and a backward-warped mask would smear into the
+background it leaves behind a little more every frame. So that band around the
+outline follows the object's own motion instead, an affine fit to the flow inside
+it; the interior keeps the per-pixel flow, which allows non-rigid motion.
+
+A mask's score is multiplied by the share of its pixels whose forward-backward
+flow round trip is consistent, so an object that gets occluded, or that the flow
+loses, fades.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from operators.records import Instances
+
+DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+#: Row and column slices of a frame.
+Window = tuple[slice, slice]
+
+#: Most flow vectors an object's affine motion is fitted to; more only cost time.
+_MAX_FIT_SAMPLES = 4000
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Motion from a previous frame to the current one, at working resolution.
+
+    ``backward[y, x]`` is the offset from current pixel ``(x, y)`` to where it was in
+    the previous frame; ``consistent`` marks pixels whose round trip through the
+    forward flow comes back, i.e. pixels that were visible in both frames.
+    ``blur_radius`` is how far (full-resolution pixels) flow mixes across an edge.
+    """
+
+    backward: np.ndarray  # (h, w, 2) float32, working-resolution pixels
+    consistent: np.ndarray  # (h, w) bool
+    frame_size: tuple[int, int]  # full-resolution (H, W)
+    blur_radius: int
+
+
+def _gray(frame: np.ndarray) -> np.ndarray:
+    return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+
+
+def _squared_norm(vectors: np.ndarray) -> np.ndarray:
+    return vectors[..., 0] ** 2 + vectors[..., 1] ** 2
+
+
+@lru_cache(maxsize=4)
+def _pixel_grid(h: int, w: int) -> np.ndarray:
+    """``(h, w, 2)`` float32 pixel coordinates x, y; cached and shared, so never written to."""
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    grid = np.stack([xs, ys], axis=-1)
+    grid.flags.writeable = False
+    return grid
+
+
+def _as_u8(mask: np.ndarray) -> np.ndarray:
+    """0/1 ``uint8`` view of a boolean mask, for OpenCV; bilinear results round at 0.5 back to 0/1."""
+    return np.ascontiguousarray(mask).view(np.uint8)
+
+
+def _square(radius: int) -> np.ndarray:
+    """Square structuring element: separable, so OpenCV's morphology with it is fast at any size."""
+    return np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+
+
+def _pull_mask(mask: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Bilinear pull of a boolean mask from ``coords`` ``(H, W, 2)``."""
+    pulled = cv2.remap(_as_u8(mask), coords, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return pulled.view(bool)
+
+
+def _window(mask: np.ndarray, reach: int) -> Window | None:
+    """Slices of the part of the frame a warp of ``mask`` can touch; None for an empty mask."""
+    x, y, w, h = cv2.boundingRect(_as_u8(mask))
+    if w == 0:
+        return None
+    height, width = mask.shape
+    return slice(max(0, y - reach), min(height, y + h + reach)), slice(max(0, x - reach), min(width, x + w + reach))
+
+
+def _object_motion(backward: np.ndarray, region: np.ndarray, origin: tuple[int, int]) -> np.ndarray | None:
+    """Least-squares affine map (2x3) from window positions to full-frame previous positions; None if too small.
+
+    ``backward`` and ``region`` are cropped to a window whose top-left pixel is ``origin`` (x, y).
+    """
+    points = cv2.findNonZero(_as_u8(region))
+    if points is None or len(points) < 6:
+        return None
+    xs, ys = points.reshape(-1, 2).T
+    step = max(1, len(xs) // _MAX_FIT_SAMPLES)
+    ys, xs = ys[::step], xs[::step]
+    offsets = backward[ys, xs]
+    here = np.stack([xs, ys, np.ones_like(xs)], axis=1).astype(np.float64)
+    there = np.stack([xs + origin[0] + offsets[:, 0], ys + origin[1] + offsets[:, 1]], axis=1)
+    return np.linalg.lstsq(here, there, rcond=None)[0].T
+
+
+class FlowPropagator:
+    """DIS optical flow with forward-backward consistency; see the module docstring.
+
+    ``preset`` names DIS's speed/quality preset; ``finest_scale`` overrides the preset's
+    finest pyramid level (0 = full resolution; the presets stop at 1/4, which blurs
+    motion boundaries); ``None`` keeps the preset's. ``max_side``: frames larger than
+    this are downscaled for flow. ``score_decay`` is a per-frame factor on top of
+    consistency, so unconfirmed masks age.
+    """
+
+    def __init__(
+        self, preset: str = "ultrafast", finest_scale: int | None = 1, max_side: int = 320, score_decay: float = 0.99
+    ) -> None:
+        if preset not in DIS_PRESETS:
+            raise ValueError(f"unknown DIS preset {preset!r}; choose one of {', '.join(DIS_PRESETS)}")
+        self.preset = preset
+        self.finest_scale = finest_scale
+        self.max_side = max_side
+        self.score_decay = score_decay
+        self._dis: cv2.DISOpticalFlow | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_dis": None}  # OpenCV objects do not pickle; rebuilt on first use
+
+    def _estimator(self) -> cv2.DISOpticalFlow:
+        if self._dis is None:
+            self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset])
+            if self.finest_scale is not None:
+                self._dis.setFinestScale(self.finest_scale)
+        return self._dis
+
+    def _working(self, frame: np.ndarray) -> np.ndarray:
+        gray = _gray(frame)
+        h, w = gray.shape
+        scale = self.max_side / max(h, w)
+        if scale >= 1:
+            return gray
+        return cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+
+    def flow(self, prev_frame: np.ndarray, frame: np.ndarray) -> Flow:
+        """Flow from ``prev_frame`` to ``frame`` (RGB or grayscale, same size)."""
+        if prev_frame.shape[:2] != frame.shape[:2]:
+            raise ValueError(f"frame sizes differ: {prev_frame.shape[:2]} and {frame.shape[:2]}")
+        prev, cur = self._working(prev_frame), self._working(frame)
+        dis = self._estimator()
+        backward = dis.calc(cur, prev, None)
+        forward = dis.calc(prev, cur, None)
+        came_from = _pixel_grid(*cur.shape) + backward
+        forward_there = cv2.remap(forward, came_from, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # Sundaram et al. (ECCV 2010): the round trip may err by a fraction of the motion plus half a pixel.
+        round_trip = _squared_norm(backward + forward_there)
+        motion = _squared_norm(backward) + _squared_norm(forward_there)
+        upscale = frame.shape[1] / cur.shape[1]
+        blur_radius = math.ceil(dis.getPatchSize() / 2 * upscale)
+        return Flow(backward, round_trip <= 0.01 * motion + 0.5, frame.shape[:2], blur_radius)
+
+    def warp(self, instances: Instances, flow: Flow) -> Instances:
+        """``instances`` moved into the flow's current frame, one for one.
+
+        Ids and embeddings are kept; masks stay boolean; scores fall with the share of
+        inconsistent pixels under the warped mask (0 for a mask that left the frame).
+        """
+        if instances.shape != flow.frame_size:
+            raise ValueError(f"masks are {instances.shape}, the flow is for frames of {flow.frame_size}")
+        if len(instances) == 0:
+            return instances
+        h, w = flow.frame_size
+        fh, fw = flow.consistent.shape
+        backward = cv2.resize(flow.backward, (w, h), interpolation=cv2.INTER_LINEAR)
+        if (fh, fw) != (h, w):
+            backward *= np.array([w / fw, h / fh], np.float32)
+        coords = _pixel_grid(h, w) + backward
+        reach = math.ceil(float(np.abs(backward).max())) + 2 * flow.blur_radius + 2
+        masks = np.zeros_like(instances.masks)
+        for mask, warped in zip(instances.masks, masks):
+            window = _window(mask, reach)
+            if window is not None:
+                warped[window] = self._warp_mask(mask, backward[window], coords[window], window, flow.blur_radius)
+        consistent = cv2.resize(_as_u8(flow.consistent), (w, h), interpolation=cv2.INTER_NEAREST).view(bool)
+        areas = np.array([np.count_nonzero(mask) for mask in masks])
+        kept = np.array([np.count_nonzero(mask & consistent) for mask in masks])
+        consistency = np.divide(kept, areas, out=np.zeros(len(masks)), where=areas > 0)
+        scores = (instances.scores * self.score_decay * consistency).astype(np.float32)
+        return replace(instances, masks=masks, scores=scores)
+
+    @staticmethod
+    def _warp_mask(
+        mask: np.ndarray, backward: np.ndarray, coords: np.ndarray, window: Window, band_radius: int
+    ) -> np.ndarray:
+        """The warped mask inside ``window`` (``backward`` and ``coords`` are cropped to it).
+
+        Per-pixel flow inside the object, the object's affine motion within
+        ``band_radius`` of its outline.
+        """
+        pulled = _pull_mask(mask, coords)
+        square = _square(band_radius)
+        interior = cv2.erode(_as_u8(pulled), square).view(bool)
+        origin = (window[1].start, window[0].start)
+        motion = _object_motion(backward, interior if np.count_nonzero(interior) >= 6 else pulled, origin)
+        if motion is None:
+            return pulled
+        size = pulled.shape[::-1]
+        moved = cv2.warpAffine(_as_u8(mask), motion, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP).view(bool)
+        band = cv2.dilate(_as_u8(moved), square).view(bool) & ~cv2.erode(_as_u8(moved), square).view(bool)
+        return np.where(band, moved, pulled)
