@@ -1,0 +1,128 @@
+"""One stream in-process (no Ray): frame kinds, prompts added or removed mid-stream, bounded buffering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.clips import ClipSpec, make_clip
+from operators.errors import InvalidPromptError, SegmenterError
+from operators.keyframes import KeyframeConfig
+from operators.records import Prompt
+from operators.segmenters import build_segmenter
+from operators.stream import KeyframeRequest, LocalFuture, StreamProcessor, local_submit, run_keyframe, run_stream
+from pipeline.sources import open_video
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(ClipSpec(seed=11, num_frames=30, kinds=("red_blob", "blue_tile"), instances_per_kind=1),
+                     tmp_path_factory.mktemp("stream") / "two_kinds.mp4")
+
+
+def _run(clip, prompts, every=10, max_pending=16, control=None, submit=None, ahead=None):
+    records = []
+    decoded = [0]
+
+    def counted(frames):
+        for frame in frames:
+            decoded[0] += 1
+            yield frame
+    segmenter = build_segmenter("default")
+    processor = StreamProcessor("s", str(clip.path), prompts, keyframes=KeyframeConfig(every=every))
+
+    def emit(record):
+        records.append(record)
+        if ahead is not None:
+            ahead.append(decoded[0] - len(records))
+        if control:
+            control(processor, record)
+
+    with open_video(clip.path) as video:
+        run_stream(counted(video.frames()), processor, submit or local_submit(segmenter), emit, max_pending=max_pending)
+    return records, processor
+
+
+def test_frames_before_the_prompt_are_skipped_and_named(clip):
+    prompt = clip.suggested_prompt("red_blob", "box").with_frame(5)
+    records, processor = _run(clip, [prompt])
+    assert [r.kind for r in records[:5]] == ["skipped"] * 5 and {r.reason for r in records[:5]} == {"no_prompt_yet"}
+    assert records[5].kind == "keyframe" and records[5].reason == "prompt" and len(records[5].instances)
+    assert processor.stats.skipped == 5 and processor.stats.frames == 30
+    assert records[6].kind == "propagated" and {r.kind for r in records[6:]} <= {"propagated", "keyframe"}
+
+
+def test_prompt_added_mid_stream_takes_effect_on_the_next_frame(clip):
+    red = clip.suggested_prompt("red_blob", "box", prompt_id=0)
+    blue = clip.suggested_prompt("blue_tile", "box", prompt_id=1)
+
+    def add_blue(processor, record):
+        if record.frame_index == 12:
+            processor.add_prompts([blue])  # drawn on frame 0, but frame 12 has passed: applies on 13
+
+    records, processor = _run(clip, [red], control=add_blue)
+    assert set(records[12].instances.prompt_ids.tolist()) == {0}
+    assert records[13].kind == "keyframe" and records[13].reason == "prompt"
+    assert set(records[13].instances.prompt_ids.tolist()) == {0, 1}
+    assert len(processor.memories) == 2  # the red prompt was not re-encoded
+
+
+def test_removed_prompt_disappears_from_the_next_frame(clip):
+    red = clip.suggested_prompt("red_blob", "box", prompt_id=0)
+    blue = clip.suggested_prompt("blue_tile", "box", prompt_id=1)
+
+    def remove_red(processor, record):
+        if record.frame_index == 7:
+            processor.remove_prompts([0])
+
+    records, _ = _run(clip, [red, blue], control=remove_red)
+    assert 0 in records[7].instances.prompt_ids
+    assert all(0 not in r.instances.prompt_ids for r in records[8:])
+    assert all(1 in r.instances.prompt_ids for r in records[8:])
+
+
+def test_duplicate_prompt_id_and_prompt_past_the_end_are_named(clip):
+    red = clip.suggested_prompt("red_blob", "box", prompt_id=0)
+    with pytest.raises(InvalidPromptError, match="already in use"):
+        StreamProcessor("s", "x.mp4", [red, red])
+    with pytest.raises(InvalidPromptError, match="frame 99, but the video ends after 30 frames"):
+        _run(clip, [red, Prompt(1, "point", 99, points=((5.0, 5.0),))])
+
+
+class _SlowFuture:
+    """A keyframe result that is not ready for the first few polls, as a busy remote worker."""
+
+    def __init__(self, value, polls):
+        self.value, self.polls = value, polls
+
+    def done(self):
+        self.polls -= 1
+        return self.polls < 0
+
+    def result(self):
+        return self.value
+
+
+def test_pending_frames_stay_bounded_and_results_match_a_fast_segmenter(clip):
+    segmenter = build_segmenter("default")
+    prompt = clip.suggested_prompt("red_blob", "box")
+    fast, _ = _run(clip, [prompt])
+    ahead: list[int] = []
+
+    def slow_submit(request: KeyframeRequest):
+        return _SlowFuture(run_keyframe(segmenter, request), polls=100)
+
+    slow, _ = _run(clip, [prompt], max_pending=4, submit=slow_submit, ahead=ahead)
+    assert [r.to_dict() for r in slow] == [r.to_dict() for r in fast]
+    assert max(ahead) == 4, "the decoder runs ahead of a slow segmenter, but never more than max_pending frames"
+
+
+def test_segmenter_failure_names_the_frame(clip):
+    def broken(request):
+        class Broken(LocalFuture):
+            def result(self):
+                raise RuntimeError("model exploded")
+        return Broken(None)
+
+    with pytest.raises(SegmenterError, match="frame 0: segmenter failed: model exploded"):
+        _run(clip, [clip.suggested_prompt("red_blob", "box")], submit=broken)
