@@ -1,0 +1,52 @@
+"""The X-SAM segmenter: visual prompts are encoded once per stream, frames are segmented from the cached encoding."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from operators.records import Instances, Prompt
+from xsam import XSamPredictor, XSamPromptMemory
+
+
+class XSamSegmenter:
+    """:class:`~operators.segmenters.base.Segmenter` backed by :class:`xsam.XSamPredictor` (VGD task).
+
+    ``segment`` runs only SAM and the mask decoder (the LLM ran in ``encode_prompts``); instances scoring below
+    ``score_threshold`` are dropped and each kept one carries its decoder query state as ``embeddings``.
+    ``refresh`` re-encodes from instances scoring at least ``refresh_threshold``, keeping the user's prompts pinned.
+    """
+
+    name = "xsam"
+
+    def __init__(
+        self,
+        checkpoint: str,
+        device: str | None = None,
+        dtype: torch.dtype | str | None = None,
+        score_threshold: float = 0.5,
+        refresh_threshold: float = 0.5,
+        seed: int = 0,
+    ):
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        self.predictor = XSamPredictor.from_pretrained(checkpoint, device=device, dtype=dtype, seed=seed)
+        self.score_threshold = score_threshold
+        self.refresh_threshold = refresh_threshold
+
+    def encode_prompts(self, frame: np.ndarray, prompts: Sequence[Prompt]) -> XSamPromptMemory:
+        height, width = frame.shape[:2]
+        masks = [prompt.to_mask(height, width) for prompt in prompts]
+        return self.predictor.encode_prompts(frame, masks, [prompt.prompt_id for prompt in prompts])
+
+    def segment(self, frame: np.ndarray, memory: XSamPromptMemory) -> Instances:
+        result = self.predictor.segment(frame, memory, threshold=self.score_threshold)
+        height, width = frame.shape[:2]
+        return Instances.from_masks(result.masks, result.scores, result.labels, height, width, result.embeddings)
+
+    def refresh(self, frame: np.ndarray, memory: XSamPromptMemory, instances: Instances) -> XSamPromptMemory:
+        return self.predictor.refresh(
+            frame, memory, instances.masks, instances.scores, instances.prompt_ids, self.refresh_threshold
+        )
