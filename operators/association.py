@@ -22,6 +22,7 @@ class AssociationConfig:
     iou_weight: float = 0.7
     min_iou: float = 0.2  # a visible track needs at least this IoU to take a detection
     min_reentry_similarity: float = 0.8  # an absent track needs this appearance similarity to come back
+    max_drift: float = 1.0  # centre distance, in object sizes, over which a drifted track can still match
     birth_score: float = 0.3  # a new track needs at least this detection score
     coast_score: float = 0.5  # an unmatched propagated track this confident is kept for a keyframe or two
     max_coast_keyframes: int = 1
@@ -48,6 +49,17 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float32)
 
 
+def _centre_distance(a: Instances, b: Instances) -> np.ndarray:
+    """Pairwise box-centre distance divided by the larger object's size (square root of box area)."""
+    boxes_a, boxes_b = a.boxes_xyxy, b.boxes_xyxy
+    centres_a = (boxes_a[:, :2] + boxes_a[:, 2:]) / 2
+    centres_b = (boxes_b[:, :2] + boxes_b[:, 2:]) / 2
+    size_a = np.sqrt(np.prod(boxes_a[:, 2:] - boxes_a[:, :2], axis=1))
+    size_b = np.sqrt(np.prod(boxes_b[:, 2:] - boxes_b[:, :2], axis=1))
+    gap = np.linalg.norm(centres_a[:, None, :] - centres_b[None, :, :], axis=2)
+    return gap / np.maximum(np.maximum(size_a[:, None], size_b[None, :]), 1.0)
+
+
 def _cosine(a: np.ndarray | None, b: np.ndarray | None) -> float:
     if a is None or b is None:
         return 0.0
@@ -70,18 +82,27 @@ class TrackAssigner:
         return track_id
 
     def _cost(self, detections: Instances, propagated: Instances, absent: list[_Track]) -> np.ndarray:
-        """Cost matrix detections x (visible tracks + absent tracks); inf where gated out."""
+        """Cost matrix detections x (visible tracks + absent tracks); inf where gated out.
+
+        Overlap decides first. A visible track whose propagated mask drifted off
+        its object (occlusion, fast motion) can still take a nearby detection that
+        looks like it; an absent track can take any detection that looks like it.
+        """
         cfg = self.config
         iou = mask_iou(detections.masks, propagated.masks)
+        distance = _centre_distance(detections, propagated)
         cost = np.full((len(detections), len(propagated) + len(absent)), np.inf)
         for d in range(len(detections)):
             emb = None if detections.embeddings is None else detections.embeddings[d]
             for t in range(len(propagated)):
                 track = self.tracks.get(int(propagated.track_ids[t]))
-                if track is None or track.prompt_id != detections.prompt_ids[d] or iou[d, t] < cfg.min_iou:
+                if track is None or track.prompt_id != detections.prompt_ids[d]:
                     continue
                 sim = _cosine(emb, track.embedding) if track.embedding is not None else iou[d, t]
-                cost[d, t] = 1.0 - (cfg.iou_weight * iou[d, t] + (1 - cfg.iou_weight) * sim)
+                if iou[d, t] >= cfg.min_iou:
+                    cost[d, t] = 1.0 - (cfg.iou_weight * iou[d, t] + (1 - cfg.iou_weight) * sim)
+                elif sim >= cfg.min_reentry_similarity and distance[d, t] <= cfg.max_drift:
+                    cost[d, t] = 1.5 - 0.5 * sim + 0.25 * distance[d, t]
             for a, track in enumerate(absent):
                 if track.prompt_id != detections.prompt_ids[d]:
                     continue

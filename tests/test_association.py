@@ -71,3 +71,17 @@ def test_confident_propagated_track_missed_by_keyframe_coasts_once():
     assert sorted(second.track_ids.tolist()) == [1, 2]
     third = assigner.assign_keyframe(_detections([(10, 10)]), second, 20)
     assert third.track_ids.tolist() == [1]
+
+
+def test_drifted_track_takes_a_nearby_look_alike_detection_instead_of_a_new_id():
+    assigner = TrackAssigner(AssociationConfig(min_reentry_similarity=0.8, max_drift=1.0))
+    red = [1.0, 0.0, 0.0]
+    first = assigner.assign_keyframe(_detections([(10, 10), (70, 70)], embeddings=[red, red]), Instances.empty(100, 100), 0)
+    drifted = _detections([(28, 10), (70, 70)]).with_track_ids(first.track_ids)  # IoU 0.05 with its object
+    again = assigner.assign_keyframe(_detections([(10, 10), (70, 70)], embeddings=[red, red]), drifted, 10)
+    assert again.track_ids.tolist() == [1, 2] and len(again) == 2
+    far = _detections([(75, 10), (70, 70)]).with_track_ids(first.track_ids)  # 3 object sizes away: not the same
+    third = TrackAssigner(AssociationConfig(coast_score=1.1))
+    third.assign_keyframe(_detections([(10, 10), (70, 70)], embeddings=[red, red]), Instances.empty(100, 100), 0)
+    result = third.assign_keyframe(_detections([(10, 10), (70, 70)], embeddings=[red, red]), far, 10)
+    assert result.track_ids.tolist() == [3, 2]
