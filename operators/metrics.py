@@ -102,14 +102,16 @@ def object_scores(
     )
 
 
+def _mean_of_object_means(per_object: Iterable[np.ndarray]) -> float:
+    return float(np.mean([values.mean() for values in per_object]))
+
+
 def jf_mean(scores: Iterable[ObjectScores]) -> float:
     """DAVIS J&F-Mean: (J-Mean + F-Mean) / 2, each the mean over objects of per-object means."""
     scores = list(scores)
     if not scores:
         raise ValueError("jf_mean needs at least one object")
-    j_mean = float(np.mean([s.j.mean() for s in scores]))
-    f_mean = float(np.mean([s.f.mean() for s in scores]))
-    return (j_mean + f_mean) / 2
+    return (_mean_of_object_means(s.j for s in scores) + _mean_of_object_means(s.f for s in scores)) / 2
 
 
 def iou_matrix(pred_masks: np.ndarray, gt_masks: np.ndarray) -> np.ndarray:
@@ -166,15 +168,13 @@ def assign_by_track(pred_frames: Sequence[Instances], gt_frames: Sequence[FrameT
         np.add.at(total_iou, (np.array(rows)[:, None], np.array(cols)[None, :]), ious)
     track_of = {object_ids[g]: track_ids[t] for t, g in hungarian_match(total_iou)}
 
-    assigned = []
-    for pred, truth in zip(pred_frames, gt_frames):
-        empty = np.zeros(pred.shape, bool)
-        frame = {}
-        for o in truth:
-            hits = np.flatnonzero(pred.track_ids == track_of.get(o, -2))
-            frame[o] = pred.masks[hits].any(axis=0) if len(hits) else empty
-        assigned.append(frame)
-    return assigned
+    return [
+        {
+            o: pred.masks[pred.track_ids == track_of[o]].any(axis=0) if o in track_of else np.zeros(pred.shape, bool)
+            for o in truth
+        }
+        for pred, truth in zip(pred_frames, gt_frames)
+    ]
 
 
 @dataclass(frozen=True)
@@ -185,11 +185,11 @@ class ClipScores:
 
     @property
     def j_mean(self) -> float:
-        return float(np.mean([s.j.mean() for s in self.objects.values()]))
+        return _mean_of_object_means(s.j for s in self.objects.values())
 
     @property
     def f_mean(self) -> float:
-        return float(np.mean([s.f.mean() for s in self.objects.values()]))
+        return _mean_of_object_means(s.f for s in self.objects.values())
 
     @property
     def jf_mean(self) -> float:
