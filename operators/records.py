@@ -162,7 +162,7 @@ class Instances:
 
     @property
     def areas(self) -> np.ndarray:
-        return self.masks.reshape(len(self), -1).sum(axis=1)
+        return self.masks.sum(axis=(1, 2))
 
     @property
     def boxes_xyxy(self) -> np.ndarray:
