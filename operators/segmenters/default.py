@@ -204,6 +204,7 @@ class DefaultSegmenter:
         adapt_weight: float = 0.4,
         adapt_rate: float = 0.3,
         refresh_min_score: float = 0.6,
+        min_score: float = 0.05,
     ) -> None:
         self.grabcut_iterations = grabcut_iterations
         self.threshold = threshold
@@ -213,6 +214,7 @@ class DefaultSegmenter:
         self.adapt_weight = adapt_weight
         self.adapt_rate = adapt_rate
         self.refresh_min_score = refresh_min_score
+        self.min_score = min_score  # below it a blob is noise, not an instance worth encoding and tracking
 
     # -- prompts ---------------------------------------------------------------------------
 
@@ -331,6 +333,7 @@ class DefaultSegmenter:
         scores = colour_match * size_match
         masks = pixel_slot[None] == np.arange(1, len(groups) + 1)[:, None, None]
         order = np.argsort(-scores)
+        order = order[scores[order] >= self.min_score]
         return Instances.from_masks(masks[order], scores[order], [prompt_id] * len(groups), h, w, embeddings[order])
 
     def _blobs(self, bins: np.ndarray, posterior: np.ndarray, expected_area: float) -> tuple[np.ndarray, np.ndarray]:
