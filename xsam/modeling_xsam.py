@@ -61,11 +61,8 @@ class XSamOutput(ModelOutput):
 
 class XSamPreTrainedModel(PreTrainedModel):
     config: XSamConfig
-    config_class = XSamConfig
     base_model_prefix = "xsam"
     main_input_name = "sam_pixel_values"
-    supports_gradient_checkpointing = False
-    _no_split_modules = ["Phi3DecoderLayer", "SiglipEncoderLayer", "SamVisionLayer"]
 
     def _init_weights(self, module: nn.Module) -> None:
         """Random init for the parameters transformers' defaults do not cover (used by tests and benchmarks)."""

@@ -17,13 +17,15 @@ import numpy as np
 import torch
 
 from xsam import postprocessing
-from xsam.checkpoint import resolve_local_path
+from xsam.checkpoint import CheckpointError, resolve_local_path
 from xsam.modeling_xsam import XSamModel, XSamPromptEmbeddings
+from xsam.segmentor import XSamSegmentationOutput
 from xsam.postprocessing import XSamPrediction
-from xsam.processing_xsam import ImageGeometry, TextInputs, XSamProcessor
+from xsam.processing_xsam import ImageGeometry, SamInputs, TextInputs, XSamProcessor
 from xsam.tasks import (
     SEG_ANSWER,
     TASKS,
+    GenericQuery,
     Task,
     generic_instruction,
     parse_generic_query,
@@ -76,10 +78,19 @@ class XSamPredictor:
         dtype: torch.dtype | None = None,
         seed: int = 0,
     ) -> "XSamPredictor":
-        """Model and tokenizer from one directory (``save_pretrained`` or ``python -m xsam.convert`` output)."""
-        directory = resolve_local_path(path_or_hub_id)
-        model = XSamModel.from_pretrained(directory, device=device, dtype=dtype)
-        return cls(model, XSamProcessor.from_pretrained(directory, model.config), seed)
+        """Model and tokenizer from one directory (``save_pretrained`` or ``python -m xsam.convert`` output), or an
+        official ``.bin`` with the tokenizer files beside it."""
+        path = resolve_local_path(path_or_hub_id)
+        model = XSamModel.from_pretrained(path, device=device, dtype=dtype)
+        tokenizer_dir = path if path.is_dir() else path.parent
+        try:
+            processor = XSamProcessor.from_pretrained(tokenizer_dir, model.config)
+        except (OSError, ValueError) as error:
+            raise CheckpointError(
+                f"{tokenizer_dir}: no usable X-SAM tokenizer ({str(error).splitlines()[0]}); "
+                "python -m xsam.convert IN.bin OUT_DIR --tokenizer <Phi-3 tokenizer> writes one"
+            ) from None
+        return cls(model, processor, seed)
 
     @property
     def device(self) -> torch.device:
@@ -266,7 +277,14 @@ class XSamPredictor:
             raise ValueError(f"the teacher-forced prompt must hold exactly one <SEG>, found {len(prompt.seg_positions)}")
         return prompt
 
-    def _generate(self, image, sam, instruction, canvas_masks, max_new_tokens):
+    def _generate(
+        self,
+        image: np.ndarray,
+        sam: SamInputs,
+        instruction: str,
+        canvas_masks: torch.Tensor | None,
+        max_new_tokens: int,
+    ) -> tuple[XSamSegmentationOutput | None, str]:
         """Demo-style greedy generation. Returns the segmentation (None without exactly one ``<SEG>``) and the text.
 
         Conditions come from the prompt's spans unless the answer holds ``<p>...</p>`` spans (grounded captions),
@@ -276,34 +294,41 @@ class XSamPredictor:
         regions = None
         if canvas_masks is not None:
             regions = self.model.sample_regions(features.llm_tokens, canvas_masks, self._generator())
-        prompt = self.processor.text_inputs(instruction, add_bos=False)
-        image_tokens = torch.cat([self.model.encode_siglip(self._to_device(self.processor.siglip_inputs(image)))[0],
-                                  features.llm_tokens[0]])
+        siglip_tokens = self.model.encode_siglip(self._to_device(self.processor.siglip_inputs(image)))
+        prompt = self.processor.text_inputs(instruction, add_bos=False)  # X-SAM's demo adds no BOS
         inputs = self.model.assemble_inputs(
-            prompt.input_ids.to(self.device), prompt.phrase_ids.to(self.device), image_tokens, regions
+            prompt.input_ids.to(self.device),
+            prompt.phrase_ids.to(self.device),
+            torch.cat([siglip_tokens[0], features.llm_tokens[0]]),
+            regions,
         )
         new_ids, states = self.model.generate_states(
             inputs.inputs_embeds, max_new_tokens, self.processor.stop_token_ids
         )
-        answer_ids = new_ids[~torch.isin(new_ids, torch.tensor(self.processor.stop_token_ids, device=new_ids.device))]
-        answer = self.processor.decode(answer_ids)
-        fed_back = new_ids[:-1]  # the last generated token is never fed back, so it has no state
+        answer = self.processor.decode(new_ids[~torch.isin(new_ids, torch.tensor(self.processor.stop_token_ids))])
+        fed_back = new_ids[:-1].cpu()  # the last generated token is never fed back, so it has no state
         seg_positions = self.processor.seg_positions(fed_back)
         if len(seg_positions) != 1:
             return None, answer
-        prompt_length = inputs.inputs_embeds.shape[1]
-        output_phrase_ids = self.processor.phrase_ids(fed_back)
+        output_phrase_ids = self.processor.phrase_ids(fed_back).to(self.device)
         if (output_phrase_ids >= 0).any():
             phrase_ids = torch.cat([torch.full_like(inputs.phrase_ids, -1), output_phrase_ids])
         else:
-            phrase_ids = torch.cat([inputs.phrase_ids, torch.full_like(fed_back, -1)])
+            phrase_ids = torch.cat([inputs.phrase_ids, torch.full_like(output_phrase_ids, -1)])
+        prompt_length = inputs.inputs_embeds.shape[1]
         embeddings = self.model.prompt_embeddings(states, phrase_ids, prompt_length + seg_positions[0])
-        segmentation = self.model.decode(
-            features.pyramid, embeddings.seg_embedding[None], embeddings.conditions[None]
-        )
+        segmentation = self.model.decode(features.pyramid, embeddings.seg_embedding[None], embeddings.conditions[None])
         return segmentation, answer
 
-    def _postprocess(self, task, segmentation, geometry: ImageGeometry, threshold, generic, canvas_masks):
+    def _postprocess(
+        self,
+        task: Task,
+        segmentation: XSamSegmentationOutput,
+        geometry: ImageGeometry,
+        threshold: float,
+        generic: GenericQuery | None,
+        canvas_masks: torch.Tensor | None,
+    ) -> XSamPrediction:
         class_logits, mask_logits = segmentation.class_logits[0], segmentation.mask_logits[0]
         query_states = segmentation.query_states[0]
         probs = postprocessing.class_probabilities(class_logits)
