@@ -271,7 +271,8 @@ def run_stream(
                 try:
                     result = inflight.result()
                 except Exception as exc:  # noqa: BLE001 - any worker failure becomes a named error
-                    raise SegmenterError(processor.source, f"segmenter failed: {exc}", frame.index) from exc
+                    reason = f"segmenter failed: {type(exc).__name__}: {exc}"
+                    raise SegmenterError(processor.source, reason, frame.index) from exc
                 inflight = None
                 record = processor.finish_keyframe(frame, flow, result)
             pending.popleft()

@@ -155,7 +155,10 @@ class _RayFuture:
         return bool(ready)
 
     def result(self) -> KeyframeResult:
-        return ray.get(self.ref)
+        try:
+            return ray.get(self.ref)
+        except ray.exceptions.RayTaskError as exc:
+            raise (exc.cause or exc) from None  # the model's own error, not Ray's wrapper with its traceback
 
 
 class _BatchedSink:

@@ -233,3 +233,14 @@ def test_keyframe_segment_at_640x480_is_well_under_100_ms():
         segmenter.segment(rendered.rgb, memory)
         timings.append(time.perf_counter() - start)
     assert np.median(timings) < 0.1
+
+
+def test_noise_blobs_below_min_score_are_dropped_with_their_prompt_ids():
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)  # texture everywhere: many weak blobs
+    segmenter = DefaultSegmenter(min_score=0.3)
+    memory = segmenter.encode_prompts(frame, [Prompt(0, "box", box=(40.0, 30.0, 90.0, 80.0))])
+    found = segmenter.segment(frame, memory)
+    assert (found.scores >= 0.3).all() and len(found.prompt_ids) == len(found.masks)
+    everything = DefaultSegmenter(min_score=0.0).segment(frame, memory)
+    assert len(everything) >= len(found)

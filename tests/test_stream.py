@@ -124,5 +124,5 @@ def test_segmenter_failure_names_the_frame(clip):
                 raise RuntimeError("model exploded")
         return Broken(None)
 
-    with pytest.raises(SegmenterError, match="frame 0: segmenter failed: model exploded"):
+    with pytest.raises(SegmenterError, match="frame 0: segmenter failed: RuntimeError: model exploded"):
         _run(clip, [clip.suggested_prompt("red_blob", "box")], submit=broken)

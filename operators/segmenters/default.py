@@ -334,7 +334,7 @@ class DefaultSegmenter:
         masks = pixel_slot[None] == np.arange(1, len(groups) + 1)[:, None, None]
         order = np.argsort(-scores)
         order = order[scores[order] >= self.min_score]
-        return Instances.from_masks(masks[order], scores[order], [prompt_id] * len(groups), h, w, embeddings[order])
+        return Instances.from_masks(masks[order], scores[order], [prompt_id] * len(order), h, w, embeddings[order])
 
     def _blobs(self, bins: np.ndarray, posterior: np.ndarray, expected_area: float) -> tuple[np.ndarray, np.ndarray]:
         """Connected components (labels, stats) of the smoothed, thresholded posterior, holes filled.
