@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from operators.metrics import iou_matrix
 from operators.records import Instances
 
 
@@ -36,17 +37,6 @@ class _Track:
     embedding: np.ndarray | None
     last_seen: int
     coasted: int = 0
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of ``(N, H, W)`` and ``(M, H, W)`` boolean masks."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    fa = a.reshape(len(a), -1).astype(np.float32)
-    fb = b.reshape(len(b), -1).astype(np.float32)
-    inter = fa @ fb.T
-    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float32)
 
 
 def _centre_distance(a: Instances, b: Instances) -> np.ndarray:
@@ -89,7 +79,7 @@ class TrackAssigner:
         looks like it; an absent track can take any detection that looks like it.
         """
         cfg = self.config
-        iou = mask_iou(detections.masks, propagated.masks)
+        iou = iou_matrix(detections.masks, propagated.masks)
         distance = _centre_distance(detections, propagated)
         cost = np.full((len(detections), len(propagated) + len(absent)), np.inf)
         for d in range(len(detections)):

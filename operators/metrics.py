@@ -116,8 +116,9 @@ def jf_mean(scores: Iterable[ObjectScores]) -> float:
 
 def iou_matrix(pred_masks: np.ndarray, gt_masks: np.ndarray) -> np.ndarray:
     """``(N, M)`` IoU between N predicted and M ground-truth ``(H, W)`` masks."""
-    pred = pred_masks.reshape(len(pred_masks), -1).astype(np.float32)
-    gt = gt_masks.reshape(len(gt_masks), -1).astype(np.float32)
+    pixels = int(np.prod(pred_masks.shape[1:]))
+    pred = pred_masks.reshape(len(pred_masks), pixels).astype(np.float32)
+    gt = gt_masks.reshape(len(gt_masks), pixels).astype(np.float32)
     inter = pred @ gt.T
     union = pred.sum(1)[:, None] + gt.sum(1)[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
