@@ -20,8 +20,8 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 import numpy as np
 import torch
@@ -30,9 +30,9 @@ from transformers.models.mask2former.modeling_mask2former import Mask2FormerPixe
 from transformers.models.sam.modeling_sam import SamVisionEncoder
 
 from xsam import XSamConfig, XSamPredictor
+from xsam.class_head import XSamClassHead
 from xsam.connector import XSamSegConnector
 from xsam.mask_decoder import XSamMaskDecoder
-from xsam.class_head import XSamClassHead
 from xsam.projector import XSamProjector
 from xsam.region_sampler import XSamRegionSampler
 from xsam.tasks import SEG_ANSWER, visual_prompt_instruction
@@ -84,11 +84,18 @@ def bench_tiny(repeats: int, device: torch.device) -> dict:
     canvas_mask = processor.prompt_masks([prompt]).to(device)
     seg, conditions = torch.from_numpy(memory.seg_embedding)[None], torch.from_numpy(memory.conditions)[None]
     with torch.inference_mode():
-        full_net = _median_seconds(lambda: model(sam_pixels, siglip_pixels, text.input_ids, text.phrase_ids,
-                                                 text.seg_positions[0], canvas_mask), repeats, device)
+        full_net = _median_seconds(
+            lambda: model(
+                sam_pixels, siglip_pixels, text.input_ids, text.phrase_ids, text.seg_positions[0], canvas_mask
+            ),
+            repeats,
+            device,
+        )
         cached_net = _median_seconds(
             lambda: model.decode(model.encode_sam(sam_pixels, with_llm_tokens=False).pyramid, seg, conditions),
-            repeats, device)
+            repeats,
+            device,
+        )
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
         "frame": list(frame.shape[:2]),
@@ -128,18 +135,28 @@ def _layer_timer(layers: list[torch.nn.Module], device: torch.device):
             handle.remove()
 
 
-def _tower_seconds(run: Callable[[], object], layers_run: list[torch.nn.Module], layer_counts: list[int],
-                   device: torch.device) -> float:
-    """Time a tower built with one layer of each kind and scale: rest + sum(count * per-layer time)."""
-    run()
-    with _layer_timer(layers_run, device) as spent:
+def _tower_seconds(
+    model: torch.nn.Module,
+    run: Callable[[torch.nn.Module], object],
+    layers: list[torch.nn.Module],
+    layer_counts: list[int],
+    device: torch.device,
+) -> float:
+    """Time a tower built with one layer of each kind and scale it: rest + sum(count * that layer's time)."""
+    run(model)
+    with _layer_timer(layers, device) as spent:
         _sync(device)
         start = time.perf_counter()
-        run()
+        run(model)
         _sync(device)
         total = time.perf_counter() - start
-    per_layer = [spent[id(layer)] for layer in layers_run]
+    per_layer = [spent[id(layer)] for layer in layers]
     return total - sum(per_layer) + sum(count * t for count, t in zip(layer_counts, per_layer, strict=True))
+
+
+def _with(config, **changes):
+    """A copy of a transformers config with some fields changed."""
+    return type(config)(**{**config.to_dict(), **changes})
 
 
 def _build(factory: Callable[[], torch.nn.Module], device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -153,20 +170,26 @@ def bench_full(config: XSamConfig, device: torch.device, dtype: torch.dtype, rep
     sam_cfg, siglip_cfg, decoder_cfg = config.sam_config, config.siglip_config, config.decoder_config
     seconds: dict[str, float] = {}
 
-    siglip = _build(lambda: SiglipVisionModel(type(siglip_cfg)(**{**siglip_cfg.to_dict(), "num_hidden_layers": 1})),
-                    device, dtype)
+    siglip = _build(lambda: SiglipVisionModel(_with(siglip_cfg, num_hidden_layers=1)), device, dtype)
     pixels = torch.randn(1, 3, siglip_cfg.image_size, siglip_cfg.image_size, device=device, dtype=dtype)
-    seconds["siglip"] = _tower_seconds(lambda: siglip(pixels, output_hidden_states=True), list(siglip.encoder.layers),
-                                       [siglip_cfg.num_hidden_layers], device)
-    del siglip
+    seconds["siglip"] = _tower_seconds(
+        siglip,
+        lambda m: m(pixels, output_hidden_states=True),
+        list(siglip.encoder.layers),
+        [siglip_cfg.num_hidden_layers],
+        device,
+    )
 
-    sam_one_of_each = type(sam_cfg)(**{**sam_cfg.to_dict(), "num_hidden_layers": 2, "global_attn_indexes": [1]})
-    sam = _build(lambda: SamVisionEncoder(sam_one_of_each), device, dtype)
+    sam = _build(lambda: SamVisionEncoder(_with(sam_cfg, num_hidden_layers=2, global_attn_indexes=[1])), device, dtype)
     canvas = torch.randn(1, 3, sam_cfg.image_size, sam_cfg.image_size, device=device, dtype=dtype)
     num_global = len(sam_cfg.global_attn_indexes)
-    seconds["sam_encoder"] = _tower_seconds(lambda: sam(canvas, output_hidden_states=True), list(sam.layers),
-                                            [sam_cfg.num_hidden_layers - num_global, num_global], device)
-    del sam
+    seconds["sam_encoder"] = _tower_seconds(
+        sam,
+        lambda m: m(canvas, output_hidden_states=True),
+        list(sam.layers),
+        [sam_cfg.num_hidden_layers - num_global, num_global],
+        device,
+    )
 
     grid = sam_cfg.image_size // sam_cfg.patch_size
     hidden = [torch.randn(1, grid, grid, sam_cfg.hidden_size, device=device, dtype=dtype) for _ in range(3)]
@@ -174,8 +197,13 @@ def bench_full(config: XSamConfig, device: torch.device, dtype: torch.dtype, rep
     seconds["seg_connector"] = _median_seconds(lambda: connector(hidden), repeats, device)
     pyramid = [level.float() for level in connector(hidden)]
 
-    seg_projector = _build(lambda: XSamProjector(sam_cfg.hidden_size, text.hidden_size,
-                                                 downsample_ratio=config.sam_token_downsample_ratio), device, dtype)
+    seg_projector = _build(
+        lambda: XSamProjector(
+            sam_cfg.hidden_size, text.hidden_size, downsample_ratio=config.sam_token_downsample_ratio
+        ),
+        device,
+        dtype,
+    )
     seconds["seg_projector"] = _median_seconds(lambda: seg_projector(hidden[0]), repeats, device)
     sam_tokens = seg_projector(hidden[0])
     visual_projector = _build(lambda: XSamProjector(siglip_cfg.hidden_size, text.hidden_size), device, dtype)
@@ -186,15 +214,16 @@ def bench_full(config: XSamConfig, device: torch.device, dtype: torch.dtype, rep
     masks = torch.zeros(NUM_PROMPTS, sam_cfg.image_size, sam_cfg.image_size, dtype=torch.bool, device=device)
     masks[:, 200:600, 300:700] = True
     sampler = XSamRegionSampler(config.num_region_points)
-    seconds["region_sampler"] = _median_seconds(lambda: sampler(sam_tokens[0].view(side, side, -1), masks), repeats,
-                                                device)
+    seconds["region_sampler"] = _median_seconds(
+        lambda: sampler(sam_tokens[0].view(side, side, -1), masks), repeats, device
+    )
 
-    llm = _build(lambda: AutoModel.from_config(type(text)(**{**text.to_dict(), "num_hidden_layers": 1})), device, dtype)
+    llm = _build(lambda: AutoModel.from_config(_with(text, num_hidden_layers=1)), device, dtype)
     length = config.num_image_tokens + TEXT_TOKENS + NUM_PROMPTS
     embeds = torch.randn(1, length, text.hidden_size, device=device, dtype=dtype)
-    seconds["llm_prefill"] = _tower_seconds(lambda: llm(inputs_embeds=embeds, use_cache=False), list(llm.layers),
-                                            [text.num_hidden_layers], device)
-    del llm
+    seconds["llm_prefill"] = _tower_seconds(
+        llm, lambda m: m(inputs_embeds=embeds, use_cache=False), list(llm.layers), [text.num_hidden_layers], device
+    )
     llm_projector = _build(lambda: XSamProjector(text.hidden_size, decoder_cfg.hidden_dim), device, dtype)
     positions = torch.randn(3 * NUM_PROMPTS + 1, text.hidden_size, device=device, dtype=dtype)
     seconds["llm_projector"] = _median_seconds(lambda: llm_projector(positions), repeats, device)
@@ -225,8 +254,10 @@ def analytic_flops(config: XSamConfig, text_tokens: int = TEXT_TOKENS, num_promp
         return 2 * tokens * (4 * width * width + 2 * width * ffn) + 2 * 2 * tokens * attended * width
 
     n_sig = config.num_siglip_tokens
-    flops["siglip"] = 2 * n_sig * 3 * siglip.patch_size**2 * siglip.hidden_size + siglip.num_hidden_layers * transformer(
-        n_sig, siglip.hidden_size, siglip.intermediate_size, n_sig)
+    flops["siglip"] = (
+        2 * n_sig * 3 * siglip.patch_size** 2 * siglip.hidden_size
+        + siglip.num_hidden_layers * transformer(n_sig, siglip.hidden_size, siglip.intermediate_size, n_sig)
+    )
 
     grid = sam.image_size // sam.patch_size
     tokens, window = grid * grid, sam.window_size
@@ -245,7 +276,9 @@ def analytic_flops(config: XSamConfig, text_tokens: int = TEXT_TOKENS, num_promp
 
     hidden_channels = config.connector_config.hidden_channels
     flops["seg_connector"] = sum(
-        2 * tokens * (sam.hidden_size * hidden_channels + 9 * hidden_channels**2 + hidden_channels * sam.hidden_size * s)
+        2
+        * tokens
+        * (sam.hidden_size * hidden_channels + 9 * hidden_channels**2 + hidden_channels * sam.hidden_size * s)
         for s in config.connector_config.scale_factors
     )
     flops["seg_projector"] = 2 * config.num_sam_tokens * (4 * sam.hidden_size * text.hidden_size + text.hidden_size**2)
@@ -263,16 +296,20 @@ def analytic_flops(config: XSamConfig, text_tokens: int = TEXT_TOKENS, num_promp
     deformable = 2 * pixel_tokens * (2 * d * d + d * dec.num_attention_heads * 3 * 4 * 3)  # value/out + offsets/weights
     sampling = 2 * pixel_tokens * dec.num_attention_heads * 3 * 4 * (d // dec.num_attention_heads) * 4
     ffn = 2 * pixel_tokens * 2 * d * dec.encoder_feedforward_dim
-    input_projections = 2 * sum(c * d * n for c, n in zip(reversed(config.pyramid_channels), levels))
+    input_projections = 2 * sum(c * d * n for c, n in zip(reversed(config.pyramid_channels), levels, strict=True))
     fpn = 2 * levels[2] * (config.pyramid_channels[0] * d + 9 * d * d + d * dec.mask_feature_size)
     flops["pixel_decoder"] = dec.encoder_layers * (deformable + sampling + ffn) + input_projections + fpn
 
     queries, hidden = dec.num_queries, dec.hidden_dim
     masked_layers = dec.decoder_layers - 1
-    cross = sum(2 * (2 * queries * hidden * hidden + 2 * levels[i % 3] * hidden * hidden + 2 * queries * levels[i % 3] * hidden)
-                for i in range(masked_layers))
-    self_and_ffn = masked_layers * (2 * (4 * queries * hidden * hidden + 2 * queries * queries * hidden)
-                                    + 2 * 2 * queries * hidden * dec.dim_feedforward)
+    cross = sum(
+        2 * (2 * queries * hidden * hidden + 2 * levels[i % 3] * hidden * hidden + 2 * queries * levels[i % 3] * hidden)
+        for i in range(masked_layers)
+    )
+    self_and_ffn = masked_layers * (
+        2 * (4 * queries * hidden * hidden + 2 * queries * queries * hidden)
+        + 2 * 2 * queries * hidden * dec.dim_feedforward
+    )
     mask_heads = dec.decoder_layers * 2 * (3 * queries * hidden * hidden + queries * hidden * levels[2])
     flops["mask_decoder"] = cross + self_and_ffn + mask_heads + 2 * queries * (num_prompts + 1) * hidden
     return flops
@@ -284,8 +321,14 @@ def _summarize(seconds: dict, flops: dict) -> dict:
     cached_f = sum(flops[k] for k in CACHED)
     full_f = cached_f + sum(flops[k] for k in FULL_ONLY)
     return {
-        "components": {k: {"seconds": round(seconds[k], 4), "gflops": round(flops[k] / 1e9, 2),
-                           "path": "cached+full" if k in CACHED else "full only"} for k in flops},
+        "components": {
+            k: {
+                "seconds": round(seconds[k], 4),
+                "gflops": round(flops[k] / 1e9, 2),
+                "path": "cached+full" if k in CACHED else "full only",
+            }
+            for k in flops
+        },
         "cached_path": {"seconds": round(cached_s, 3), "gflops": round(cached_f / 1e9, 1)},
         "full_path": {"seconds": round(full_s, 3), "gflops": round(full_f / 1e9, 1)},
         "speedup_measured": round(full_s / cached_s, 2),
@@ -297,30 +340,41 @@ def _table(report: dict) -> str:
     lines = []
     if "tiny" in report:
         t = report["tiny"]
-        lines += [f"tiny model ({t['parameters'] / 1e6:.2f} M params, {t['frame'][0]}x{t['frame'][1]} frame)"
-                  "            end to end   networks only",
-                  f"  full path (predict, teacher-forced VGD) {t['full_path_ms']:>9.1f} ms {t['full_networks_ms']:>9.1f} ms",
-                  f"  cached path (segment)                   {t['cached_segment_ms']:>9.1f} ms "
-                  f"{t['cached_networks_ms']:>9.1f} ms",
-                  f"  speedup                                 {t['speedup']:>9.2f}x   {t['speedup_networks']:>9.2f}x",
-                  f"  encode_prompts {t['encode_prompts_ms']:.1f} ms; prompt memory {t['memory_bytes']} B", ""]
+        lines += [
+            f"tiny model ({t['parameters'] / 1e6:.2f} M params, {t['frame'][0]}x{t['frame'][1]} frame)"
+            "            end to end   networks only",
+            f"  full path (predict, teacher-forced VGD) {t['full_path_ms']:>9.1f} ms {t['full_networks_ms']:>9.1f} ms",
+            f"  cached path (segment)                   {t['cached_segment_ms']:>9.1f} ms "
+            f"{t['cached_networks_ms']:>9.1f} ms",
+            f"  speedup                                 {t['speedup']:>9.2f}x   {t['speedup_networks']:>9.2f}x",
+            f"  encode_prompts {t['encode_prompts_ms']:.1f} ms; prompt memory {t['memory_bytes']} B",
+            "",
+        ]
     if "full" in report:
         f = report["full"]
-        lines += [f"full-size architecture, random weights, {f['device']} {f['dtype']} (segmentation head float32)",
-                  f"  {'component':<18}{'seconds':>10}{'GFLOPs':>12}  path"]
+        lines += [
+            f"full-size architecture, random weights, {f['device']} {f['dtype']} (segmentation head float32)",
+            f"  {'component':<18}{'seconds':>10}{'GFLOPs':>12}  path",
+        ]
         for name, c in f["components"].items():
             lines.append(f"  {name:<18}{c['seconds']:>10.3f}{c['gflops']:>12.1f}  {c['path']}")
-        lines += [f"  {'cached path':<18}{f['cached_path']['seconds']:>10.2f}{f['cached_path']['gflops']:>12.0f}",
-                  f"  {'full path':<18}{f['full_path']['seconds']:>10.2f}{f['full_path']['gflops']:>12.0f}",
-                  f"  speedup: x{f['speedup_measured']} measured, x{f['speedup_flops']} by FLOPs"]
+        lines += [
+            f"  {'cached path':<18}{f['cached_path']['seconds']:>10.2f}{f['cached_path']['gflops']:>12.0f}",
+            f"  {'full path':<18}{f['full_path']['seconds']:>10.2f}{f['full_path']['gflops']:>12.0f}",
+            f"  speedup: x{f['speedup_measured']} measured, x{f['speedup_flops']} by FLOPs",
+        ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.xsam_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16",
-                        help="dtype of the full-size towers (bfloat16 is ~3x faster on AVX512-BF16 CPUs)")
+    parser.add_argument(
+        "--dtype",
+        choices=("bfloat16", "float32"),
+        default="bfloat16",
+        help="dtype of the full-size towers (bfloat16 is ~3x faster on AVX512-BF16 CPUs)",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-full", action="store_true", help="only the tiny model")
     args = parser.parse_args(argv)
@@ -331,9 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_full:
         config = XSamConfig()
         seconds = bench_full(config, device, dtype, max(1, args.repeats // 2))
-        report["full"] = {"device": str(device), "dtype": args.dtype, "text_tokens": TEXT_TOKENS,
-                          "llm_sequence": config.num_image_tokens + TEXT_TOKENS + NUM_PROMPTS,
-                          **_summarize(seconds, analytic_flops(config))}
+        report["full"] = {
+            "device": str(device),
+            "dtype": args.dtype,
+            "text_tokens": TEXT_TOKENS,
+            "llm_sequence": config.num_image_tokens + TEXT_TOKENS + NUM_PROMPTS,
+            **_summarize(seconds, analytic_flops(config)),
+        }
     print(json.dumps(report, indent=2))
     print(_table(report))
     return 0

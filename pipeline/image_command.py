@@ -29,7 +29,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--checkpoint", required=True, help="X-SAM folder (xsam.convert output), .bin or hub id")
     parser.add_argument("--task", choices=TASKS, default="vgd")
     parser.add_argument(
-        "--prompt", action="append", default=[], metavar="SPEC",
+        "--prompt",
+        action="append",
+        default=[],
+        metavar="SPEC",
         help="visual prompt for vgd/interactive: point:X,Y[;X,Y] | box:X0,Y0,X1,Y1 | scribble:PNG | mask:PNG",
     )
     parser.add_argument("--text", help="generic: 'ins: a, b; sem: c'; referring/reasoning/chat: the text")
@@ -60,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
         raise PipelineError(args.checkpoint, f"cannot load the X-SAM checkpoint: {exc}") from None
     try:
         result = predictor.predict(
-            image, args.task, prompt_masks=masks or None, text=args.text, generate=args.generate,
+            image,
+            args.task,
+            prompt_masks=masks or None,
+            text=args.text,
+            generate=args.generate,
             threshold=args.threshold,
         )
     except ValueError as exc:
@@ -104,14 +111,16 @@ def _write(out: Path, stem: str, image: np.ndarray, instances: Instances, header
 def _objects(instances: Instances) -> dict:
     height, width = instances.shape
     objects = []
-    for i, (box, encoded) in enumerate(zip(instances.boxes_xyxy, rle.encode(instances.masks))):
+    for i, (box, encoded) in enumerate(zip(instances.boxes_xyxy, rle.encode(instances.masks), strict=True)):
         x0, y0, x1, y1 = (float(v) for v in box)
-        objects.append({
-            "id": int(instances.track_ids[i]),
-            "label": int(instances.prompt_ids[i]),
-            "score": round(float(instances.scores[i]), 4),
-            "bbox": [x0, y0, x1 - x0, y1 - y0],
-            "area": int(instances.masks[i].sum()),
-            "rle": encoded,
-        })
+        objects.append(
+            {
+                "id": int(instances.track_ids[i]),
+                "label": int(instances.prompt_ids[i]),
+                "score": round(float(instances.scores[i]), 4),
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "area": int(instances.masks[i].sum()),
+                "rle": encoded,
+            }
+        )
     return {"height": height, "width": width, "objects": objects}

@@ -87,7 +87,9 @@ def test_official_layout_loads_with_no_missing_or_unexpected_key(tiny, tmp_path)
     state["segmentor.criterion.empty_weight"] = torch.ones(3)
     loaded = XSam.from_pretrained(_save_official(model, tmp_path, state), device="cpu")
     assert _same_weights(model, loaded)
-    assert all(k.startswith(UNUSED_OFFICIAL_PREFIXES) for k in set(state) - {ours_to_official(k) for k in loaded.state_dict()})
+    assert all(
+        k.startswith(UNUSED_OFFICIAL_PREFIXES) for k in set(state) - {ours_to_official(k) for k in loaded.state_dict()}
+    )
 
 
 def test_vocabulary_size_comes_from_the_checkpoint_embedding(tiny, tmp_path):
@@ -105,18 +107,31 @@ def test_vocabulary_size_comes_from_the_checkpoint_embedding(tiny, tmp_path):
     ("edit", "named"),
     [
         # renamed inside a known prefix: the model's key is missing and the new one unexpected
-        (lambda s: s.update({"segmentor.decoder.level_embedding.weight": s.pop("segmentor.decoder.level_embed.weight")}),
-         ["missing key(s): segmentor.decoder.level_embed.weight",
-          "unexpected key(s): segmentor.decoder.level_embedding.weight"]),
+        (
+            lambda s: s.update(
+                {"segmentor.decoder.level_embedding.weight": s.pop("segmentor.decoder.level_embed.weight")}
+            ),
+            [
+                "missing key(s): segmentor.decoder.level_embed.weight",
+                "unexpected key(s): segmentor.decoder.level_embedding.weight",
+            ],
+        ),
         # renamed outside every row of the mapping table
-        (lambda s: s.update({"bg_embed.weight": s.pop("bg_embeds.weight")}),
-         ["unexpected key(s) not in the X-SAM key mapping: bg_embed.weight"]),
+        (
+            lambda s: s.update({"bg_embed.weight": s.pop("bg_embeds.weight")}),
+            ["unexpected key(s) not in the X-SAM key mapping: bg_embed.weight"],
+        ),
         # dropped
         (lambda s: s.pop("llm.model.norm.weight"), ["missing key(s): llm.model.norm.weight"]),
-        (lambda s: s.pop("seg_connector.model.1.model.3.bias"), ["missing key(s): seg_connector.branches.1.layer_norm2.bias"]),
+        (
+            lambda s: s.pop("seg_connector.model.1.model.3.bias"),
+            ["missing key(s): seg_connector.branches.1.layer_norm2.bias"],
+        ),
         # wrong shape
-        (lambda s: s.update({"llm_projector.model.2.bias": torch.zeros(7)}),
-         ["shape mismatch(es): llm_projector.linear_2.bias (checkpoint (7,), model (32,))"]),
+        (
+            lambda s: s.update({"llm_projector.model.2.bias": torch.zeros(7)}),
+            ["shape mismatch(es): llm_projector.linear_2.bias (checkpoint (7,), model (32,))"],
+        ),
     ],
 )
 def test_a_bad_key_fails_the_load_and_is_named(tiny, tmp_path, edit, named):
@@ -156,6 +171,13 @@ def test_a_bin_that_would_run_code_is_refused(tmp_path):
     assert marker.exists()
 
 
+def test_a_truncated_bin_is_named_not_a_traceback(tiny, tmp_path):
+    path = _save_official(tiny[0], tmp_path)
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=re.escape(str(path)) + ": not a readable PyTorch checkpoint"):
+        XSam.from_pretrained(path, device="cpu")
+
+
 def test_safetensors_export_round_trips(tiny, tmp_path):
     model, _ = tiny
     model.save_pretrained(tmp_path)
@@ -182,8 +204,18 @@ def test_converter_turns_an_official_bin_into_a_loadable_folder(tiny, tmp_path):
     tokenizer.save_pretrained(str(tokenizer_dir))
     out = tmp_path / "converted"
 
-    status = convert_main([str(official), str(out), "--tokenizer", str(tokenizer_dir), "--dtype", "float32",
-                           "--config", str(tmp_path / "official" / "config.json")])
+    status = convert_main(
+        [
+            str(official),
+            str(out),
+            "--tokenizer",
+            str(tokenizer_dir),
+            "--dtype",
+            "float32",
+            "--config",
+            str(tmp_path / "official" / "config.json"),
+        ]
+    )
 
     assert status == 0
     predictor = XSamPredictor.from_pretrained(out, device="cpu")
@@ -197,8 +229,16 @@ def test_converter_refuses_a_tokenizer_that_misplaces_the_special_tokens(tiny, t
     official = _save_official(model, tmp_path / "official")
     tokenizer.add_tokens(["<extra>"])  # one more token shifts <SEG>, <p>, </p> off their trained rows
     tokenizer.save_pretrained(str(tmp_path / "tok"))
-    status = convert_main([str(official), str(tmp_path / "out"), "--tokenizer", str(tmp_path / "tok"),
-                           "--config", str(tmp_path / "official" / "config.json")])
+    status = convert_main(
+        [
+            str(official),
+            str(tmp_path / "out"),
+            "--tokenizer",
+            str(tmp_path / "tok"),
+            "--config",
+            str(tmp_path / "official" / "config.json"),
+        ]
+    )
     assert status == 2
     assert "wrong rows" in capsys.readouterr().err
 

@@ -65,7 +65,7 @@ def test_language_states_are_transformers_phi3_final_hidden_states(model, tmp_pa
 
 
 def _pyramid(model):
-    return [torch.randn(1, c, s, s) for c, s in zip(model.config.pyramid_channels, (16, 8, 4))]
+    return [torch.randn(1, c, s, s) for c, s in zip(model.config.pyramid_channels, (16, 8, 4), strict=True)]
 
 
 @torch.inference_mode()
@@ -122,7 +122,7 @@ def test_pixel_shuffle_folds_each_2x2_neighbourhood_in_row_major_channel_blocks(
     assert folded.shape == (1, 32, 32, 4096)
     for out_row, out_col in [(0, 0), (5, 17), (31, 31)]:
         blocks = folded[0, out_row, out_col].view(4, 1024)
-        for block, (dy, dx) in zip(blocks, [(0, 0), (0, 1), (1, 0), (1, 1)]):
+        for block, (dy, dx) in zip(blocks, [(0, 0), (0, 1), (1, 0), (1, 1)], strict=True):
             torch.testing.assert_close(block, sam_tokens[0, 2 * out_row + dy, 2 * out_col + dx], atol=0, rtol=0)
     channels_first = torch.randn(1, 2048, 64, 64)
     assert pixel_shuffle_channels_first(channels_first, 2.0).shape == (1, 512, 128, 128)

@@ -29,9 +29,26 @@ def workspace(tmp_path_factory):
 def test_vgd_writes_masks_overlay_and_json(workspace):
     root, checkpoint, image = workspace
     out = root / "vgd"
-    status = main(["image", str(image), "--checkpoint", str(checkpoint), "--prompt", "point:20,30",
-                   "--prompt", "box:40,10,90,60", "--prompt", f"scribble:{root / 'scribble.png'}",
-                   "--threshold", "0.1", "--out", str(out), "--device", "cpu"])
+    status = main(
+        [
+            "image",
+            str(image),
+            "--checkpoint",
+            str(checkpoint),
+            "--prompt",
+            "point:20,30",
+            "--prompt",
+            "box:40,10,90,60",
+            "--prompt",
+            f"scribble:{root / 'scribble.png'}",
+            "--threshold",
+            "0.1",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert status == 0
     report = json.loads((out / "street.json").read_text())
     assert report["task"] == "vgd" and (report["height"], report["width"]) == (64, 96)
@@ -48,8 +65,25 @@ def test_vgd_writes_masks_overlay_and_json(workspace):
 def test_generic_task_names_its_categories(workspace):
     root, checkpoint, image = workspace
     out = root / "generic"
-    assert main(["image", str(image), "--checkpoint", str(checkpoint), "--task", "generic",
-                 "--text", "ins: person, car", "--threshold", "0.0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "image",
+                str(image),
+                "--checkpoint",
+                str(checkpoint),
+                "--task",
+                "generic",
+                "--text",
+                "ins: person, car",
+                "--threshold",
+                "0.0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "street.json").read_text())
     assert report["categories"] == ["person", "car"]
 

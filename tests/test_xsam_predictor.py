@@ -58,8 +58,12 @@ class CallCounter:
 def _counter(predictor):
     model = predictor.model
     # The LLM's transformer body runs in both the teacher-forced and the generation paths.
-    return CallCounter(siglip=model.visual_encoder, llm=model.llm.get_decoder(), sam=model.segmentor.encoder,
-                       decoder=model.segmentor.decoder)
+    return CallCounter(
+        siglip=model.visual_encoder,
+        llm=model.llm.get_decoder(),
+        sam=model.segmentor.encoder,
+        decoder=model.segmentor.decoder,
+    )
 
 
 def test_cached_path_equals_the_full_model_without_running_siglip_or_the_llm(predictor, frame):
@@ -171,8 +175,9 @@ def test_generation_mode_returns_text(predictor, frame):
 def test_generation_with_a_seg_token_uses_its_state(predictor, frame, monkeypatch):
     """Force the greedy answer 'sure <SEG> .' and check the masks come from the <SEG> position's state."""
     processor, model = predictor.processor, predictor.model
-    forced = torch.tensor(processor.tokenizer.encode("sure <SEG> .", add_special_tokens=False)
-                          + processor.stop_token_ids[:1])
+    forced = torch.tensor(
+        processor.tokenizer.encode("sure <SEG> .", add_special_tokens=False) + processor.stop_token_ids[:1]
+    )
 
     def generate_states(inputs_embeds, max_new_tokens, eos_token_ids):
         embeds = torch.cat([inputs_embeds, model.llm.get_input_embeddings()(forced[None, :-1])], dim=1)

@@ -70,7 +70,11 @@ def test_full_size_decoder(full_on_meta):
     pyramid = [meta(1, 512, 128, 128), meta(1, 1024, 64, 64), meta(1, 2048, 32, 32)]
     pixels = full_on_meta.segmentor.pixel_decoder(pyramid)
     assert pixels.mask_features.shape == (1, 256, 128, 128)
-    assert [tuple(f.shape) for f in pixels.multi_scale_features] == [(1, 256, 32, 32), (1, 256, 64, 64), (1, 256, 128, 128)]
+    assert [tuple(f.shape) for f in pixels.multi_scale_features] == [
+        (1, 256, 32, 32),
+        (1, 256, 64, 64),
+        (1, 256, 128, 128),
+    ]
     num_classes = 3
     out = full_on_meta.decode(pyramid, meta(1, 256), meta(1, num_classes, 256))
     assert out.class_logits.shape == (1, 200, num_classes + 1)
@@ -123,8 +127,9 @@ def test_tiny_model_every_stage():
 
     prompt = processor.text_inputs(visual_prompt_instruction(2), SEG_ANSWER)
     assert len(prompt.seg_positions) == 1
-    inputs = model.assemble_inputs(prompt.input_ids, prompt.phrase_ids, torch.cat([siglip[0], features.llm_tokens[0]]),
-                                   regions)
+    inputs = model.assemble_inputs(
+        prompt.input_ids, prompt.phrase_ids, torch.cat([siglip[0], features.llm_tokens[0]]), regions
+    )
     assert inputs.inputs_embeds.shape[1] == len(prompt.input_ids) - 1 + config.num_image_tokens
     states = model.language_states(inputs.inputs_embeds)[0]
     seg = int((inputs.source_positions == prompt.seg_positions[0]).nonzero()[0])

@@ -102,11 +102,16 @@ def read_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             return _as_state_dict(torch.load(path, map_location="cpu", weights_only=True, mmap=True), path)
         return _as_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
     except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[0]
         raise CheckpointError(
             f"{path}: refused to unpickle it: the file holds Python objects other than tensors, which could run "
-            f"code when loaded (torch.load weights_only=True: {reason})"
+            f"code when loaded (torch.load weights_only=True: {_first_line(error)})"
         ) from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _as_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
@@ -142,7 +147,9 @@ def map_official_state(state: Mapping[str, torch.Tensor], source: str) -> dict[s
         else:
             mapped[ours] = tensor
     if unknown:
-        raise CheckpointError(f"{source}: {len(unknown)} unexpected key(s) not in the X-SAM key mapping: {_list(unknown)}")
+        raise CheckpointError(
+            f"{source}: {len(unknown)} unexpected key(s) not in the X-SAM key mapping: {_list(unknown)}"
+        )
     return mapped
 
 
@@ -170,7 +177,7 @@ def _list(items: list[str], limit: int = 20) -> str:
 
 
 def resolve_local_path(path_or_hub_id: str | Path) -> Path:
-    """A local file or directory; ``owner/name`` (or ``owner/name/path/in/repo``) is fetched from the Hugging Face Hub."""
+    """A local file or directory; ``owner/name`` (or ``owner/name/path/in/repo``) comes from the Hugging Face Hub."""
     path = Path(path_or_hub_id)
     if path.exists():
         return path
@@ -186,7 +193,7 @@ def resolve_local_path(path_or_hub_id: str | Path) -> Path:
     except Exception as error:  # noqa: BLE001 - any hub failure means the same thing to the caller
         raise CheckpointError(
             f"{text}: not a local path, and the Hugging Face Hub could not provide it "
-            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no detail'}). "
+            f"({type(error).__name__}: {_first_line(error)}). "
             "Download it where the Hub is reachable and pass the local path."
         ) from None
 

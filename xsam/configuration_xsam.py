@@ -145,7 +145,7 @@ class XSamConfig(PreTrainedConfig):
         return [int(hidden / s) for s in self.connector_config.scale_factors]
 
     @classmethod
-    def tiny(cls, vocab_size: int = 128) -> "XSamConfig":
+    def tiny(cls, vocab_size: int = 128) -> XSamConfig:
         """A model of the full one's shape (same token bookkeeping, 200 queries) that runs on CPU in milliseconds."""
         return cls(
             sam_config={

@@ -42,7 +42,7 @@ def convert(
     dtype: torch.dtype = torch.bfloat16,
     base_config: XSamConfig | None = None,
 ) -> Path:
-    """Convert ``checkpoint`` (official ``.bin``) into ``output_dir``; raises :class:`CheckpointError` on any key problem."""
+    """Convert an official ``.bin`` into ``output_dir``; raises :class:`CheckpointError` on any key problem."""
     source = resolve_local_path(checkpoint)
     official = read_official_checkpoint(source)
     config = config_for_official_state(official, base_config)

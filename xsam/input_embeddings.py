@@ -42,8 +42,9 @@ def assemble_inputs_embeds(
     num_regions = int(is_region.sum())
     if is_image.any() and image_tokens is None:
         raise ValueError("the prompt has an <image> but no image tokens were given")
-    if num_regions != (0 if region_tokens is None else len(region_tokens)):
-        raise ValueError(f"the prompt has {num_regions} <region> slots for {0 if region_tokens is None else len(region_tokens)} region tokens")
+    num_tokens = 0 if region_tokens is None else len(region_tokens)
+    if num_regions != num_tokens:
+        raise ValueError(f"the prompt has {num_regions} <region> slots for {num_tokens} region tokens")
 
     lengths = torch.where(is_image, len(image_tokens) if image_tokens is not None else 1, 1)
     source_positions = torch.repeat_interleave(torch.arange(len(input_ids), device=input_ids.device), lengths)

@@ -31,7 +31,9 @@ class XSamMaskDecoder(Mask2FormerTransformerModule):
             position = self.position_embedder(features.shape, features.device, features.dtype, None)
             multi_stage_positional_embeddings.append(position.flatten(2).permute(2, 0, 1))
             level_features = self.input_projections[level](features).flatten(2)
-            multi_stage_features.append((level_features + self.level_embed.weight[level][None, :, None]).permute(2, 0, 1))
+            multi_stage_features.append(
+                (level_features + self.level_embed.weight[level][None, :, None]).permute(2, 0, 1)
+            )
 
         batch_size = multi_stage_features[0].shape[1]
         query_embeddings = self.queries_embedder.weight.unsqueeze(1).repeat(1, batch_size, 1)

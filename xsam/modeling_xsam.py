@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, SiglipVisionMode
 from transformers.models.mask2former.modeling_mask2former import Mask2FormerPixelDecoder
 from transformers.utils import ModelOutput
 
-from xsam.class_head import XSamClassHead
+from xsam.checkpoint import load_model, save_model
 from xsam.configuration_xsam import XSamConfig
 from xsam.connector import XSamSegConnector
 from xsam.input_embeddings import AssembledInputs, assemble_inputs_embeds
@@ -65,11 +65,8 @@ class XSamPreTrainedModel(PreTrainedModel):
     main_input_name = "sam_pixel_values"
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Random init for the parameters transformers' defaults do not cover (used by tests and benchmarks)."""
-        if isinstance(module, XSamClassHead):
-            nn.init.constant_(module.logit_scale, math.log(1 / 0.07))
-            nn.init.normal_(module.background.weight, std=self.config.decoder_config.init_std)
-        elif isinstance(module, Mask2FormerPixelDecoder):
+        """Random init (tests, benchmarks); the pixel decoder's ``level_embed`` is allocated uninitialised."""
+        if isinstance(module, Mask2FormerPixelDecoder):
             nn.init.normal_(module.level_embed)
         else:
             super()._init_weights(module)
@@ -100,22 +97,18 @@ class XSamModel(XSamPreTrainedModel):
     @classmethod
     def from_pretrained(
         cls, path_or_hub_id: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> "XSamModel":
+    ) -> XSamModel:
         """Load a saved model or an official ``pytorch_model.bin``, strictly (see :mod:`xsam.checkpoint`).
 
         ``device`` defaults to CUDA when available, ``dtype`` to bfloat16 on CUDA and float32 on CPU.
         """
-        from xsam.checkpoint import load_model
-
         return load_model(cls, path_or_hub_id, device=device, dtype=dtype)
 
     def save_pretrained(self, save_directory: str | Path) -> None:
         """Write ``config.json`` and ``model.safetensors`` (this implementation's key names)."""
-        from xsam.checkpoint import save_model
-
         save_model(self, save_directory)
 
-    def set_inference_dtype(self, dtype: torch.dtype) -> "XSamModel":
+    def set_inference_dtype(self, dtype: torch.dtype) -> XSamModel:
         """Cast to ``dtype``, keeping the segmentation head in float32 (see :class:`XSamSegmentor`)."""
         self.to(dtype)
         for name in XSamSegmentor.keep_in_fp32:
@@ -157,7 +150,7 @@ class XSamModel(XSamPreTrainedModel):
         image_tokens: torch.Tensor,
         region_tokens: torch.Tensor | None = None,
     ) -> AssembledInputs:
-        """Token ids with ``<image>``/``<region>`` sentinels -> LLM input embeddings (see :mod:`xsam.input_embeddings`)."""
+        """Token ids with ``<image>``/``<region>`` sentinels -> LLM input embeddings (:mod:`xsam.input_embeddings`)."""
         return assemble_inputs_embeds(
             input_ids,
             phrase_ids,
@@ -190,7 +183,9 @@ class XSamModel(XSamPreTrainedModel):
         states = torch.cat([step[-1] for step in outputs.hidden_states], dim=1)[0]
         return outputs.sequences[0], states
 
-    def prompt_embeddings(self, states: torch.Tensor, phrase_ids: torch.Tensor, seg_position: int) -> XSamPromptEmbeddings:
+    def prompt_embeddings(
+        self, states: torch.Tensor, phrase_ids: torch.Tensor, seg_position: int
+    ) -> XSamPromptEmbeddings:
         """Project the states that matter to decoder space; a condition is its span's mean taken after projection.
 
         ``states`` ``(L, D_llm)`` and ``phrase_ids`` ``(L,)`` (-1 outside spans); conditions come in span order.

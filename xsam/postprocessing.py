@@ -34,7 +34,7 @@ class XSamPrediction:
     text: str | None = None
 
     @classmethod
-    def empty(cls, image_size: tuple[int, int], text: str | None = None) -> "XSamPrediction":
+    def empty(cls, image_size: tuple[int, int], text: str | None = None) -> XSamPrediction:
         return cls(np.zeros((0, *image_size), bool), np.zeros(0, np.float32), np.zeros(0, np.int64), None, text)
 
     def __len__(self) -> int:
@@ -180,7 +180,7 @@ def semantic(
     labels = label_map.unique()
     masks = label_map[None] == labels[:, None, None]
     share = semseg / semseg.sum(0).clamp(min=1e-6)
-    scores = torch.stack([share[c][m].mean() for c, m in zip(labels, masks)])
+    scores = torch.stack([share[c][m].mean() for c, m in zip(labels, masks, strict=True)])
     return _prediction(masks, scores, labels, None, None)
 
 

@@ -9,9 +9,9 @@ own confident masks while the user's region tokens stay pinned.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -19,9 +19,9 @@ import torch
 from xsam import postprocessing
 from xsam.checkpoint import CheckpointError, resolve_local_path
 from xsam.modeling_xsam import XSamModel, XSamPromptEmbeddings
-from xsam.segmentor import XSamSegmentationOutput
 from xsam.postprocessing import XSamPrediction
-from xsam.processing_xsam import ImageGeometry, SamInputs, TextInputs, XSamProcessor
+from xsam.processing_xsam import ImageGeometry, SamInputs, TextInputs, XSamProcessor, check_image
+from xsam.segmentor import XSamSegmentationOutput
 from xsam.tasks import (
     SEG_ANSWER,
     TASKS,
@@ -77,7 +77,7 @@ class XSamPredictor:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         seed: int = 0,
-    ) -> "XSamPredictor":
+    ) -> XSamPredictor:
         """Model and tokenizer from one directory (``save_pretrained`` or ``python -m xsam.convert`` output), or an
         official ``.bin`` with the tokenizer files beside it."""
         path = resolve_local_path(path_or_hub_id)
@@ -125,14 +125,16 @@ class XSamPredictor:
         if task in ("generic", "referring", "reasoning", "chat") and not text:
             raise ValueError(f"task {task!r} needs a text")
         generic = parse_generic_query(text) if task == "generic" else None
-        instruction = {
-            "vgd": lambda: visual_prompt_instruction(len(masks)),
-            "interactive": lambda: visual_prompt_instruction(1),
-            "generic": lambda: generic_instruction(list(generic.categories)),
-            "referring": lambda: referring_instruction(text),
-            "reasoning": lambda: reasoning_instruction(text),
-            "chat": lambda: text,
-        }[task]()
+        if task in ("vgd", "interactive"):
+            instruction = visual_prompt_instruction(len(masks))
+        elif task == "generic":
+            instruction = generic_instruction(list(generic.categories))
+        elif task == "referring":
+            instruction = referring_instruction(text)
+        elif task == "reasoning":
+            instruction = reasoning_instruction(text)
+        else:
+            instruction = text
 
         sam = self.processor.sam_inputs(image)
         canvas_masks = None if masks is None else self.processor.prompt_masks(masks).to(self.device)
@@ -157,7 +159,7 @@ class XSamPredictor:
         result.text = answer
         return result
 
-    # --- video: prompts once, frames cheaply ---------------------------------------------------------------------------
+    # --- video: prompts once, frames cheaply --------------------------------------------------------------------------
 
     @torch.inference_mode()
     def encode_prompts(
@@ -189,9 +191,7 @@ class XSamPredictor:
             torch.from_numpy(memory.seg_embedding).to(self.device)[None],
             torch.from_numpy(memory.conditions).to(self.device)[None],
         )
-        probs = postprocessing.class_probabilities(
-            segmentation.class_logits[0], torch.from_numpy(memory.region_labels)
-        )
+        probs = postprocessing.class_probabilities(segmentation.class_logits[0], torch.from_numpy(memory.region_labels))
         result = postprocessing.instances(
             probs, segmentation.mask_logits[0], segmentation.query_states[0], sam.geometry, threshold
         )
@@ -231,7 +231,7 @@ class XSamPredictor:
         embeddings = self._embed_regions(image, sam_tokens, region_tokens)
         return self._memory(memory.prompt_ids, region_tokens, region_labels, embeddings)
 
-    # --- internals ------------------------------------------------------------------------------------------------------
+    # --- internals ----------------------------------------------------------------------------------------------------
 
     def _region_tokens(self, image: np.ndarray, masks: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """The SAM tokens in LLM space (``(1, T, D_llm)``) and one region token per mask."""
@@ -274,7 +274,9 @@ class XSamPredictor:
     def _text_inputs(self, instruction: str) -> TextInputs:
         prompt = self.processor.text_inputs(instruction, SEG_ANSWER)
         if len(prompt.seg_positions) != 1:
-            raise ValueError(f"the teacher-forced prompt must hold exactly one <SEG>, found {len(prompt.seg_positions)}")
+            raise ValueError(
+                f"the teacher-forced prompt must hold exactly one <SEG>, found {len(prompt.seg_positions)}"
+            )
         return prompt
 
     def _generate(
@@ -343,6 +345,7 @@ class XSamPredictor:
         return postprocessing.semantic(probs, mask_logits, geometry)
 
     def _check_prompt_masks(self, image: np.ndarray, masks, task: str) -> list[np.ndarray] | None:
+        check_image(image)
         if task not in ("vgd", "interactive"):
             if masks is not None:
                 raise ValueError(f"task {task!r} takes no visual prompts")

@@ -86,7 +86,7 @@ class XSamProcessor:
         self.stop_token_ids = list(dict.fromkeys(t for t in stops if t is not None))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, config: XSamConfig) -> "XSamProcessor":
+    def from_pretrained(cls, path: str | Path, config: XSamConfig) -> XSamProcessor:
         # Passing the config keeps AutoTokenizer from parsing our config.json as an unknown model type.
         return cls(AutoTokenizer.from_pretrained(str(path), config=config), config)
 
@@ -94,17 +94,17 @@ class XSamProcessor:
 
     def sam_inputs(self, image: np.ndarray) -> SamInputs:
         """Longest side to the canvas (bilinear), ImageNet normalisation, zero padding bottom/right."""
-        encoded = self.sam_processor(images=_check_image(image), return_tensors="pt")
+        encoded = self.sam_processor(images=check_image(image), return_tensors="pt")
         scaled = tuple(int(v) for v in encoded["reshaped_input_sizes"][0])
         geometry = ImageGeometry(self.config.sam_config.image_size, scaled, tuple(image.shape[:2]))
         return SamInputs(encoded["pixel_values"], geometry)
 
     def siglip_inputs(self, image: np.ndarray) -> torch.Tensor:
         """Squash-resize to SigLIP's square input, mean/std 0.5: ``(1, 3, 384, 384)``."""
-        return self.siglip_processor(images=_check_image(image), return_tensors="pt")["pixel_values"]
+        return self.siglip_processor(images=check_image(image), return_tensors="pt")["pixel_values"]
 
     def prompt_masks(self, masks: np.ndarray | list[np.ndarray]) -> torch.Tensor:
-        """Boolean ``(N, H, W)`` prompt masks -> ``(N, canvas, canvas)``: nearest resize like the image, zero padding."""
+        """Boolean ``(N, H, W)`` prompt masks -> ``(N, canvas, canvas)``: nearest resize as the image, zero padding."""
         canvas = self.config.sam_config.image_size
         resized = [
             self.sam_processor.resize(
@@ -154,7 +154,8 @@ class XSamProcessor:
         return self.tokenizer.decode(token_ids, skip_special_tokens=False)
 
 
-def _check_image(image: np.ndarray) -> np.ndarray:
+def check_image(image: np.ndarray) -> np.ndarray:
+    """``image`` if it is an RGB ``uint8`` ``(H, W, 3)`` array, else a ValueError saying what it is."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         shape = getattr(image, "shape", None)
         raise ValueError(f"expected an RGB uint8 (H, W, 3) numpy image, got {type(image).__name__} {shape}")

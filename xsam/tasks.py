@@ -1,4 +1,4 @@
-"""The tasks X-SAM serves and the instruction text of each (template 0 of X-SAM's ``*_map_fn`` lists, for determinism)."""
+"""The tasks X-SAM serves and the instruction of each: template 0 of X-SAM's ``*_map_fn`` lists, for determinism."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def visual_prompt_instruction(num_regions: int) -> str:
 
 def generic_instruction(categories: list[str]) -> str:
     names = ", ".join(_phrase(clean_category(c)) for c in categories)
-    return f"Can you segment the image based on the following categories: {names}? Please output the segmentation masks."
+    return (
+        f"Can you segment the image based on the following categories: {names}? Please output the segmentation masks."
+    )
 
 
 def referring_instruction(expression: str) -> str:
