@@ -156,9 +156,7 @@ def _memory_samples(memory: Sequence[int], samples: int = 13) -> list[list[int]]
     return [[f, int(memory[f])] for f in frames]
 
 
-def evaluate_clip_run(
-    scenario: Scenario, clip: SyntheticClip, keyframe_every: int = 10
-) -> dict[str, Any]:
+def score_clip(scenario: Scenario, clip: SyntheticClip, keyframe_every: int = 10) -> dict[str, Any]:
     """Run one clip and score it: J&F, identity metrics, keyframes, memory and diagnostics."""
     start = time.perf_counter()
     records, processor, memory = run_clip(clip, keyframe_every)
@@ -172,9 +170,8 @@ def evaluate_clip_run(
     )
     cut_keyframe = None
     if cut is not None:
-        keyed = [r.frame_index for r in records if r.kind == "keyframe" and r.frame_index >= cut]
-        cut_keyframe = {"frame": keyed[0] if keyed else None,
-                        "reason": next((r.reason for r in records if r.frame_index == keyed[0]), None) if keyed else None}
+        first = next((r for r in records if r.kind == "keyframe" and r.frame_index >= cut), None)
+        cut_keyframe = {"frame": first.frame_index, "reason": first.reason} if first else None
     return {
         "name": scenario.name,
         "features": scenario.features,
@@ -195,6 +192,7 @@ def evaluate_clip_run(
         "mean_iou": ids.mean_iou,
         "identity": ids.to_dict(),
         "tracks": len({int(t) for p in predictions for t in p.track_ids if t >= 0}),
+        "spurious_tracks": len(ids.spurious_tracks),
         "keyframes": processor.stats.keyframes,
         "keyframe_reasons": dict(processor.stats.keyframe_reasons),
         "memory_bytes": _memory_samples(memory),
@@ -257,7 +255,7 @@ def evaluate(
         folder.mkdir(parents=True, exist_ok=True)
         for i, (scenario, spec) in enumerate(clip_specs(clips, frames, seed)):
             clip = make_clip(spec, folder / f"{i:02d}_{scenario.name}.mp4")
-            result = evaluate_clip_run(scenario, clip, keyframe_every)
+            result = score_clip(scenario, clip, keyframe_every)
             per_clip.append(result)
             if progress:
                 print(f"[{i + 1}/{clips}] {format_row(result)}", file=sys.stderr, flush=True)
@@ -280,14 +278,14 @@ def format_row(c: dict) -> str:
     return (
         f"{c['name']:<15} {','.join(c['features']):<40} {c['jf']:5.3f} {c['id_switches']:3d} "
         f"{c['id_switches_after_absence']:4d} {reentry:>6} {c['idf1']:5.3f} {c['mota']:6.3f} {c['tracks']:3d} "
-        f"{c['keyframes']:3d}  {_reasons(c['keyframe_reasons']):<48} {mem:>10} {c['fps']:5.1f}"
+        f"{c['spurious_tracks']:3d} {c['keyframes']:3d}  {_reasons(c['keyframe_reasons']):<48} {mem:>10} {c['fps']:5.1f}"
     )
 
 
 def format_table(result: dict) -> str:
     header = (
         f"{'clip':<15} {'features':<40} {'J&F':>5} {'IDs':>3} {'gone':>4} {'reent':>6} {'IDF1':>5} {'MOTA':>6} "
-        f"{'trk':>3} {'KF':>3}  {'keyframe reasons':<48} {'memory':>10} {'fps':>5}"
+        f"{'trk':>3} {'spu':>3} {'KF':>3}  {'keyframe reasons':<48} {'memory':>10} {'fps':>5}"
     )
     o = result["overall"]
     t = o["targets"]
@@ -303,7 +301,8 @@ def format_table(result: dict) -> str:
     lines.append(f"keyframes {o['keyframes']}: {_reasons(o['keyframe_reasons'])}; "
                  f"prompt memory max {o['memory_max']} B; {o['seconds']:.0f} s")
     lines.append("IDs = ID switches (CLEAR-MOT), gone = of them after the object was absent, "
-                 "reent = exiting objects back under their id, trk = distinct track ids, KF = keyframes, "
+                 "reent = exiting objects back under their id, trk = distinct track ids, spu = tracks never matching "
+                 "an object (IoU >= 0.5), KF = keyframes, "
                  "memory = prompt memory KiB frame 0 -> last")
     return "\n".join(lines)
 

@@ -78,6 +78,7 @@ class IdentityScores:
     idr: float
     track_of: dict[int, int]  # IDF1's object -> track matching
     tracks_per_object: dict[int, int]  # distinct track ids each object was matched to (CLEAR-MOT)
+    spurious_tracks: tuple[int, ...]  # track ids never matched to any object (CLEAR-MOT): false tracks
     switches: tuple[Switch, ...] = field(default=(), repr=False)
 
     def to_dict(self, with_switches: bool = True) -> dict:
@@ -188,5 +189,6 @@ def identity_scores(
         idr=_ratio(idtp, gt_total, 1.0),
         track_of=track_of,
         tracks_per_object={o: len(seen_tracks.get(o, ())) for o in objects},
+        spurious_tracks=tuple(k for k in tracks if not any(k in ks for ks in seen_tracks.values())),
         switches=tuple(switches),
     )

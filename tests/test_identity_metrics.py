@@ -37,7 +37,13 @@ def test_perfect_tracking():
     s = identity_scores([pred((A, 7), (B, 8))] * 3, gt)
     assert (s.gt, s.predictions, s.matches, s.misses, s.false_positives, s.id_switches) == (6, 6, 6, 0, 0, 0)
     assert s.mota == 1.0 and s.idf1 == 1.0 and s.mean_iou == 1.0
-    assert s.track_of == {1: 7, 2: 8} and s.tracks_per_object == {1: 1, 2: 1}
+    assert s.track_of == {1: 7, 2: 8} and s.tracks_per_object == {1: 1, 2: 1} and s.spurious_tracks == ()
+
+
+def test_a_track_on_the_background_is_spurious():
+    stray = box(14, 0)
+    s = identity_scores([pred((A, 1), (stray, 9))] * 2, [{1: A}] * 2)
+    assert s.false_positives == 2 and s.spurious_tracks == (9,) and s.idfp == 2 and s.mota == 0.0
 
 
 def test_swap_half_way():
