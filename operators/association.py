@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from operators.memory_bank import ObservationBank
 from operators.metrics import iou_matrix
 from operators.records import Instances
 
@@ -28,13 +29,15 @@ class AssociationConfig:
     coast_score: float = 0.5  # an unmatched propagated track this confident is kept for a keyframe or two
     max_coast_keyframes: int = 1
     max_absent_frames: int = 150
+    bank_slots: int = 4  # appearance observations kept per track: the first, pinned, plus the latest confident
+    bank_min_score: float = 0.5
 
 
 @dataclass
 class _Track:
     track_id: int
     prompt_id: int
-    embedding: np.ndarray | None
+    bank: ObservationBank
     last_seen: int
     coasted: int = 0
 
@@ -50,13 +53,6 @@ def _centre_distance(a: Instances, b: Instances) -> np.ndarray:
     return gap / np.maximum(np.maximum(size_a[:, None], size_b[None, :]), 1.0)
 
 
-def _cosine(a: np.ndarray | None, b: np.ndarray | None) -> float:
-    if a is None or b is None:
-        return 0.0
-    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(a @ b) / denom if denom > 0 else 0.0
-
-
 @dataclass
 class TrackAssigner:
     """Per-stream identity state: a bounded table of live and recently absent tracks."""
@@ -68,8 +64,14 @@ class TrackAssigner:
     def _new_track(self, prompt_id: int, embedding: np.ndarray | None, frame_index: int) -> int:
         track_id = self.next_id
         self.next_id += 1
-        self.tracks[track_id] = _Track(track_id, prompt_id, embedding, frame_index)
+        bank = ObservationBank(self.config.bank_slots, self.config.bank_min_score)
+        bank.write(embedding, score=1.0)
+        self.tracks[track_id] = _Track(track_id, prompt_id, bank, frame_index)
         return track_id
+
+    def nbytes(self) -> int:
+        """Appearance memory of all live and recently absent tracks."""
+        return sum(t.bank.nbytes() for t in self.tracks.values())
 
     def _cost(self, detections: Instances, propagated: Instances, absent: list[_Track]) -> np.ndarray:
         """Cost matrix detections x (visible tracks + absent tracks); inf where gated out.
@@ -88,7 +90,7 @@ class TrackAssigner:
                 track = self.tracks.get(int(propagated.track_ids[t]))
                 if track is None or track.prompt_id != detections.prompt_ids[d]:
                     continue
-                sim = _cosine(emb, track.embedding) if track.embedding is not None else iou[d, t]
+                sim = track.bank.similarity(emb) if track.bank.pinned is not None else iou[d, t]
                 if iou[d, t] >= cfg.min_iou:
                     cost[d, t] = 1.0 - (cfg.iou_weight * iou[d, t] + (1 - cfg.iou_weight) * sim)
                 elif sim >= cfg.min_reentry_similarity and distance[d, t] <= cfg.max_drift:
@@ -96,7 +98,7 @@ class TrackAssigner:
             for a, track in enumerate(absent):
                 if track.prompt_id != detections.prompt_ids[d]:
                     continue
-                sim = _cosine(emb, track.embedding)
+                sim = track.bank.similarity(emb)
                 if sim >= cfg.min_reentry_similarity:
                     cost[d, len(propagated) + a] = 2.0 - sim  # visible tracks win over re-entries
         return cost
@@ -145,7 +147,7 @@ class TrackAssigner:
             track.last_seen = frame_index
             track.coasted = track.coasted + 1 if tid in coasted else 0
             if instances.embeddings is not None and tid not in coasted:
-                track.embedding = instances.embeddings[i]
+                track.bank.write(instances.embeddings[i], float(instances.scores[i]))
 
     def observe(self, instances: Instances, frame_index: int) -> None:
         """Note tracks seen on a propagated frame (ids already set by propagation)."""

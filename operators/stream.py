@@ -236,7 +236,8 @@ class StreamProcessor:
             )
 
     def memory_nbytes(self) -> int:
-        return sum(m.nbytes() for m in self.memories)
+        """Cached prompt encodings plus every track's appearance bank: constant in stream length."""
+        return sum(m.nbytes() for m in self.memories) + self.assigner.nbytes()
 
 
 def run_stream(
