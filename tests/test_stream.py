@@ -52,19 +52,27 @@ def test_frames_before_the_prompt_are_skipped_and_named(clip):
     assert records[6].kind == "propagated" and {r.kind for r in records[6:]} <= {"propagated", "keyframe"}
 
 
-def test_prompt_added_mid_stream_takes_effect_on_the_next_frame(clip):
-    red = clip.suggested_prompt("red_blob", "box", prompt_id=0)
-    blue = clip.suggested_prompt("blue_tile", "box", prompt_id=1)
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    spec = ClipSpec(seed=12, num_frames=210, kinds=("red_blob", "blue_tile"), instances_per_kind=1, speed=1.0)
+    return make_clip(spec, tmp_path_factory.mktemp("stream") / "long.mp4")
+
+
+def test_prompt_added_at_frame_200_of_a_running_stream_takes_effect_on_the_next_frame(long_clip):
+    red = long_clip.suggested_prompt("red_blob", "box", prompt_id=0)
+    blue = long_clip.suggested_prompt("blue_tile", "box", prompt_id=1)
 
     def add_blue(processor, record):
-        if record.frame_index == 12:
-            processor.add_prompts([blue])  # drawn on frame 0, but frame 12 has passed: applies on 13
+        if record.frame_index == 200:
+            processor.add_prompts([blue])  # drawn on frame 0, but frame 200 has passed: applies on 201
 
-    records, processor = _run(clip, [red], control=add_blue)
-    assert set(records[12].instances.prompt_ids.tolist()) == {0}
-    assert records[13].kind == "keyframe" and records[13].reason == "prompt"
-    assert set(records[13].instances.prompt_ids.tolist()) == {0, 1}
+    records, processor = _run(long_clip, [red], control=add_blue)
+    assert all(set(r.instances.prompt_ids.tolist()) <= {0} for r in records[:201])
+    assert records[201].kind == "keyframe" and records[201].reason == "prompt"
+    assert set(records[201].instances.prompt_ids.tolist()) == {0, 1}
     assert len(processor.memories) == 2  # the red prompt was not re-encoded
+    red_ids = {t for r in records[190:] for t, p in zip(r.instances.track_ids, r.instances.prompt_ids) if p == 0}
+    assert len(red_ids) == 1, "adding a prompt does not disturb the existing tracks"
 
 
 def test_removed_prompt_disappears_from_the_next_frame(clip):
