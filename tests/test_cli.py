@@ -32,8 +32,9 @@ def test_unwritable_output_folder_stops_before_any_work(tmp_path):
     "args, message",
     [
         (["--prompt", "box:1,2,3"], "a box is x0,y0,x1,y1"),
-        (["--prompt", "point:1,1", "--keyframe-every", "0"], "keyframe_every"),
+        (["--prompt", "point:1,1", "--keyframe-every", "0"], "--keyframe-every: Input should be greater than or equal to 1"),
         (["--prompt", "point:1,1", "--sink", "csv"], "unknown sink(s) csv"),
+        (["--prompt", "point:1,1", "--config", "/nonexistent/job.yaml"], "config file does not exist"),
     ],
 )
 def test_bad_options_exit_2_with_the_reason(tmp_path, args, message):
@@ -57,3 +58,22 @@ def test_run_writes_outputs_and_exits_1_when_a_video_fails(tmp_path):
     assert len(list((out / "walk" / "masks").glob("*.png"))) == 20
     again = cli("run", str(clip.path), "--prompt", f"box:{box}", "--out", str(out), "--sink", "jsonl,png")
     assert again.returncode == 0 and "skipped" in again.stderr
+
+
+def test_config_file_then_environment_then_flags(tmp_path):
+    from pipeline.config import load_job_config
+
+    path = tmp_path / "job.yaml"
+    path.write_text("sources: [a.mp4]\nout_dir: out\nkeyframe_every: 5\nsinks: [jsonl, png]\nworkers: 2\n")
+    env = {"XSAM_PIPELINE_KEYFRAME_EVERY": "7", "XSAM_PIPELINE_SINKS": "[png]"}
+    config = load_job_config(path, {"keyframe_every": 3, "workers": None}, environ=env)
+    assert (config.keyframe_every, config.sinks, config.workers, str(config.out_dir)) == (3, ["png"], 2, "out")
+    assert load_job_config(path, {}, environ=env).keyframe_every == 7
+
+
+def test_bad_config_file_is_named(tmp_path):
+    (tmp_path / "job.yaml").write_text("sources: [a.mp4]\nout_dir: out\nkeyframes: 5\n")
+    result = cli("run", "--config", str(tmp_path / "job.yaml"))
+    assert result.returncode == 2 and "--keyframes: Extra inputs are not permitted" in result.stderr
+    result = cli("run", str(tmp_path / "a.mp4"), "--prompt", "point:1,1")
+    assert result.returncode == 2 and "--out: Field required" in result.stderr
