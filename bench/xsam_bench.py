@@ -4,8 +4,8 @@
 
 Prints one JSON document, then a table. Two parts:
 
-* tiny: the few-MB test model end to end on a 480x640 frame (median wall time of ``predict`` in teacher-forced
-  VGD mode, which runs everything, against ``segment`` with a cached prompt memory);
+* tiny: the few-MB test model end to end on a 480x640 frame (best wall time of ``predict`` in teacher-forced
+  VGD mode, which runs everything, against ``segment`` with a cached prompt memory), and its networks alone;
 * full: the published architecture with random weights (timings do not depend on weight values), one forward
   per component. The 27/24/32-layer towers are timed on one layer of each kind and scaled by their layer
   count; the rest runs whole. Analytic FLOPs (2 per multiply-add) are given per component for the same shapes.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -50,7 +49,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+def _best_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Best of ``repeats`` runs after a warm-up: on a shared machine the minimum is the least noisy estimate."""
     fn()  # warm-up: lazy inits, allocator, kernels
     times = []
     for _ in range(repeats):
@@ -59,7 +59,7 @@ def _median_seconds(fn: Callable[[], object], repeats: int, device: torch.device
         fn()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 # --- tiny model, end to end ---------------------------------------------------------------------------------------
@@ -72,9 +72,9 @@ def bench_tiny(repeats: int, device: torch.device) -> dict:
     prompt = np.zeros(frame.shape[:2], bool)
     prompt[100:300, 200:400] = True
     memory = predictor.encode_prompts(frame, [prompt])
-    full = _median_seconds(lambda: predictor.predict(frame, "vgd", prompt_masks=[prompt]), repeats, device)
-    cached = _median_seconds(lambda: predictor.segment(frame, memory), repeats, device)
-    encode = _median_seconds(lambda: predictor.encode_prompts(frame, [prompt]), repeats, device)
+    full = _best_seconds(lambda: predictor.predict(frame, "vgd", prompt_masks=[prompt]), repeats, device)
+    cached = _best_seconds(lambda: predictor.segment(frame, memory), repeats, device)
+    encode = _best_seconds(lambda: predictor.encode_prompts(frame, [prompt]), repeats, device)
 
     # The networks alone, without pre/post-processing at frame resolution.
     model, processor = predictor.model, predictor.processor
@@ -84,14 +84,14 @@ def bench_tiny(repeats: int, device: torch.device) -> dict:
     canvas_mask = processor.prompt_masks([prompt]).to(device)
     seg, conditions = torch.from_numpy(memory.seg_embedding)[None], torch.from_numpy(memory.conditions)[None]
     with torch.inference_mode():
-        full_net = _median_seconds(
+        full_net = _best_seconds(
             lambda: model(
                 sam_pixels, siglip_pixels, text.input_ids, text.phrase_ids, text.seg_positions[0], canvas_mask
             ),
             repeats,
             device,
         )
-        cached_net = _median_seconds(
+        cached_net = _best_seconds(
             lambda: model.decode(model.encode_sam(sam_pixels, with_llm_tokens=False).pyramid, seg, conditions),
             repeats,
             device,
@@ -194,7 +194,7 @@ def bench_full(config: XSamConfig, device: torch.device, dtype: torch.dtype, rep
     grid = sam_cfg.image_size // sam_cfg.patch_size
     hidden = [torch.randn(1, grid, grid, sam_cfg.hidden_size, device=device, dtype=dtype) for _ in range(3)]
     connector = _build(lambda: XSamSegConnector(sam_cfg.hidden_size, config.connector_config), device, dtype)
-    seconds["seg_connector"] = _median_seconds(lambda: connector(hidden), repeats, device)
+    seconds["seg_connector"] = _best_seconds(lambda: connector(hidden), repeats, device)
     pyramid = [level.float() for level in connector(hidden)]
 
     seg_projector = _build(
@@ -204,17 +204,17 @@ def bench_full(config: XSamConfig, device: torch.device, dtype: torch.dtype, rep
         device,
         dtype,
     )
-    seconds["seg_projector"] = _median_seconds(lambda: seg_projector(hidden[0]), repeats, device)
+    seconds["seg_projector"] = _best_seconds(lambda: seg_projector(hidden[0]), repeats, device)
     sam_tokens = seg_projector(hidden[0])
     visual_projector = _build(lambda: XSamProjector(siglip_cfg.hidden_size, text.hidden_size), device, dtype)
     siglip_hidden = torch.randn(1, config.num_siglip_tokens, siglip_cfg.hidden_size, device=device, dtype=dtype)
-    seconds["visual_projector"] = _median_seconds(lambda: visual_projector(siglip_hidden), repeats, device)
+    seconds["visual_projector"] = _best_seconds(lambda: visual_projector(siglip_hidden), repeats, device)
 
     side = int(config.num_sam_tokens**0.5)
     masks = torch.zeros(NUM_PROMPTS, sam_cfg.image_size, sam_cfg.image_size, dtype=torch.bool, device=device)
     masks[:, 200:600, 300:700] = True
     sampler = XSamRegionSampler(config.num_region_points)
-    seconds["region_sampler"] = _median_seconds(
+    seconds["region_sampler"] = _best_seconds(
         lambda: sampler(sam_tokens[0].view(side, side, -1), masks), repeats, device
     )
 
@@ -226,11 +226,11 @@ def bench_full(config: XSamConfig, device: torch.device, dtype: torch.dtype, rep
     )
     llm_projector = _build(lambda: XSamProjector(text.hidden_size, decoder_cfg.hidden_dim), device, dtype)
     positions = torch.randn(3 * NUM_PROMPTS + 1, text.hidden_size, device=device, dtype=dtype)
-    seconds["llm_projector"] = _median_seconds(lambda: llm_projector(positions), repeats, device)
+    seconds["llm_projector"] = _best_seconds(lambda: llm_projector(positions), repeats, device)
 
     # The segmentation head runs in float32 whatever the model dtype (see XSamSegmentor).
     pixel_decoder = _build(lambda: Mask2FormerPixelDecoder(decoder_cfg, config.pyramid_channels), device, torch.float32)
-    seconds["pixel_decoder"] = _median_seconds(lambda: pixel_decoder(pyramid), max(1, repeats // 2), device)
+    seconds["pixel_decoder"] = _best_seconds(lambda: pixel_decoder(pyramid), max(1, repeats // 2), device)
     decoded = pixel_decoder(pyramid)
     mask_decoder = _build(lambda: XSamMaskDecoder(decoder_cfg.feature_size, decoder_cfg), device, torch.float32)
     class_head = _build(lambda: XSamClassHead(decoder_cfg.hidden_dim, 500.0, -1e9), device, torch.float32)
@@ -241,7 +241,7 @@ def bench_full(config: XSamConfig, device: torch.device, dtype: torch.dtype, rep
         out = mask_decoder(decoded.multi_scale_features, decoded.mask_features, seg)
         return class_head(out.intermediate_hidden_states[-1].transpose(0, 1), classes)
 
-    seconds["mask_decoder"] = _median_seconds(decode, repeats, device)
+    seconds["mask_decoder"] = _best_seconds(decode, repeats, device)
     return seconds
 
 

@@ -19,8 +19,7 @@ from operators.errors import InvalidPromptError, OutputError, PipelineError
 from operators.records import Instances
 from operators.sinks.palette_png import label_map
 from pipeline.prompts import parse_prompt
-
-TASKS = ("vgd", "interactive", "generic", "referring", "reasoning", "chat")
+from xsam.tasks import TASKS, parse_generic_query
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -45,8 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from xsam import CheckpointError, XSamPredictor
-    from xsam.tasks import parse_generic_query
+    from xsam import CheckpointError, XSamPredictor  # torch and transformers load only when the command runs
 
     image = _read_image(args.image)
     height, width = image.shape[:2]

@@ -29,8 +29,8 @@ from xsam.checkpoint import (
     resolve_local_path,
 )
 from xsam.configuration_xsam import XSamConfig
+from xsam.constants import SPECIAL_TOKENS
 from xsam.modeling_xsam import XSamModel
-from xsam.processing_xsam import SPECIAL_TOKENS
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 

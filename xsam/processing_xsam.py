@@ -19,14 +19,8 @@ from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPi
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
 from xsam.configuration_xsam import XSamConfig
+from xsam.constants import IMAGE_TOKEN, REGION_TOKEN, SPECIAL_TOKENS
 
-IMAGE_TOKEN = "<image>"
-REGION_TOKEN = "<region>"
-SEG_TOKEN = "<SEG>"
-PHRASE_START_TOKEN = "<p>"
-PHRASE_END_TOKEN = "</p>"
-#: Tokens X-SAM adds to Phi-3's vocabulary (``tokenizer.add_tokens(..., special_tokens=True)``).
-SPECIAL_TOKENS = (SEG_TOKEN, PHRASE_START_TOKEN, PHRASE_END_TOKEN)
 #: xtuner's ``phi3_chat`` template with an empty system prompt; generation stops at ``<|end|>``.
 PHI3_CHAT_TEMPLATE = "<|user|>\n{input}<|end|>\n<|assistant|>\n"
 PHI3_STOP_TOKEN = "<|end|>"

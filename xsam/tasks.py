@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from xsam.processing_xsam import PHRASE_END_TOKEN, PHRASE_START_TOKEN, REGION_TOKEN, SEG_TOKEN
+from xsam.constants import PHRASE_END_TOKEN, PHRASE_START_TOKEN, REGION_TOKEN, SEG_TOKEN
 
 Task = Literal["vgd", "interactive", "generic", "referring", "reasoning", "chat"]
 TASKS: tuple[Task, ...] = ("vgd", "interactive", "generic", "referring", "reasoning", "chat")

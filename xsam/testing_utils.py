@@ -12,8 +12,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from xsam.configuration_xsam import XSamConfig
+from xsam.constants import SPECIAL_TOKENS
 from xsam.modeling_xsam import XSamModel
-from xsam.processing_xsam import SPECIAL_TOKENS
 
 PHI3_CHAT_TOKENS = ("<|user|>", "<|assistant|>", "<|end|>", "<|system|>")
 _WORDS = (
