@@ -14,8 +14,11 @@ each kind on frame 0. Per clip and overall it reports:
 * CLEAR-MOT ID switches (split into re-entries under a new id and switches while
   visible), IDF1, MOTA (``operators.identity_metrics``, mask IoU >= 0.5);
 * keyframes by reason (``processor.stats.keyframe_reasons``);
-* prompt-memory bytes over time (``processor.memory_nbytes()`` after every frame,
-  sampled), whose growth shows whether the memory stays bounded;
+* memory over time, after every frame, sampled: the prompt encodings alone
+  (``sum(m.nbytes() for m in processor.memories)``) and the stream's whole
+  identity memory (``processor.memory_nbytes()``: encodings plus, since the
+  per-track appearance banks, every live or recently absent track's bank);
+  their growth shows whether memory stays bounded;
 * diagnostics: for each exiting object whether it kept its id on return, and the
   switches within one keyframe interval after a scene cut.
 
@@ -117,16 +120,21 @@ def clip_specs(clips: int = 10, frames: int = 120, seed: int = 0) -> list[tuple[
     return specs
 
 
-def run_clip(clip: SyntheticClip, keyframe_every: int = 10) -> tuple[list[FrameRecord], StreamProcessor, list[int]]:
-    """The clip through the stream processor in-process; returns records, the processor and memory per frame."""
+def run_clip(
+    clip: SyntheticClip, keyframe_every: int = 10
+) -> tuple[list[FrameRecord], StreamProcessor, list[tuple[int, int]]]:
+    """The clip through the stream processor in-process.
+
+    Returns the records, the processor and, per frame, (prompt-encoding bytes, ``memory_nbytes()``).
+    """
     prompts = [clip.suggested_prompt(kind, "box", prompt_id=i) for i, kind in enumerate(clip.spec.kinds)]
     processor = StreamProcessor(clip.path.stem, str(clip.path), prompts, keyframes=KeyframeConfig(every=keyframe_every))
     records: list[FrameRecord] = []
-    memory: list[int] = []
+    memory: list[tuple[int, int]] = []
 
     def emit(record: FrameRecord) -> None:
         records.append(record)
-        memory.append(processor.memory_nbytes())
+        memory.append((sum(m.nbytes() for m in processor.memories), processor.memory_nbytes()))
 
     with open_video(clip.path) as reader:
         run_stream(reader.frames(), processor, local_submit(build_segmenter("default")), emit)
@@ -195,9 +203,10 @@ def score_clip(scenario: Scenario, clip: SyntheticClip, keyframe_every: int = 10
         "spurious_tracks": len(ids.spurious_tracks),
         "keyframes": processor.stats.keyframes,
         "keyframe_reasons": dict(processor.stats.keyframe_reasons),
-        "memory_bytes": _memory_samples(memory),
-        "memory_max": int(max(memory)),
-        "memory_final": int(memory[-1]),
+        "prompt_memory_bytes": _memory_samples([p for p, _ in memory]),
+        "memory_bytes": _memory_samples([m for _, m in memory]),
+        "memory_max": int(max(m for _, m in memory)),
+        "memory_final": int(memory[-1][1]),
         "reentries": _reentries(clip, ids.switches),
         "switches_after_cut": after_cut,
         "cut_keyframe": cut_keyframe,
@@ -274,18 +283,19 @@ def _reasons(reasons: dict[str, int]) -> str:
 def format_row(c: dict) -> str:
     kept = sum(r["kept_id"] for r in c["reentries"])
     reentry = f"{kept}/{len(c['reentries'])}" if c["reentries"] else "-"
-    mem = f"{c['memory_bytes'][0][1] // 1024}->{c['memory_final'] // 1024}k"
+    prompt_kib = c["prompt_memory_bytes"][-1][1] / 1024
+    mem = f"{prompt_kib:.0f}k {c['memory_bytes'][0][1] / 1024:.0f}->{c['memory_max'] / 1024:.0f}k"
     return (
         f"{c['name']:<15} {','.join(c['features']):<40} {c['jf']:5.3f} {c['id_switches']:3d} "
         f"{c['id_switches_after_absence']:4d} {reentry:>6} {c['idf1']:5.3f} {c['mota']:6.3f} {c['tracks']:3d} "
-        f"{c['spurious_tracks']:3d} {c['keyframes']:3d}  {_reasons(c['keyframe_reasons']):<48} {mem:>10} {c['fps']:5.1f}"
+        f"{c['spurious_tracks']:3d} {c['keyframes']:3d}  {_reasons(c['keyframe_reasons']):<48} {mem:>13} {c['fps']:5.1f}"
     )
 
 
 def format_table(result: dict) -> str:
     header = (
         f"{'clip':<15} {'features':<40} {'J&F':>5} {'IDs':>3} {'gone':>4} {'reent':>6} {'IDF1':>5} {'MOTA':>6} "
-        f"{'trk':>3} {'spu':>3} {'KF':>3}  {'keyframe reasons':<48} {'memory':>10} {'fps':>5}"
+        f"{'trk':>3} {'spu':>3} {'KF':>3}  {'keyframe reasons':<48} {'memory':>13} {'fps':>5}"
     )
     o = result["overall"]
     t = o["targets"]
@@ -299,11 +309,11 @@ def format_table(result: dict) -> str:
         f"{o['reentries_kept_id']}/{o['reentries']}"
     )
     lines.append(f"keyframes {o['keyframes']}: {_reasons(o['keyframe_reasons'])}; "
-                 f"prompt memory max {o['memory_max']} B; {o['seconds']:.0f} s")
+                 f"stream memory (memory_nbytes) max {o['memory_max']} B; {o['seconds']:.0f} s")
     lines.append("IDs = ID switches (CLEAR-MOT), gone = of them after the object was absent, "
                  "reent = exiting objects back under their id, trk = distinct track ids, spu = tracks never matching "
                  "an object (IoU >= 0.5), KF = keyframes, "
-                 "memory = prompt memory KiB frame 0 -> last")
+                 "memory = prompt encodings at the end, then memory_nbytes() on frame 0 -> its maximum (KiB)")
     return "\n".join(lines)
 
 

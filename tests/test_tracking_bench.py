@@ -103,6 +103,7 @@ def test_quick_evaluate_reports_sane_figures():
         assert sum(clip["keyframe_reasons"].values()) == clip["keyframes"]
         assert clip["memory_bytes"][0][0] == 0 and clip["memory_bytes"][-1][0] == 29
         assert all(b > 0 for _, b in clip["memory_bytes"])
+        assert all(0 < p <= m for (_, p), (_, m) in zip(clip["prompt_memory_bytes"], clip["memory_bytes"]))
     overall = result["overall"]
     assert 0 <= overall["jf"] <= 1 and overall["id_switches_per_clip"] >= 0
     assert set(overall["targets"]) >= {"jf_met", "switches_met"}
