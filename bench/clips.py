@@ -102,7 +102,8 @@ class ClipSpec:
         if self.background not in ("synthetic", "real"):
             raise ValueError(f"background must be 'synthetic' or 'real', got {self.background!r}")
         if self.exits < 0 or self.exits > sum(counts) - len(counts):
-            raise ValueError(f"{self.exits} exits, but only {sum(counts) - len(counts)} objects are not a first instance")
+            movable = sum(counts) - len(counts)
+            raise ValueError(f"{self.exits} exits, but only {movable} objects are not a first instance")
         if self.exits and (self.exit_frames < 1 or _exit_room(self) < 2):
             raise ValueError(f"{self.num_frames} frames are too few for exits of {self.exit_frames} frames")
         if self.scene_cut is not None and not 0 < self.scene_cut < self.num_frames:

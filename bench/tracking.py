@@ -288,7 +288,8 @@ def format_row(c: dict) -> str:
     return (
         f"{c['name']:<15} {','.join(c['features']):<40} {c['jf']:5.3f} {c['id_switches']:3d} "
         f"{c['id_switches_after_absence']:4d} {reentry:>6} {c['idf1']:5.3f} {c['mota']:6.3f} {c['tracks']:3d} "
-        f"{c['spurious_tracks']:3d} {c['keyframes']:3d}  {_reasons(c['keyframe_reasons']):<48} {mem:>13} {c['fps']:5.1f}"
+        f"{c['spurious_tracks']:3d} {c['keyframes']:3d}  {_reasons(c['keyframe_reasons']):<48} {mem:>13} "
+        f"{c['fps']:5.1f}"
     )
 
 
