@@ -141,17 +141,24 @@ def _tower_seconds(
     layers: list[torch.nn.Module],
     layer_counts: list[int],
     device: torch.device,
+    repeats: int,
 ) -> float:
-    """Time a tower built with one layer of each kind and scale it: rest + sum(count * that layer's time)."""
+    """Time a tower built with one layer of each kind and scale it: rest + sum(count * that layer's time).
+
+    Best of ``repeats`` estimates after a warm-up.
+    """
     run(model)
-    with _layer_timer(layers, device) as spent:
-        _sync(device)
-        start = time.perf_counter()
-        run(model)
-        _sync(device)
-        total = time.perf_counter() - start
-    per_layer = [spent[id(layer)] for layer in layers]
-    return total - sum(per_layer) + sum(count * t for count, t in zip(layer_counts, per_layer, strict=True))
+    estimates = []
+    for _ in range(repeats):
+        with _layer_timer(layers, device) as spent:
+            _sync(device)
+            start = time.perf_counter()
+            run(model)
+            _sync(device)
+            total = time.perf_counter() - start
+        per_layer = [spent[id(layer)] for layer in layers]
+        estimates.append(total - sum(per_layer) + sum(n * t for n, t in zip(layer_counts, per_layer, strict=True)))
+    return min(estimates)
 
 
 def _with(config, **changes):
@@ -178,6 +185,7 @@ def bench_full(config: XSamConfig, device: torch.device, dtype: torch.dtype, rep
         list(siglip.encoder.layers),
         [siglip_cfg.num_hidden_layers],
         device,
+        repeats,
     )
 
     sam = _build(lambda: SamVisionEncoder(_with(sam_cfg, num_hidden_layers=2, global_attn_indexes=[1])), device, dtype)
@@ -189,6 +197,7 @@ def bench_full(config: XSamConfig, device: torch.device, dtype: torch.dtype, rep
         list(sam.layers),
         [sam_cfg.num_hidden_layers - num_global, num_global],
         device,
+        repeats,
     )
 
     grid = sam_cfg.image_size // sam_cfg.patch_size
@@ -222,7 +231,12 @@ def bench_full(config: XSamConfig, device: torch.device, dtype: torch.dtype, rep
     length = config.num_image_tokens + TEXT_TOKENS + NUM_PROMPTS
     embeds = torch.randn(1, length, text.hidden_size, device=device, dtype=dtype)
     seconds["llm_prefill"] = _tower_seconds(
-        llm, lambda m: m(inputs_embeds=embeds, use_cache=False), list(llm.layers), [text.num_hidden_layers], device
+        llm,
+        lambda m: m(inputs_embeds=embeds, use_cache=False),
+        list(llm.layers),
+        [text.num_hidden_layers],
+        device,
+        repeats,
     )
     llm_projector = _build(lambda: XSamProjector(text.hidden_size, decoder_cfg.hidden_dim), device, dtype)
     positions = torch.randn(3 * NUM_PROMPTS + 1, text.hidden_size, device=device, dtype=dtype)
