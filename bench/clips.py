@@ -23,6 +23,7 @@ without them renders exactly as before):
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, distribution
@@ -463,14 +464,21 @@ class Scene:
         return RenderedFrame(canvas, masks, {o: float(masks[o].sum()) / full_area[o] for o in self.kinds})
 
 
-def make_clip(spec: ClipSpec, path: str | Path) -> SyntheticClip:
-    """Render ``spec``, encode it to an H.264 MP4 at ``path`` and return its ground truth."""
+def make_clip(spec: ClipSpec, path: str | Path, encode: bool = True) -> SyntheticClip:
+    """Render ``spec``, encode it to an H.264 MP4 at ``path`` and return its ground truth.
+
+    ``encode=False`` only renders the ground truth and takes ``path`` as an earlier encoding of the
+    same spec: libx264 does not always produce the same bytes for the same frames (seen even with one
+    thread), so comparing pipeline versions exactly needs the same files.
+    """
     scene = Scene(spec)
     masks, visible = [], []
-    with H264Writer(path, spec.fps, spec.width, spec.height, crf=spec.crf) as writer:
+    writing = H264Writer(path, spec.fps, spec.width, spec.height, crf=spec.crf) if encode else nullcontext()
+    with writing as writer:
         for t in range(spec.num_frames):
             frame = scene.render(t)
-            writer.write(frame.rgb)
+            if writer is not None:
+                writer.write(frame.rgb)
             masks.append(frame.masks)
             visible.append(frame.visible_fraction)
     backgrounds = (scene.background_source,) + ((scene.cut_source,) if scene.cut_source else ())

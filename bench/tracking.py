@@ -1,6 +1,7 @@
 """Tracking-accuracy benchmark (issue #4, item 5): identity and mask quality on hard synthetic clips.
 
     python -m bench.tracking [--clips 10] [--frames 120] [--keyframe-every 10] [--json PATH]
+                             [--keep-clips DIR [--reuse-clips]]
 
 A fixed-seed set of clips (:func:`clip_specs`) covers several objects of two kinds,
 real-image backgrounds, exits and re-entries, scene cuts and an occluder. Each clip
@@ -22,7 +23,10 @@ each kind on frame 0. Per clip and overall it reports:
 * diagnostics: for each exiting object whether it kept its id on return, and the
   switches within one keyframe interval after a scene cut.
 
-JSON goes to stdout (and ``--json PATH``), the table to stderr.
+JSON goes to stdout (and ``--json PATH``), the table to stderr. libx264 does not
+always encode the same frames to the same bytes, so figures can move a little
+from run to run; ``--keep-clips DIR --reuse-clips`` runs on the same files, which
+makes runs (e.g. before and after a pipeline change) exactly comparable.
 """
 
 from __future__ import annotations
@@ -249,6 +253,17 @@ def _overall(per_clip: Sequence[dict], keyframe_every: int) -> dict[str, Any]:
     }
 
 
+def _clip_in(folder: Path, name: str, spec: ClipSpec, reuse: bool) -> SyntheticClip:
+    """Encode ``spec`` into ``folder`` (with its spec beside it), or reuse an encoding of the same spec."""
+    path = folder / f"{name}.mp4"
+    sidecar = path.with_suffix(".spec.txt")
+    if reuse and path.exists() and sidecar.exists() and sidecar.read_text() == repr(spec):
+        return make_clip(spec, path, encode=False)
+    clip = make_clip(spec, path)
+    sidecar.write_text(repr(spec))
+    return clip
+
+
 def evaluate(
     clips: int = 10,
     frames: int = 120,
@@ -256,14 +271,20 @@ def evaluate(
     seed: int = 0,
     workdir: str | Path | None = None,
     progress: bool = False,
+    reuse_clips: bool = False,
 ) -> dict[str, Any]:
-    """Generate the clip set, run every clip and return ``{"config", "clips": [...], "overall"}``."""
+    """Generate the clip set, run every clip and return ``{"config", "clips": [...], "overall"}``.
+
+    Clips go to a temporary folder, or ``workdir``; with ``reuse_clips`` an encoding already there
+    of the same spec is used as is, so runs on the same files are exactly comparable (the encoder
+    is not bit-reproducible; the ground truth always is).
+    """
     per_clip = []
     with tempfile.TemporaryDirectory(prefix="tracking-bench-") as tmp:
         folder = Path(workdir) if workdir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         for i, (scenario, spec) in enumerate(clip_specs(clips, frames, seed)):
-            clip = make_clip(spec, folder / f"{i:02d}_{scenario.name}.mp4")
+            clip = _clip_in(folder, f"{i:02d}_{scenario.name}", spec, reuse_clips and workdir is not None)
             result = score_clip(scenario, clip, keyframe_every)
             per_clip.append(result)
             if progress:
@@ -326,8 +347,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="clip-set seed (0 = the reference set)")
     parser.add_argument("--json", type=Path, help="also write the JSON result here")
     parser.add_argument("--keep-clips", type=Path, help="write the clips here instead of a temporary folder")
+    parser.add_argument(
+        "--reuse-clips", action="store_true",
+        help="with --keep-clips: reuse clips already there for the same spec (exactly repeatable runs)",
+    )
     args = parser.parse_args(argv)
-    result = evaluate(args.clips, args.frames, args.keyframe_every, args.seed, args.keep_clips, progress=True)
+    if args.reuse_clips and args.keep_clips is None:
+        parser.error("--reuse-clips needs --keep-clips DIR")
+    result = evaluate(
+        args.clips, args.frames, args.keyframe_every, args.seed, args.keep_clips, progress=True,
+        reuse_clips=args.reuse_clips,
+    )
     text = json.dumps(result, indent=1, default=float)
     print(text)
     if args.json:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -108,6 +110,24 @@ def test_quick_evaluate_reports_sane_figures():
     assert 0 <= overall["jf"] <= 1 and overall["id_switches_per_clip"] >= 0
     assert set(overall["targets"]) >= {"jf_met", "switches_met"}
     assert "overall" in format_table(result)
+
+
+def test_reused_clips_give_identical_results(tmp_path):
+    first = evaluate(clips=1, frames=20, keyframe_every=10, workdir=tmp_path, reuse_clips=True)
+    (video,) = tmp_path.glob("*.mp4")
+    encoded = video.read_bytes()
+    again = evaluate(clips=1, frames=20, keyframe_every=10, workdir=tmp_path, reuse_clips=True)
+    assert video.read_bytes() == encoded  # not re-encoded
+    strip = [{k: v for k, v in c.items() if k not in ("seconds", "fps")} for r in (first, again) for c in r["clips"]]
+    assert json.dumps(strip[0], default=float) == json.dumps(strip[1], default=float)
+
+
+def test_ground_truth_without_encoding_matches(tmp_path):
+    spec = ClipSpec(seed=4, num_frames=6, exits=0, background="real")
+    encoded = make_clip(spec, tmp_path / "a.mp4")
+    rendered = make_clip(spec, tmp_path / "a.mp4", encode=False)
+    assert rendered.backgrounds == encoded.backgrounds and rendered.kinds == encoded.kinds
+    assert all((rendered.masks[t][o] == encoded.masks[t][o]).all() for t in range(6) for o in encoded.kinds)
 
 
 @pytest.mark.slow
