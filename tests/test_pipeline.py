@@ -181,3 +181,18 @@ def test_rerun_skips_finished_videos_and_redoes_changed_ones(ray_local, clips, t
     assert (out / clips[0].path.stem / "frames.jsonl").read_text() == before
     third = run_job(_job(clips[:2], out, keyframe_every=5))
     assert [v.status for v in third.videos] == ["done", "done"], "other settings must not skip"
+
+
+@pytest.mark.slow
+def test_segmenter_process_killed_mid_job_is_restarted_and_results_are_unchanged(ray_local, clips, tmp_path):
+    marker = tmp_path / "crashed"
+    crashing = run_job(_job(clips[:2], tmp_path / "crash", parallel=2,
+                            segmenter="tests.crashing_segmenter:CrashOnceSegmenter",
+                            segmenter_options={"marker": str(marker), "crash_on": 3}))
+    assert marker.exists(), "the segmenter process really died"
+    assert [v.status for v in crashing.videos] == ["done", "done"], crashing.to_dict()["failures"]
+    clean = run_job(_job(clips[:2], tmp_path / "clean", parallel=2))
+    for clip in clips[:2]:
+        a = (tmp_path / "crash" / clip.path.stem / "frames.jsonl").read_text()
+        b = (tmp_path / "clean" / clip.path.stem / "frames.jsonl").read_text()
+        assert a == b, f"{clip.path.stem}: results differ after the segmenter restart"
