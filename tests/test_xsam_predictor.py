@@ -127,6 +127,10 @@ def test_refresh_pins_the_user_tokens_and_adds_keyframe_tokens(predictor, frame)
     assert len(twice.region_labels) == len(refreshed.region_labels)  # bounded: user + latest keyframe only
     unchanged = predictor.refresh(other_frame, memory, found.masks, found.scores, found.labels, min_score=2.0)
     assert unchanged is memory
+    large_frame = np.zeros((600, 1000, 3), np.uint8)  # shrunk 7.8x onto the tiny model's 128-pixel canvas
+    speck = np.zeros((1, 600, 1000), bool)
+    speck[0, 1, 1] = True  # one pixel vanishes at the model's resolution, so it cannot become a prompt
+    assert predictor.refresh(large_frame, memory, speck, np.ones(1), np.array([10])) is memory
 
 
 def test_interactive_returns_the_mask_whose_box_best_matches_the_prompt(predictor, frame):

@@ -173,7 +173,7 @@ class XSamPredictor:
         prompt_ids = tuple(range(len(masks))) if prompt_ids is None else tuple(int(p) for p in prompt_ids)
         if len(prompt_ids) != len(masks) or len(set(prompt_ids)) != len(prompt_ids):
             raise ValueError(f"need one distinct prompt id per mask, got {prompt_ids} for {len(masks)} masks")
-        sam_tokens, region_tokens = self._region_tokens(image, masks)
+        sam_tokens, region_tokens = self._region_tokens(image, self.processor.prompt_masks(masks))
         labels = torch.arange(len(masks))
         embeddings = self._embed_regions(image, sam_tokens, region_tokens)
         return self._memory(prompt_ids, region_tokens, labels, embeddings)
@@ -223,22 +223,26 @@ class XSamPredictor:
                 labels.append(label)
         if not chosen:
             return memory
-        sam_tokens, new_tokens = self._region_tokens(image, self._check_prompt_masks(image, chosen, "vgd"))
+        canvas_masks = self.processor.prompt_masks(self._check_prompt_masks(image, chosen, "vgd"))
+        visible = canvas_masks.flatten(1).any(1)  # a mask of a few pixels can vanish at the model's resolution
+        if not visible.any():
+            return memory
+        sam_tokens, new_tokens = self._region_tokens(image, canvas_masks[visible])
         num_user = len(memory.prompt_ids)
         user_tokens = torch.from_numpy(memory.region_tokens[:num_user]).to(self.device, new_tokens.dtype)
         region_tokens = torch.cat([user_tokens, new_tokens])
-        region_labels = torch.cat([torch.arange(num_user), torch.tensor(labels)])
+        region_labels = torch.cat([torch.arange(num_user), torch.tensor(labels)[visible]])
         embeddings = self._embed_regions(image, sam_tokens, region_tokens)
         return self._memory(memory.prompt_ids, region_tokens, region_labels, embeddings)
 
     # --- internals ----------------------------------------------------------------------------------------------------
 
-    def _region_tokens(self, image: np.ndarray, masks: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The SAM tokens in LLM space (``(1, T, D_llm)``) and one region token per mask."""
+    def _region_tokens(self, image: np.ndarray, canvas_masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The SAM tokens in LLM space (``(1, T, D_llm)``) and one region token per mask on the SAM canvas."""
         sam = self.processor.sam_inputs(image)
         features = self.model.encode_sam(self._to_device(sam.pixel_values), with_llm_tokens=True)
-        canvas_masks = self.processor.prompt_masks(masks).to(self.device)
-        return features.llm_tokens, self.model.sample_regions(features.llm_tokens, canvas_masks, self._generator())
+        regions = self.model.sample_regions(features.llm_tokens, canvas_masks.to(self.device), self._generator())
+        return features.llm_tokens, regions
 
     def _embed_regions(
         self, image: np.ndarray, sam_tokens: torch.Tensor, region_tokens: torch.Tensor
