@@ -16,15 +16,21 @@ Nothing here builds an image or talks to a cluster. The files are parsed and che
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shlex
-import tomllib
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from pydantic import ValidationError
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: pytest depends on tomli there
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -32,10 +38,12 @@ K8S = DEPLOY / "k8s"
 DOCKERFILES = {"cpu": DEPLOY / "Dockerfile", "cuda": DEPLOY / "Dockerfile.cuda"}
 RAY_UP = DEPLOY / "ray-cluster.yaml"
 SCALING_DOC = ROOT / "docs" / "scaling.md"
+TORCH_INDEX = r"https://download\.pytorch\.org/whl/"
 KUBERNETES_VERSION = "1.37"  # newest schema set kubernetes-validate 1.37 bundles; pod fields used are far older
 
 #: Kubernetes resource.Quantity (the pattern KubeRay's CRDs carry).
-QUANTITY = re.compile(r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
+_NUMBER = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+QUANTITY = re.compile(rf"^(\+|-)?{_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_NUMBER}))?$")
 
 
 def _pyproject() -> dict:
@@ -64,9 +72,9 @@ def _k8s_objects(kind: str) -> list[tuple[Path, dict]]:
 
 
 def _readme_install() -> list[str]:
-    """The README's first command, cut at ``&&``, without the demo run: ``python3 -m venv .venv``, ``... pip install``."""
+    """The README's first command cut at ``&&``, without the demo run: the venv and the ``pip install`` steps."""
     readme = (ROOT / "README.md").read_text()
-    block = re.search(r"```bash\n(.*?)```", readme, re.S)
+    block = re.search(r"```bash\n(.*?)```", readme, re.DOTALL)
     assert block, "README.md has no ```bash block"
     first = block.group(1).strip().splitlines()[0]
     steps = [s.strip() for s in first.split("&&")]
@@ -85,7 +93,7 @@ def _dockerfile_runs(path: Path) -> list[str]:
 
 
 def _dockerfile_args(path: Path) -> dict[str, str]:
-    return dict(re.findall(r"^ARG (\w+)=(\S+)$", path.read_text(), re.M))
+    return dict(re.findall(r"^ARG (\w+)=(\S+)$", path.read_text(), re.MULTILINE))
 
 
 def test_readme_install_step_is_what_the_tests_expect():
@@ -94,7 +102,7 @@ def test_readme_install_step_is_what_the_tests_expect():
 
 @pytest.mark.parametrize("flavour", DOCKERFILES)
 def test_dockerfile_runs_the_readme_install(flavour):
-    """The README's venv and pip steps appear verbatim, in order, in one RUN, after the pinned torch from the PyTorch index."""
+    """The README's venv and pip steps, verbatim and in order in one RUN, after torch from the PyTorch index."""
     path = DOCKERFILES[flavour]
     install = _readme_install()
     runs = [_shell_steps(run) for run in _dockerfile_runs(path)]
@@ -106,8 +114,8 @@ def test_dockerfile_runs_the_readme_install(flavour):
     args = _dockerfile_args(path)
     torch = _requirement("torch")
     assert str(torch.specifier) == f"=={args['TORCH_VERSION']}", "the image must install the torch pyproject.toml pins"
-    index = {"cpu": r"https://download\.pytorch\.org/whl/cpu", "cuda": r"https://download\.pytorch\.org/whl/cu\d+"}[flavour]
-    assert re.fullmatch(index, args["TORCH_INDEX"]), args["TORCH_INDEX"]
+    variant = {"cpu": "cpu", "cuda": r"cu\d+"}[flavour]
+    assert re.fullmatch(TORCH_INDEX + variant, args["TORCH_INDEX"]), args["TORCH_INDEX"]
     torch_step = next(i for i, s in enumerate(steps) if "torch==${TORCH_VERSION}" in s and "--index-url" in s)
     assert "${TORCH_INDEX}" in steps[torch_step]
     assert torch_step < steps.index(install[-1]), "torch must come from the PyTorch index before the project install"
@@ -124,7 +132,7 @@ def test_dockerfile_installs_ffmpeg_and_no_cuda_in_the_cpu_image(flavour):
     text = path.read_text()
     apt = " ".join(run for run in _dockerfile_runs(path) if "apt-get install" in run).split()
     assert "ffmpeg" in apt and "wget" in apt  # wget: KubeRay's health probes
-    base = re.search(r"^FROM (\S+)", text, re.M).group(1)
+    base = re.search(r"^FROM (\S+)", text, re.MULTILINE).group(1)
     if flavour == "cpu":
         assert re.fullmatch(r"python:3\.11-slim", base)
         assert "whl/cu" not in text
@@ -245,8 +253,11 @@ RAY_JOB_SPEC = {
 
 def _cluster_specs() -> list[tuple[str, dict]]:
     specs = [(f"{p.name}:{d['metadata']['name']}", d["spec"]) for p, d in _k8s_objects("RayCluster")]
-    specs += [(f"{p.name}:{d['metadata']['name']}", d["spec"]["rayClusterSpec"])
-              for p, d in _k8s_objects("RayJob") if "rayClusterSpec" in d["spec"]]
+    specs += [
+        (f"{p.name}:{d['metadata']['name']}", d["spec"]["rayClusterSpec"])
+        for p, d in _k8s_objects("RayJob")
+        if "rayClusterSpec" in d["spec"]
+    ]
     return specs
 
 
@@ -327,7 +338,7 @@ def test_cluster_groups_have_images_resources_and_consistent_replicas(where, spe
 
 
 def test_raycluster_has_cpu_and_optional_gpu_groups():
-    (_, cluster), = _k8s_objects("RayCluster")
+    ((_, cluster),) = _k8s_objects("RayCluster")
     groups = {g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]}
     assert set(groups) == {"cpu", "gpu"}
     gpu = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
@@ -338,7 +349,7 @@ def test_raycluster_has_cpu_and_optional_gpu_groups():
 
 
 def test_archive_job_reads_a_mounted_video_volume():
-    (_, job), = [(p, d) for p, d in _k8s_objects("RayJob") if p.name == "rayjob-archive.yaml"]
+    ((_, job),) = [(p, d) for p, d in _k8s_objects("RayJob") if p.name == "rayjob-archive.yaml"]
     args = _parse_entrypoint(job["spec"]["entrypoint"])
     spec = job["spec"]["rayClusterSpec"]
     for template in [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]:
@@ -395,7 +406,7 @@ def _check_job_command(command: str, monkeypatch) -> None:
     from pipeline.config import ENV_PREFIX
     from pipeline.prompts import parse_prompt
 
-    for name in [n for n in __import__("os").environ if n.startswith(ENV_PREFIX)]:
+    for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
         monkeypatch.delenv(name)
     args = _parse_entrypoint(command)
     assert args.command == "run", command
@@ -420,7 +431,7 @@ def test_the_cli_check_catches_a_misspelt_option(monkeypatch):
     _, entrypoint = _rayjob_entrypoints()[0]
     with pytest.raises(pytest.fail.Exception):
         _parse_entrypoint(entrypoint.replace("--out ", "--output "))
-    with pytest.raises(Exception):  # pydantic: a sink name argparse does not know about
+    with pytest.raises(ValidationError):  # a sink name argparse does not check, pydantic does
         _check_job_command(entrypoint.replace("--sink jsonl", "--sink json"), monkeypatch)
 
 
@@ -447,13 +458,18 @@ def test_documented_commands_parse_with_the_cli(where, command, monkeypatch):
     _check_job_command(command, monkeypatch)
 
 
-@pytest.mark.xfail(strict=True, raises=Exception, reason=(
-    "live (URL) sources are issue #5: `xsam-pipeline run` takes local files only. When this passes, remove "
-    "the NOT RUNNABLE YET notes in deploy/k8s/rayjob-live.yaml and docs/scaling.md, and this xfail."))
+@pytest.mark.xfail(
+    strict=True,
+    raises=Exception,
+    reason=(
+        "live (URL) sources are issue #5: `xsam-pipeline run` takes local files only. When this passes, remove "
+        "the NOT RUNNABLE YET notes in deploy/k8s/rayjob-live.yaml and docs/scaling.md, and this xfail."
+    ),
+)
 def test_live_job_source_is_accepted_by_the_job_planner():
     from pipeline.sources import expand_sources
 
-    (_, job), = [(p, d) for p, d in _k8s_objects("RayJob") if p.name == "rayjob-live.yaml"]
+    ((_, job),) = [(p, d) for p, d in _k8s_objects("RayJob") if p.name == "rayjob-live.yaml"]
     args = _parse_entrypoint(job["spec"]["entrypoint"])
     assert args.sources[0].startswith("rtsp://")
     expand_sources(args.sources)
@@ -488,12 +504,13 @@ def test_ray_up_setup_commands_run_the_readme_install():
     install = _readme_install()
     ray_pin = f"'ray[default]=={_ray_version()}'"
     torch_pin = f"torch=={str(_requirement('torch').specifier).removeprefix('==')}"
-    node_setups = {"all": config["setup_commands"], "gpu": config["available_node_types"]["gpu"]["worker_setup_commands"]}
+    gpu_setup = config["available_node_types"]["gpu"]["worker_setup_commands"]  # replaces setup_commands there
+    node_setups = {"all": config["setup_commands"], "gpu": gpu_setup}
     for node, commands in node_setups.items():
         steps = [s.removeprefix("cd ~/xsam-pipeline").strip() for c in commands for s in _shell_steps(c)]
         assert all(step in steps for step in install), f"{node}: {commands}"
         torch = next(s for s in steps if torch_pin in s.replace("'", ""))
-        assert re.search(r"--index-url https://download\.pytorch\.org/whl/" + ("cpu" if node == "all" else r"cu\d+"), torch)
+        assert re.search("--index-url " + TORCH_INDEX + ("cpu" if node == "all" else r"cu\d+"), torch)
         assert steps.index(torch) < steps.index(install[-1])
         assert any(ray_pin in s for s in steps), f"{node}: Ray must be pinned to {_ray_version()}"
     assert config["file_mounts"] == {"~/xsam-pipeline": "."}
@@ -507,7 +524,17 @@ def test_scaling_doc_names_what_the_code_uses():
     from pipeline.runtime import DONE_FILE
 
     text = SCALING_DOC.read_text()
-    for needle in ("ray up deploy/ray-cluster.yaml", "ray job submit", "--working-dir", "--address auto",
-                   "kubectl apply -f deploy/k8s/raycluster.yaml", "deploy/k8s/rayjob-archive.yaml",
-                   "deploy/k8s/rayjob-live.yaml", DONE_FILE, SUMMARY_FILE, "segmenter_pool", "nvidia.com/gpu"):
+    for needle in (
+        "ray up deploy/ray-cluster.yaml",
+        "ray job submit",
+        "--working-dir",
+        "--address auto",
+        "kubectl apply -f deploy/k8s/raycluster.yaml",
+        "deploy/k8s/rayjob-archive.yaml",
+        "deploy/k8s/rayjob-live.yaml",
+        DONE_FILE,
+        SUMMARY_FILE,
+        "segmenter_pool",
+        "nvidia.com/gpu",
+    ):
         assert needle in text, needle
