@@ -95,12 +95,14 @@ class TrackAssigner:
                     cost[d, t] = 1.0 - (cfg.iou_weight * iou[d, t] + (1 - cfg.iou_weight) * sim)
                 elif sim >= cfg.min_reentry_similarity and distance[d, t] <= cfg.max_drift:
                     cost[d, t] = 1.5 - 0.5 * sim + 0.25 * distance[d, t]
+            if detections.scores[d] < cfg.birth_score:
+                continue  # a doubtful detection may extend a visible track but not bring one back
             for a, track in enumerate(absent):
                 if track.prompt_id != detections.prompt_ids[d]:
                     continue
                 sim = track.bank.similarity(emb)
                 if sim >= cfg.min_reentry_similarity:
-                    cost[d, len(propagated) + a] = 2.0 - sim  # visible tracks win over re-entries
+                    cost[d, len(propagated) + a] = 2.5 - sim  # above every visible match (at most 1.35)
         return cost
 
     def assign_keyframe(self, detections: Instances, propagated: Instances, frame_index: int) -> Instances:

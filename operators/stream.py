@@ -195,7 +195,9 @@ class StreamProcessor:
     def finish_keyframe(self, frame: Frame, flow: object | None, result: KeyframeResult) -> FrameRecord:
         self.memories = result.memories
         detections = result.detections[~np.isin(result.detections.prompt_ids, list(self.removed_prompt_ids))]
-        instances = self.assigner.assign_keyframe(detections, self._warped(flow, frame), frame.index)
+        # Optical flow across a cut is meaningless: match the new shot against the last masks as they were.
+        reference = self.last if self._reason == "scene_cut" and self.last is not None else self._warped(flow, frame)
+        instances = self.assigner.assign_keyframe(detections, reference, frame.index)
         return self._emit(frame, "keyframe", instances, self._reason)
 
     def finish_other(self, frame: Frame, flow: object | None) -> FrameRecord:
