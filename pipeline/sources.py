@@ -10,6 +10,16 @@ whichever backend decodes it:
 Frame indices are 0-based in presentation order; ``pts`` are seconds from the container's timestamps
 (relative to the stream's start time, as decord reports them), never ``index / fps``.
 
+A file cut short or damaged yields its intact frames, then :class:`VideoDecodeError` naming the first
+frame not delivered. Frames are never shifted: where a stream breaks, the frames a lost B-frame could
+precede are withheld.
+
+FFmpeg's log stays off in this process: PyAV's log callback takes the GIL from decoder threads and
+can deadlock them (PyAV issue #751), so do not enable ``av.logging`` where videos are decoded. Error
+paths that need FFmpeg's words (an open failure's cause, an unknown codec's FOURCC) ask a
+subprocess; damage FFmpeg would only log (Matroska skipping a damaged cluster) is found by walking
+the Matroska elements instead.
+
 Live sources (issue #5): ``PyAVReader`` already takes any FFmpeg URL and demuxer ``options`` (for
 example ``{"rtsp_transport": "tcp"}``); the local-file checks live in :func:`open_video`. What a live
 source still needs is a reconnect policy and frame indexing without the whole-file packet scan that
@@ -22,14 +32,15 @@ import bisect
 import glob
 import os
 import re
+import subprocess
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Literal, Mapping, Sequence
+from typing import BinaryIO, Iterator, Literal, Mapping, Sequence
 
 import av
-import av.logging
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
@@ -39,9 +50,28 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
 Backend = Literal["pyav", "decord"]
 
-#: Matroska/WebM files start with an EBML header element followed by the Segment that holds everything.
-_EBML_HEADER_ID = b"\x1a\x45\xdf\xa3"
-_MATROSKA_SEGMENT_ID = b"\x18\x53\x80\x67"
+# Matroska element IDs (with their length-marker bits, as written in the file).
+_EBML_HEADER = 0x1A45DFA3
+_SEGMENT = 0x18538067
+_CLUSTER = 0x1F43B675
+_TRACKS, _TRACK_ENTRY, _TRACK_NUMBER = 0x1654AE6B, 0xAE, 0xD7
+_SIMPLE_BLOCK, _BLOCK_GROUP, _BLOCK = 0xA3, 0xA0, 0xA1
+#: Timestamp, Position, PrevSize, SimpleBlock, BlockGroup, EncryptedBlock, SilentTracks, Void, CRC-32.
+_CLUSTER_CHILDREN = {0xE7, 0xA7, 0xAB, _SIMPLE_BLOCK, _BLOCK_GROUP, 0xAF, 0x5854, 0xEC, 0xBF}
+
+#: Opens a file with FFmpeg's warnings on and prints them: run in a subprocess, where no decoder
+#: thread can deadlock on the log callback.
+_PRINT_FFMPEG_OPEN_LOG = """
+import sys, av, av.logging
+av.logging.set_level(av.logging.WARNING)
+options = dict(argument.split("=", 1) for argument in sys.argv[2:])
+with av.logging.Capture() as logs:
+    try:
+        av.open(sys.argv[1], options=options, metadata_errors="replace").close()
+    except av.FFmpegError:
+        pass
+print("\\n".join(message.strip() for _, _, message in logs))
+"""
 
 
 # --------------------------------------------------------------------------- finding sources
@@ -116,12 +146,13 @@ class DecodedFrame:
 
 @dataclass(frozen=True)
 class _Declared:
-    """What the container and stream headers promise, to tell a cut or damaged file from one that ended."""
+    """What the container promises, to tell a cut or damaged file from one that simply ended."""
 
     frames: int | None
     bytes: int | None  # where the container says its data ends
     file_bytes: int | None
     reorder_depth: int  # frames the decoder holds back to put B-frames in presentation order
+    damaged_at: int | None  # byte offset of damage FFmpeg would skip silently (Matroska)
 
     def is_incomplete(self, packets_read: int | None = None) -> bool:
         """True if the file holds less than declared; pass ``packets_read`` once the whole stream was read."""
@@ -134,6 +165,14 @@ class _Declared:
             return f"truncated: container declares {self.frames} frames, decoded {frames_decoded}"
         return f"truncated: container declares {self.bytes} bytes, the file has {self.file_bytes}"
 
+    def damage_reached(self, packet: av.Packet) -> bool:
+        """Whether ``packet`` comes from past the damage, where frames were dropped before it."""
+        return self.damaged_at is not None and packet.pos is not None and packet.pos > self.damaged_at
+
+    @property
+    def damage_reason(self) -> str:
+        return f"damaged Matroska element at byte {self.damaged_at} (FFmpeg drops frames up to the next cluster)"
+
 
 def _check_local_file(path: Path) -> None:
     """Fail early with a plain reason where FFmpeg would only say 'Invalid data'."""
@@ -145,34 +184,35 @@ def _check_local_file(path: Path) -> None:
         raise VideoOpenError(str(path), "file is empty (0 bytes)")
 
 
-def _enable_ffmpeg_error_log() -> None:
-    """Let FFmpeg's errors through PyAV, which mutes its log by default.
+def _ffmpeg_open_log(source: str, options: Mapping[str, str]) -> list[str]:
+    """FFmpeg's warnings and errors on opening ``source``; empty if they could not be had in time."""
+    options_arguments = [f"{key}={value}" for key, value in options.items()]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _PRINT_FFMPEG_OPEN_LOG, source, *options_arguments],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return done.stdout.splitlines()
 
-    Some damage is only ever logged (Matroska skips a damaged cluster and carries on), and open
-    failures only say 'Invalid data' without it. Repeats must come through too: the same damage is
-    logged again when a second pass reaches it. Process-wide: errors nobody captures go to the
-    ``libav`` Python logger; a level set by the application is left alone.
-    """
-    if av.logging.get_level() is None:
-        av.logging.set_level(av.logging.ERROR)
-    av.logging.set_skip_repeated(False)
 
-
-def _first_error(logs: list[tuple[int, str, str]]) -> str | None:
-    return next((message.strip() for level, _, message in logs if level <= av.logging.ERROR), None)
+def _av_open(source: str, options: Mapping[str, str]) -> av.container.InputContainer:
+    """Open for reading; damaged metadata text must not stop the frames from being read."""
+    return av.open(source, options=dict(options), metadata_errors="replace")
 
 
 def _open_container(source: str, options: Mapping[str, str]) -> av.container.InputContainer:
-    _enable_ffmpeg_error_log()
-    with av.logging.Capture() as logs:
-        try:
-            return av.open(source, options=dict(options))
-        except av.FFmpegError as exc:
-            if isinstance(exc, OSError):
-                raise VideoOpenError(source, f"cannot read: {exc.strerror}") from exc
-            detail = _first_error(logs)
-            reason = f"{exc.strerror} ({detail})" if detail else exc.strerror
-            raise VideoOpenError(source, f"not a readable video container: {reason}") from exc
+    try:
+        return _av_open(source, options)
+    except av.FFmpegError as exc:
+        if isinstance(exc, OSError):
+            raise VideoOpenError(source, f"cannot read: {exc.strerror}") from exc
+        cause = _ffmpeg_open_log(source, options)[-1:]
+        reason = f"{exc.strerror} ({cause[0]})" if cause else exc.strerror
+        raise VideoOpenError(source, f"not a readable video container: {reason}") from exc
 
 
 def _video_stream(container: av.container.InputContainer, source: str, options: Mapping[str, str]) -> av.VideoStream:
@@ -183,6 +223,17 @@ def _video_stream(container: av.container.InputContainer, source: str, options: 
     if stream.codec_context is None:
         raise UnsupportedCodecError(source, _unsupported_codec_reason(source, options))
     return stream
+
+
+def _unsupported_codec_reason(source: str, options: Mapping[str, str]) -> str:
+    """Name the codec and FOURCC no decoder reads: PyAV exposes neither, FFmpeg's probe warning does."""
+    for message in _ffmpeg_open_log(source, options):
+        found = re.search(r"Video: (\w+)(?: \((\S+) / 0x[0-9A-Fa-f]+\))?", message)
+        if found:
+            codec, fourcc = found.groups()
+            tag = f" (FOURCC '{fourcc}')" if fourcc else ""
+            return f"unsupported codec: unknown to FFmpeg{tag}" if codec == "none" else f"unsupported codec: no decoder for {codec}{tag}"
+    return "unsupported codec: FFmpeg has no decoder for the video stream"
 
 
 def _probe(container: av.container.InputContainer, stream: av.VideoStream, source: str) -> tuple[VideoInfo, _Declared]:
@@ -201,64 +252,20 @@ def _probe(container: av.container.InputContainer, stream: av.VideoStream, sourc
         codec=context.name,
         time_base=stream.time_base,
     )
+    is_local_matroska = container.format.name.startswith("matroska") and os.path.isfile(source)
+    if is_local_matroska:
+        declared_end, damaged_at = _matroska_check(source)
+    else:
+        entries = stream.index_entries
+        declared_end, damaged_at = (entries[-1].pos + entries[-1].size if len(entries) else None), None
     declared = _Declared(
         frames=info.frame_count,
-        bytes=_declared_end(source, container, stream),
+        bytes=declared_end,
         file_bytes=os.path.getsize(source) if os.path.isfile(source) else None,
         reorder_depth=context.reorder_depth,
+        damaged_at=damaged_at,
     )
     return info, declared
-
-
-def _declared_end(source: str, container: av.container.InputContainer, stream: av.VideoStream) -> int | None:
-    """Byte offset where the container says its data ends: Matroska's Segment size, else the sample index."""
-    if container.format.name.startswith("matroska"):
-        return _matroska_segment_end(source)
-    entries = stream.index_entries
-    return entries[-1].pos + entries[-1].size if len(entries) else None
-
-
-def _matroska_segment_end(source: str) -> int | None:
-    """Read the Segment size from a Matroska header (an EBML ID, then a variable-length size)."""
-    if not os.path.isfile(source):
-        return None
-    with open(source, "rb") as file:
-        head = file.read(64)
-    offset = 0
-    for element_id in (_EBML_HEADER_ID, _MATROSKA_SEGMENT_ID):
-        if head[offset : offset + 4] != element_id or offset + 4 >= len(head):
-            return None
-        length = 9 - head[offset + 4].bit_length()  # the size's leading zero bits give its byte length
-        value_bits = 7 * length
-        size = int.from_bytes(head[offset + 4 : offset + 4 + length], "big") & ((1 << value_bits) - 1)
-        offset += 4 + length
-        if element_id == _MATROSKA_SEGMENT_ID:
-            unknown_size = size == (1 << value_bits) - 1  # written by live muxers that cannot seek back
-            return None if unknown_size else offset + size
-        offset += size
-    return None
-
-
-def _unsupported_codec_reason(source: str, options: Mapping[str, str]) -> str:
-    """Name the codec and FOURCC that no decoder reads.
-
-    PyAV exposes nothing for such a stream; only FFmpeg's probe warning names it, so the file is
-    opened again with warnings captured (switched on for this error path only, then restored).
-    """
-    level = av.logging.get_level()
-    av.logging.set_level(av.logging.WARNING)
-    try:
-        with av.logging.Capture() as logs:
-            av.open(source, options=dict(options)).close()
-    finally:
-        av.logging.set_level(level)
-    for _, _, message in logs:
-        found = re.search(r"Video: (\w+)(?: \((\S+) / 0x[0-9A-Fa-f]+\))?", message)
-        if found:
-            codec, fourcc = found.groups()
-            tag = f" (FOURCC '{fourcc}')" if fourcc else ""
-            return f"unsupported codec: unknown to FFmpeg{tag}" if codec == "none" else f"unsupported codec: no decoder for {codec}{tag}"
-    return "unsupported codec: FFmpeg has no decoder for the video stream"
 
 
 def _ffmpeg_error_text(exc: Exception) -> str:
@@ -284,17 +291,150 @@ def _decode_failure(
     return VideoDecodeError(source, reason, frame_index=frame_index)
 
 
-def _check_complete(source: str, declared: _Declared, frames_decoded: int, packets_read: int) -> None:
+def _check_complete(source: str, declared: _Declared, frames_decoded: int, packets_read: int | None) -> None:
     """At the end of the stream: raise if the file held less than its container declares."""
+    if declared.damaged_at is not None:
+        raise _decode_failure(source, declared, frames_decoded, declared.damage_reason, packets_read)
     if declared.is_incomplete(packets_read):
         raise VideoDecodeError(source, declared.truncation_reason(frames_decoded), frame_index=frames_decoded)
+
+
+# --------------------------------------------------------------------------- Matroska structure
+
+
+def _ebml_element(file: BinaryIO, position: int) -> tuple[int, int | None, int] | None:
+    """The element header at ``position``: (ID, data size or None if unknown, header length); None if invalid.
+
+    IDs and sizes are variable-length integers whose first byte's leading zeros give their length.
+    """
+    file.seek(position)
+    head = file.read(12)
+    if not head or head[0] == 0:
+        return None
+    id_length = 9 - head[0].bit_length()
+    if id_length > 4 or id_length >= len(head) or head[id_length] == 0:
+        return None
+    size_length = 9 - head[id_length].bit_length()
+    if id_length + size_length > len(head):
+        return None
+    element_id = int.from_bytes(head[:id_length], "big")
+    value_bits = 7 * size_length
+    size = int.from_bytes(head[id_length : id_length + size_length], "big") & ((1 << value_bits) - 1)
+    return element_id, None if size == (1 << value_bits) - 1 else size, id_length + size_length
+
+
+def _matroska_check(source: str) -> tuple[int | None, int | None]:
+    """(where the Segment says the file ends, the first damaged cluster element) of a Matroska file.
+
+    FFmpeg's Matroska demuxer skips to the next cluster when it cannot parse an element and only
+    logs it, so the frames it drops would shift every later index unnoticed. Walking the element
+    headers (not the frame data) finds the same places. A file cut short is not damage here: the
+    Segment size already tells that.
+    """
+    with open(source, "rb") as file:
+        file_bytes = os.fstat(file.fileno()).st_size
+        header = _ebml_element(file, 0)
+        if header is None or header[0] != _EBML_HEADER or header[1] is None:
+            return None, None
+        segment_at = header[2] + header[1]
+        segment = _ebml_element(file, segment_at)
+        if segment is None or segment[0] != _SEGMENT:
+            return None, None
+        position = segment_at + segment[2]
+        declared_end = None if segment[1] is None else position + segment[1]
+        end = min(declared_end or file_bytes, file_bytes)
+        track_numbers: set[int] = set()
+        while position < end:
+            element = _ebml_element(file, position)
+            if element is None:
+                return declared_end, position
+            element_id, size, header_length = element
+            if element_id == _TRACKS and size is not None:
+                track_numbers = _track_numbers(file, position + header_length, position + header_length + size)
+            if element_id == _CLUSTER:
+                position, damaged_at = _walk_cluster(file, position + header_length, size, end, track_numbers)
+                if damaged_at is not None:
+                    return declared_end, damaged_at
+            elif size is None:
+                return declared_end, position  # only clusters may leave their size open
+            else:
+                position += header_length + size
+    return declared_end, None
+
+
+def _walk_cluster(
+    file: BinaryIO, position: int, size: int | None, file_end: int, track_numbers: set[int]
+) -> tuple[int, int | None]:
+    """(where the cluster ends, its first damaged element or None)."""
+    end = file_end if size is None else min(position + size, file_end)
+    while position < end:
+        element = _ebml_element(file, position)
+        if element is None:
+            return end, position
+        element_id, child_size, header_length = element
+        if size is None and element_id not in _CLUSTER_CHILDREN:
+            return position, None  # a cluster of unknown size ends where the next top-level element starts
+        if element_id not in _CLUSTER_CHILDREN or child_size is None:
+            return end, position
+        child_end = position + header_length + child_size
+        if child_end > file_end:
+            return end, None  # cut short, not damaged
+        if child_end > end:
+            return end, position  # overruns its cluster
+        if element_id in (_SIMPLE_BLOCK, _BLOCK_GROUP):
+            block_at = position + header_length
+            if element_id == _BLOCK_GROUP:
+                block_at = _find_child(file, block_at, child_end, _BLOCK)
+            if block_at is None or _block_track(file, block_at) not in track_numbers:
+                return end, position
+        position = child_end
+    return end, None
+
+
+def _children(file: BinaryIO, position: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(ID, data offset, data size) of each child element between ``position`` and ``end``."""
+    while position < end:
+        element = _ebml_element(file, position)
+        if element is None or element[1] is None:
+            return
+        element_id, size, header_length = element
+        yield element_id, position + header_length, size
+        position += header_length + size
+
+
+def _find_child(file: BinaryIO, position: int, end: int, wanted_id: int) -> int | None:
+    """Data offset of the child element ``wanted_id`` between ``position`` and ``end``."""
+    return next((at for element_id, at, _ in _children(file, position, end) if element_id == wanted_id), None)
+
+
+def _track_numbers(file: BinaryIO, position: int, end: int) -> set[int]:
+    """The TrackNumber of every TrackEntry in a Tracks element."""
+    numbers = set()
+    for entry_id, entry_at, entry_size in _children(file, position, end):
+        if entry_id != _TRACK_ENTRY:
+            continue
+        for child_id, at, size in _children(file, entry_at, entry_at + entry_size):
+            if child_id == _TRACK_NUMBER:
+                file.seek(at)
+                numbers.add(int.from_bytes(file.read(size), "big"))
+    return numbers
+
+
+def _block_track(file: BinaryIO, position: int) -> int | None:
+    """The track number a (Simple)Block starts with, as a variable-length integer."""
+    file.seek(position)
+    head = file.read(8)
+    if not head or head[0] == 0:
+        return None
+    length = 9 - head[0].bit_length()
+    return int.from_bytes(head[:length], "big") & ((1 << 7 * length) - 1)
 
 
 # --------------------------------------------------------------------------- readers
 
 
 class VideoReader(ABC):
-    """Decodes one video; ``frames()`` can be called again (each call starts where it is told)."""
+    """Decodes one video. ``frames()`` may be called again, from any ``start``, one iteration at a time."""
 
     info: VideoInfo
 
@@ -325,6 +465,11 @@ class _PacketScan:
     packet_count: int  # including packets an edit list hides, as the container's frame count does
     damage: str | None
 
+    @property
+    def stream_packets(self) -> int | None:
+        """The stream's packet count, known if the scan read it to the end."""
+        return self.packet_count if self.damage is None else None
+
     def index_of(self, pts: int) -> int:
         return bisect.bisect_left(self.presentation_pts, pts)
 
@@ -346,34 +491,32 @@ class _PacketScan:
         return max(0, len(self.presentation_pts) - reorder_depth)
 
 
-def _scan_packets(source: str, options: Mapping[str, str], stream_index: int) -> _PacketScan:
+def _scan_packets(source: str, options: Mapping[str, str], stream_index: int, declared: _Declared) -> _PacketScan:
     """Demux without decoding: cheap next to decoding up to ``start``."""
     pts: list[int] = []
     keyframes: list[tuple[int, int]] = []
     packet_count = 0
     damage = None
-    with av.open(source, options=dict(options)) as container:
-        packets = container.demux(container.streams[stream_index])
-        while damage is None:
-            try:
-                with av.logging.Capture() as logs:
-                    packet = next(packets, None)
-            except av.FFmpegError as exc:
-                damage = _ffmpeg_error_text(exc)
-                break
-            damage = _first_error(logs)
-            if packet is None or damage is not None:
-                break
-            if not packet.size:
-                continue
-            packet_count += 1
-            if packet.pts is None:
-                raise VideoDecodeError(source, "packets have no timestamps, frames cannot be indexed", len(pts))
-            if packet.is_discard:  # outside the edit list: decoded for reference, never shown
-                continue
-            pts.append(packet.pts)
-            if packet.is_keyframe:
-                keyframes.append((packet.pts, packet.pts if packet.dts is None else min(packet.pts, packet.dts)))
+    with _av_open(source, options) as container:
+        try:
+            for packet in container.demux(container.streams[stream_index]):
+                if declared.damage_reached(packet):
+                    damage = declared.damage_reason
+                    break
+                if not packet.size:
+                    continue
+                packet_count += 1
+                if packet.pts is None:
+                    raise VideoDecodeError(source, "packets have no timestamps, frames cannot be indexed", len(pts))
+                if packet.is_discard:  # outside the edit list: decoded for reference, never shown
+                    continue
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keyframes.append((packet.pts, packet.pts if packet.dts is None else min(packet.pts, packet.dts)))
+        except av.FFmpegError as exc:
+            damage = _ffmpeg_error_text(exc)
+    if damage is None and declared.damaged_at is not None:
+        damage = declared.damage_reason  # damage after the last video packet
     return _PacketScan(sorted(pts), sorted(keyframes), packet_count, damage)
 
 
@@ -381,6 +524,11 @@ def _scan_packets(source: str, options: Mapping[str, str], stream_index: int) ->
 class _DemuxProgress:
     packets_read: int = 0
     damage: str | None = None
+    reached_end: bool = False  # the end of the file, possibly inside a packet it cut short
+
+    @property
+    def stream_packets(self) -> int | None:
+        return self.packets_read if self.reached_end else None
 
 
 class PyAVReader(VideoReader):
@@ -424,11 +572,11 @@ class PyAVReader(VideoReader):
     def frames(self, start: int = 0) -> Iterator[DecodedFrame]:
         resuming = start > 0 or not self._positioned_at_start
         scan = self._packet_scan() if resuming or self._keyframes_only else None
-        if resuming:
+        if scan is not None and resuming:
             if start >= len(scan.presentation_pts):
                 if scan.damage is not None:
                     raise _decode_failure(self._source, self._declared, start, scan.damage)
-                _check_complete(self._source, self._declared, len(scan.presentation_pts), scan.packet_count)
+                _check_complete(self._source, self._declared, len(scan.presentation_pts), scan.stream_packets)
                 return
             self._container.seek(scan.seek_target(start), stream=self._stream)
             # FFmpeg may reset the decoder's reorder depth on a seek and then drop B-frames.
@@ -437,7 +585,7 @@ class PyAVReader(VideoReader):
         self.corrupt_frames = []
         progress = _DemuxProgress()
         next_index = start
-        for position, frame in enumerate(self._decoded(progress, None if scan is None else scan.packet_count)):
+        for position, frame in enumerate(self._decoded(progress, None if scan is None else scan.stream_packets)):
             if frame.pts is None:
                 raise VideoDecodeError(self._source, "frame has no timestamp (a raw stream? remux it into MP4 or MKV)", position)
             index = scan.index_of(frame.pts) if scan is not None else position
@@ -449,38 +597,51 @@ class PyAVReader(VideoReader):
             image = self._to_rgb.reformat(frame, format="rgb24").to_ndarray()
             yield DecodedFrame(index, pts, np.ascontiguousarray(image))
             next_index = index + 1
+        stream_packets = scan.stream_packets if scan is not None else progress.stream_packets
         if progress.damage is not None:
-            raise _decode_failure(self._source, self._declared, next_index, progress.damage)
-        _check_complete(self._source, self._declared, next_index, scan.packet_count if scan else progress.packets_read)
+            raise _decode_failure(self._source, self._declared, next_index, progress.damage, stream_packets)
+        _check_complete(self._source, self._declared, next_index, stream_packets)
 
-    def _decoded(self, progress: _DemuxProgress, packet_count: int | None) -> Iterator[av.VideoFrame]:
+    def _decoded(self, progress: _DemuxProgress, scanned_packets: int | None) -> Iterator[av.VideoFrame]:
         """Decoded frames in presentation order, up to the end of the stream or the first damage.
 
-        Damage is an FFmpeg exception or an error FFmpeg only logs. Where the stream breaks, the
-        frames the decoder still holds are dropped, not flushed: frames lost in the break may belong
-        before them. ``packet_count`` is the stream's, where a scan counted it.
+        Where the stream breaks, the frames the decoder still holds are dropped, not flushed: frames
+        lost in the break may belong before them. ``scanned_packets`` is the stream's packet count
+        where a scan read it.
         """
         packets = self._container.demux(self._stream)
         while True:
+            packet = None
             try:
-                with av.logging.Capture() as logs:
-                    packet = next(packets, None)
-                progress.damage = _first_error(logs)
-                if packet is None or progress.damage is not None:
+                packet = next(packets, None)
+                if packet is None:
+                    progress.reached_end = True
+                    return
+                if self._declared.damage_reached(packet):
+                    progress.damage = self._declared.damage_reason
                     return
                 if packet.size:
                     progress.packets_read += 1
-                elif self._declared.is_incomplete(progress.packets_read if packet_count is None else packet_count):
-                    return  # the end of a cut file: an empty packet would flush the decoder
+                else:  # the demuxer's end: an empty packet flushes the decoder, unless the file was cut
+                    progress.reached_end = True
+                    stream_packets = progress.packets_read if scanned_packets is None else scanned_packets
+                    if self._declared.is_incomplete(stream_packets) or self._declared.damaged_at is not None:
+                        return
                 frames = packet.decode()
             except av.FFmpegError as exc:
                 progress.damage = _ffmpeg_error_text(exc)
+                progress.reached_end = packet is not None and self._ends_file(packet)
                 return
             yield from frames
 
+    def _ends_file(self, packet: av.Packet) -> bool:
+        """Whether ``packet`` runs to the end of the file: a packet that fails there was cut short."""
+        file_bytes = self._declared.file_bytes
+        return packet.pos is not None and file_bytes is not None and packet.pos + packet.size >= file_bytes
+
     def _packet_scan(self) -> _PacketScan:
         if self._scan is None:
-            self._scan = _scan_packets(self._source, self._options, self._stream.index)
+            self._scan = _scan_packets(self._source, self._options, self._stream.index, self._declared)
         return self._scan
 
     def close(self) -> None:
@@ -503,10 +664,10 @@ class DecordReader(VideoReader):
         with _open_container(source, {}) as container:
             stream = _video_stream(container, source, {})
             self.info, self._declared = _probe(container, stream, source)
-            scan = _scan_packets(source, {}, stream.index)
+            scan = _scan_packets(source, {}, stream.index, self._declared)
         self._damage = scan.damage
-        self._stream_packets = None if scan.damage else scan.packet_count  # the whole stream's, if it was read
-        broken = scan.damage is not None or self._declared.is_incomplete(scan.packet_count)
+        self._stream_packets = scan.stream_packets
+        broken = scan.damage is not None or self._declared.is_incomplete(scan.stream_packets)
         self._frame_limit = scan.certain_frames(self._declared.reorder_depth) if broken else None
         self._errors = (decord.DECORDError, RuntimeError)
         try:
@@ -524,12 +685,12 @@ class DecordReader(VideoReader):
             try:
                 image = self._reader[index].asnumpy()
             except self._errors as exc:
-                raise _decode_failure(self._source, self._declared, next_index, _ffmpeg_error_text(exc)) from exc
+                damage = _ffmpeg_error_text(exc)
+                raise _decode_failure(self._source, self._declared, next_index, damage, self._stream_packets) from exc
             yield DecodedFrame(index, float(self._pts[index]), np.ascontiguousarray(image))
             next_index = index + 1
         if self._frame_limit is not None:
             raise _decode_failure(self._source, self._declared, max(start, stop), self._damage, self._stream_packets)
-        _check_complete(self._source, self._declared, next_index, len(self._reader))
 
     def close(self) -> None:
         self._reader = None  # decord has no close(); dropping the reader closes the file

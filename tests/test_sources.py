@@ -238,14 +238,29 @@ def test_decord_reports_a_truncated_faststart_mp4_at_frame_0(videos: dict[str, P
 def test_truncated_mkv_yields_frames_before_the_cut_then_fails(
     videos: dict[str, Path], reference: list[DecodedFrame], backend: str
 ) -> None:
-    delivered, error = _decode_until_error(videos["truncated_mkv"], backend)
+    """Matroska declares no frame count; its Segment size gives the cut away."""
+    path = videos["truncated_mkv"]
+    delivered, error = _decode_until_error(path, backend)
 
-    assert 0 < len(delivered) < FRAMES
+    assert FRAMES // 4 < len(delivered) < FRAMES
     assert [f.index for f in delivered] == list(range(len(delivered)))
+    for frame in delivered:  # B-frames lost in the cut must not shift the frames before them
+        assert np.abs(frame.image.astype(int) - reference[frame.index].image).mean() < 2
     assert isinstance(error, VideoDecodeError)
     assert error.frame_index == len(delivered)
-    assert error.reason.startswith("truncated: container declares ")
-    assert error.source == str(videos["truncated_mkv"])
+    whole, cut = videos["mkv"].stat().st_size, path.stat().st_size
+    assert error.reason == f"truncated: container declares {whole} bytes, the file has {cut}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_truncated_avi_is_told_by_its_declared_frame_count(tmp_path: Path, backend: str) -> None:
+    """AVI keeps its index at the end, so a cut loses it; the header's frame count remains."""
+    path = _cut(_write(tmp_path / "mjpeg.avi", 20, codec="mjpeg", pix_fmt="yuvj420p"), tmp_path / "cut.avi")
+    delivered, error = _decode_until_error(path, backend)
+
+    assert isinstance(error, VideoDecodeError)
+    assert 0 < error.frame_index == len(delivered) < 20
+    assert error.reason == f"truncated: container declares 20 frames, decoded {len(delivered)}"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -285,7 +300,12 @@ def test_damaged_matroska_structure_is_not_skipped_silently(videos: dict[str, Pa
     """FFmpeg's Matroska demuxer skips a damaged cluster and only logs it; later frames would shift."""
     delivered, error = _decode_until_error(videos["corrupt_mkv"], backend)
     assert isinstance(error, VideoDecodeError)
-    assert "EBML" in error.reason and error.frame_index == len(delivered)
+    assert error.reason.startswith("corrupt data: damaged Matroska element at byte ")
+    assert error.frame_index == len(delivered) > FRAMES // 4
+
+    with open_video(videos["corrupt_mkv"], backend) as reader, pytest.raises(VideoDecodeError) as caught:
+        next(reader.frames(FRAMES - 5))  # resuming past the damage: those frames cannot be placed
+    assert caught.value.frame_index == FRAMES - 5
 
 
 # --------------------------------------------------------------------------- timestamps and info
