@@ -118,7 +118,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def reference(videos: dict[str, Path]) -> list[DecodedFrame]:
-    """The intact MP4 decoded start to end with PyAV: what every partial decode is compared with."""
+    """The intact MP4 decoded with PyAV, to compare partial decodes with (the MKV holds the same frames)."""
     return _decode_all(videos["mp4"])
 
 
@@ -126,7 +126,7 @@ def reference(videos: dict[str, Path]) -> list[DecodedFrame]:
 
 
 def test_expand_sources_lists_directories_sorted_and_filters_by_extension(tmp_path: Path) -> None:
-    for name in ["b.mkv", "a.MP4", "notes.txt", "c.webm"]:
+    for name in ["b.mkv", "a.MP4", "notes.txt", "c.webm", ".hidden.mp4"]:
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "d.avi").write_bytes(b"x")
@@ -295,6 +295,26 @@ def test_concealed_frames_are_listed(videos: dict[str, Path]) -> None:
         assert reader.corrupt_frames and reader.corrupt_frames[0] == 3 * GOP
 
 
+def _retarget_block(source: Path, target: Path, frame: int) -> Path:
+    """Point one Matroska block at a track that does not exist; FFmpeg then drops the rest of its cluster."""
+    with av.open(str(source)) as container:
+        packet = [p for p in container.demux(container.streams.video[0]) if p.size][frame]
+    data = bytearray(source.read_bytes())
+    assert data[packet.pos] == 0x81  # the block's track number (1, as a 1-byte EBML integer) comes first
+    data[packet.pos] = 0x82
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_block_of_an_unknown_track_is_not_dropped_silently(tmp_path: Path, videos: dict[str, Path], backend: str) -> None:
+    path = _retarget_block(videos["mkv"], tmp_path / "retargeted.mkv", frame=33)
+    delivered, error = _decode_until_error(path, backend)
+    assert isinstance(error, VideoDecodeError)
+    assert error.reason.startswith("corrupt data: damaged Matroska element at byte ")
+    assert error.frame_index == len(delivered) <= 33
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_damaged_matroska_structure_is_not_skipped_silently(videos: dict[str, Path], backend: str) -> None:
     """FFmpeg's Matroska demuxer skips a damaged cluster and only logs it; later frames would shift."""
@@ -331,7 +351,7 @@ def test_pts_are_exact_multiples_of_a_25_fps_frame_duration(videos: dict[str, Pa
 def test_pts_count_from_the_streams_start_time(tmp_path: Path) -> None:
     pts_ms = [1500 + 40 * i for i in range(5)]
     path = _write(tmp_path / "late_start.mkv", len(pts_ms), pts_ms=pts_ms)
-    assert [f.pts for f in _decode_all(path)] == [i * 0.04 for i in range(5)]
+    assert [f.pts for f in _decode_all(path)] == [i / 25 for i in range(5)]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -423,5 +443,5 @@ def test_a_real_packaged_clip_decodes(backend: str) -> None:
         assert (reader.info.width, reader.info.height, reader.info.frame_count) == (640, 272, 250)
         frames = list(reader.frames())
     assert [f.index for f in frames] == list(range(250))
+    assert [f.pts for f in frames] == pytest.approx([i / 25 for i in range(250)], abs=1e-6)
     assert frames[0].image.shape == (272, 640, 3)
-    assert np.diff([f.pts for f in frames]).min() > 0
