@@ -63,18 +63,23 @@ class JobConfig(BaseModel):
         }
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
+def read_mapping_file(path: Path, what: str, error: type[PipelineError] = PipelineError) -> dict[str, Any]:
+    """A YAML (or JSON, its subset) file holding one mapping; ``error`` names the file and reason otherwise."""
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise PipelineError(str(path), "config file does not exist") from None
+        raise error(str(path), f"{what} does not exist") from None
     except yaml.YAMLError as exc:
-        raise PipelineError(str(path), f"config file is not valid YAML ({exc})") from None
+        raise error(str(path), f"{what} is not valid YAML/JSON ({exc})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise PipelineError(str(path), "config file must be a mapping of option names to values")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+        raise error(str(path), f"{what} must be a mapping (a JSON object)")
+    return data
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    return {str(k).replace("-", "_"): v for k, v in read_mapping_file(path, "config file").items()}
 
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:

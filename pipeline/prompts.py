@@ -9,7 +9,7 @@ Command-line syntax (one prompt per ``--prompt``, ids 0, 1, 2 … in order)::
 
 Coordinates are source pixels; ``FRAME`` defaults to 0.
 
-A prompt file (JSON) gives prompts per video for batch jobs; keys are file
+A prompt file (JSON, or YAML) gives prompts per video for batch jobs; keys are file
 names, stems or paths, and ``"*"`` applies to videos not named::
 
     {"*": ["point:120,80"],
@@ -21,7 +21,6 @@ Relative PNG paths in a prompt file resolve against the file's folder.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -30,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 from operators.errors import InvalidPromptError
 from operators.records import Prompt, PromptError
+from pipeline.config import read_mapping_file
 
 PROMPT_KINDS = ("point", "box", "scribble", "mask")
 
@@ -119,14 +119,7 @@ class PromptBook:
         if prompts_file is None:
             return cls(default)
         path = Path(prompts_file)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise InvalidPromptError(str(path), "prompt file does not exist") from None
-        except json.JSONDecodeError as exc:
-            raise InvalidPromptError(str(path), f"prompt file is not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise InvalidPromptError(str(path), "prompt file must be a JSON object mapping videos to prompt lists")
+        data = read_mapping_file(path, "prompt file", InvalidPromptError)
         per_video: dict[str, list[Prompt]] = {}
         for key, entries in data.items():
             if not isinstance(entries, list):

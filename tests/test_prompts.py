@@ -67,8 +67,8 @@ def test_prompt_file_per_video_with_wildcard_and_relative_png(tmp_path):
 def test_prompt_file_errors(tmp_path):
     with pytest.raises(InvalidPromptError, match="does not exist"):
         PromptBook.from_cli([], tmp_path / "missing.json")
-    (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(InvalidPromptError, match="not valid JSON"):
+    (tmp_path / "bad.json").write_text("{not: json: [")
+    with pytest.raises(InvalidPromptError, match="not valid YAML/JSON"):
         PromptBook.from_cli([], tmp_path / "bad.json")
     (tmp_path / "nobox.json").write_text(json.dumps({"a.mp4": [{"type": "box"}]}))
     with pytest.raises(InvalidPromptError, match="needs 'box'"):
