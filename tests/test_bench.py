@@ -1,0 +1,123 @@
+"""The benchmark harness (``python -m bench``): JSON shape, positive figures, lossless looping, report blocks.
+
+No timing thresholds: figures depend on the machine. The Ray sections run in the slow test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.__main__ import markdown_blocks, replace_blocks
+from bench.clips import ClipSpec, make_clip
+from bench.harness import loop_video, segmenter_fps
+from pipeline.sources import open_video
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(tmp_path: Path, *args: str, timeout: int) -> dict:
+    out = tmp_path / "out.json"
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", *args, "--json", str(out), "--work-dir", str(tmp_path / "work"),
+         "--cache-dir", str(tmp_path / "cache")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert json.loads(done.stdout) == result  # stdout is the same JSON document
+    assert "==" in done.stderr  # and the table went to stderr
+    return result
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and value > 0 and np.isfinite(value)
+
+
+def test_cheap_sections_report_positive_figures(tmp_path):
+    result = run_bench(tmp_path, "--only", "decode", "segmenter", timeout=180)
+    machine = result["machine"]
+    assert machine["cores"] >= 1 and machine["cpu_model"] and machine["ram_gb"] > 0
+    assert {"torch", "ray", "av", "opencv"} <= set(machine["versions"])
+    assert set(result["sections"]) == {"decode", "segmenter"}
+
+    decode = result["sections"]["decode"]
+    for mode in ("threads_1", "threads_auto"):
+        assert decode[mode]["frames"] == 4 * 60 and positive(decode[mode]["fps"])
+    keyframes = decode["keyframes_only"]
+    assert 1 <= keyframes["frames"] < 4 * 60 and positive(keyframes["covered_fps"])
+
+    seg = result["sections"]["segmenter"]
+    for key in ("encode_prompts_ms", "segment_ms", "refresh_ms", "flow_ms", "warp_ms"):
+        assert positive(seg[key]["mean"]) and positive(seg[key]["p50"]), key
+    for key in ("keyframe_step_ms", "propagation_step_ms", "segmenter_fps", "operator_fps", "segment_every_frame_fps"):
+        assert positive(seg[key]), key
+    assert seg["instances_mean"] > 0  # the prompt found its object
+    assert seg["segmenter_fps"] == seg["segmenter_fps_by_k"][str(seg["keyframe_every"])]
+
+
+@pytest.mark.slow
+def test_ray_sections_report_positive_figures(tmp_path):
+    pytest.importorskip("psutil")
+    result = run_bench(tmp_path, "--only", "pipeline", "naive", "memory", timeout=600)
+    pipeline = result["sections"]["pipeline"]
+    for label, frames in (("streams_1", 60), ("streams_4", 240)):
+        run = pipeline[label]
+        assert run["frames"] == frames and run["streams"] == int(label.split("_")[1])
+        for key in ("fps", "steady_fps", "capacity_fps", "efficiency", "efficiency_steady", "operator_capacity_fps"):
+            assert positive(run[key]), (label, key)
+        assert all(0 <= j <= 1 for j in run["jf_track"]) and len(run["jf_track"]) == run["streams"]
+    naive = result["sections"]["naive"]
+    for key in ("naive_fps", "ours_local_fps", "speedup_local", "speedup_ray_1", "speedup_ray_4", "ours_ray_4_fps"):
+        assert positive(naive[key]), key
+    assert 0 < naive["naive_jf_frame_mean"] <= 1 and 0 < naive["ours_local_jf_track_mean"] <= 1
+    assert "jf_delta_ray_4_vs_naive_frame" in naive
+    memory = result["sections"]["memory"]
+    assert [r["frames"] for r in memory["runs"]] == [200, 600]
+    for run in memory["runs"]:
+        assert positive(run["peak_rss_mb"]) and run["samples"] > 0
+        assert run["peak_rss_by_role_mb"]["driver"] > 0 and any(k.startswith("worker:") for k in run["peak_rss_by_role_mb"])
+        assert run["peak_object_store_mb"] >= 0
+    assert isinstance(memory["peak_rss_diff_mb"], float)
+
+
+def test_loop_video_is_lossless(tmp_path):
+    clip = make_clip(ClipSpec(seed=5, width=96, height=64, num_frames=12), tmp_path / "unit.mp4")
+    looped = loop_video(clip.path, tmp_path / "looped.mp4", 3)
+    with open_video(clip.path, threads=1) as video:
+        unit = [f.image for f in video.frames()]
+    with open_video(looped, threads=1) as video:
+        assert video.info.frame_count == 36
+        frames = list(video.frames())
+    assert [f.index for f in frames] == list(range(36))
+    assert all(b.pts > a.pts for a, b in zip(frames, frames[1:]))
+    for i, frame in enumerate(frames):
+        np.testing.assert_array_equal(frame.image, unit[i % 12])
+
+
+def test_segmenter_fps_definition():
+    assert segmenter_fps(4.0, 1.0, 1) == pytest.approx(250.0)  # K=1: every frame a keyframe
+    assert segmenter_fps(4.0, 1.0, 10) == pytest.approx(1000 / (0.4 + 0.9))
+
+
+def test_markdown_blocks_replace_only_their_sections():
+    text = "# Benchmarks\n\nprose kept\n\n<!-- bench:decode -->\nold\n<!-- /bench:decode -->\n\ntail kept\n"
+    updated = replace_blocks(text, {"decode": "new decode", "memory": "new memory"})
+    assert "prose kept" in updated and "tail kept" in updated and "old" not in updated
+    assert updated.count("<!-- bench:decode -->") == 1 and "new decode" in updated
+    assert updated.rstrip().endswith("<!-- /bench:memory -->")
+    assert replace_blocks(updated, {"decode": "new decode", "memory": "new memory"}) == updated
+
+    result = {"machine": {"cores": 2, "cpu_model": "cpu", "ram_gb": 1.0, "python": "3", "versions": {"ray": "x"},
+                          "date": "d", "load_avg_start": [0, 0, 0]},
+              "sections": {"decode": {"size": "8x8", "threads_1": {"fps": 1.0}, "threads_auto": {"fps": 2.0}}}}
+    blocks = markdown_blocks(result, "python -m bench")
+    assert set(blocks) == {"machine", "definitions", "decode"} and "| PyAV decode" in blocks["decode"]
