@@ -436,8 +436,12 @@ def test_the_cli_check_catches_a_misspelt_option(monkeypatch):
 
 
 def _documented_commands(path: Path) -> list[str]:
-    """Every ``xsam-pipeline run`` command line in a doc or a YAML file's comments (backslash continuations joined)."""
+    """Every ``xsam-pipeline run`` command in a doc's code blocks or a YAML file's comments (continuations joined)."""
     lines = path.read_text().splitlines()
+    if path.suffix == ".md":  # fenced code blocks only
+        lines = "\n".join(
+            re.findall(r"^\s*```\w*\n(.*?)^\s*```", path.read_text(), re.MULTILINE | re.DOTALL)
+        ).splitlines()
     if path.suffix == ".yaml":  # comments only: the entrypoints themselves are checked above
         lines = [re.sub(r"^\s*#\s?", "", line) for line in lines if line.lstrip().startswith("#")]
     text = re.sub(r"\\\n\s*", " ", "\n".join(lines))
