@@ -201,33 +201,51 @@ def run_job(config: JobConfig, console: Console | None = None) -> JobSummary:
 
 
 def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary, view: _ProgressView) -> None:
+    """Feed the videos to ``parallel`` long-lived stream workers, each taking the next video when it finishes."""
     init_ray(config.address)
     pool = segmenter_pool(config.segmenter, config.segmenter_options, config.workers or default_workers())
-    parallel = config.parallel or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    parallel = min(len(todo), config.parallel or max(1, int(ray.cluster_resources().get("CPU", 1))))
+
+    def new_worker() -> "ray.actor.ActorHandle":
+        return StreamWorker.options(num_cpus=0, scheduling_strategy="SPREAD").remote(config.sinks, str(config.out_dir))
+
     queue = list(todo)
-    running: dict[ray.ObjectRef, tuple[StreamSpec, ray.actor.ActorHandle]] = {}
+    workers = [new_worker() for _ in range(parallel)]
+    running: dict[ray.ObjectRef, tuple[StreamSpec, int]] = {}
     launched = 0
-    with view.progress:
-        while queue or running:
-            while queue and len(running) < parallel:
-                spec = queue.pop(0)
-                actor = StreamWorker.options(num_cpus=0, scheduling_strategy="SPREAD").remote(spec)
-                running[actor.run.remote(pool[launched % len(pool)])] = (spec, actor)
-                launched += 1
-                view.start(spec.stream_id)
-            finished, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
-            for ref in finished:
-                spec, actor = running.pop(ref)
-                report = _collect(ref, spec)
-                summary.videos.append(report)
-                view.finish(report)
-                ray.kill(actor)
-            for ref, (spec, actor) in running.items():
-                try:
-                    done, expected = ray.get(actor.progress.remote(), timeout=5)
-                except (ray.exceptions.RayError, TimeoutError):
-                    continue
-                view.update(spec.stream_id, done, expected)
+    try:
+        with view.progress:
+            while queue or running:
+                busy = {slot for _, slot in running.values()}
+                for slot in (s for s in range(parallel) if s not in busy):
+                    if not queue:
+                        break
+                    spec = queue.pop(0)
+                    running[workers[slot].run.remote(spec, pool[launched % len(pool)])] = (spec, slot)
+                    launched += 1
+                    view.start(spec.stream_id)
+                finished, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
+                for ref in finished:
+                    spec, slot = running.pop(ref)
+                    report = _collect(ref, spec)
+                    if report.error and report.error.get("error", "").startswith("Ray"):
+                        workers[slot] = new_worker()  # the worker process died: replace it
+                    summary.videos.append(report)
+                    view.finish(report)
+                if config.progress:
+                    for spec, slot in running.values():
+                        try:
+                            done, expected = ray.get(workers[slot].progress.remote(), timeout=5)
+                        except (ray.exceptions.RayError, TimeoutError):
+                            continue
+                        view.update(spec.stream_id, done, expected)
+    finally:
+        for worker in workers:
+            try:
+                ray.get(worker.shutdown.remote(), timeout=10)
+            except (ray.exceptions.RayError, TimeoutError):
+                pass
+            ray.kill(worker)
 
 
 def _collect(ref: ray.ObjectRef, spec: StreamSpec) -> StreamReport:

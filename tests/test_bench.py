@@ -66,7 +66,6 @@ def test_cheap_sections_report_positive_figures(tmp_path):
 
 @pytest.mark.slow
 def test_ray_sections_report_positive_figures(tmp_path):
-    pytest.importorskip("psutil")
     result = run_bench(tmp_path, "--only", "pipeline", "naive", "memory", timeout=600)
     pipeline = result["sections"]["pipeline"]
     for label, frames in (("streams_1", 60), ("streams_4", 240)):

@@ -368,7 +368,7 @@ def test_archive_job_reads_a_mounted_video_volume():
 @pytest.mark.parametrize("where,template", _pod_templates(), ids=[w for w, _ in _pod_templates()])
 def test_pod_templates_validate_against_kubernetes_schemas(where, template):
     """Each embedded PodTemplateSpec as a v1 PodTemplate, strict: unknown fields are errors."""
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    import kubernetes_validate  # a test dependency
     resource = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "x"}, "template": template}
     try:
         kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
@@ -377,7 +377,7 @@ def test_pod_templates_validate_against_kubernetes_schemas(where, template):
 
 
 def test_kubernetes_schemas_reject_a_misspelt_pod_field():
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    import kubernetes_validate  # a test dependency
     template = copy.deepcopy(_pod_templates()[0][1])
     container = template["spec"]["containers"][0]
     container["volumeMount"] = container.pop("volumeMounts")
