@@ -1,4 +1,8 @@
-"""Output sinks, one instance per stream, built by name: ``jsonl``, ``png``, ``mp4``."""
+"""Output sinks, one instance per stream, built by name: ``jsonl``, ``png``, ``mp4``, ``redis``.
+
+A message-queue sink is named by its URL (``redis://127.0.0.1:6379/0?stream=frames``); the bare
+name ``redis`` means ``redis://127.0.0.1:6379/0``.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,18 @@ from typing import Sequence
 from operators.sinks.base import Sink, StreamInfo
 from operators.sinks.jsonl import JsonlSink
 from operators.sinks.palette_png import PalettePngSink, label_map
+from operators.sinks.redis_stream import RedisStreamSink
 from operators.sinks.video import VideoSink
 
-SINKS: dict[str, type] = {"jsonl": JsonlSink, "png": PalettePngSink, "mp4": VideoSink}
+SINKS: dict[str, type] = {"jsonl": JsonlSink, "png": PalettePngSink, "mp4": VideoSink, "redis": RedisStreamSink}
+
+#: URL schemes naming a message-queue sink, and the sink name each maps to.
+SINK_SCHEMES = {"redis://": "redis", "rediss://": "redis", "unix://": "redis"}
+
+
+def sink_kind(name: str) -> str:
+    """The sink name for ``name``: itself, or the sink a URL's scheme names."""
+    return next((kind for scheme, kind in SINK_SCHEMES.items() if name.startswith(scheme)), name)
 
 
 def build_sinks(names: Sequence[str], out_dir: str | Path) -> list[Sink]:
@@ -20,13 +33,21 @@ def build_sinks(names: Sequence[str], out_dir: str | Path) -> list[Sink]:
     the disk) and :class:`~operators.errors.OutputError` when ``out_dir`` cannot
     be created or written.
     """
-    unknown = [name for name in names if name not in SINKS]
+    unknown = [name for name in names if sink_kind(name) not in SINKS]
     if unknown:
         raise ValueError(f"unknown sink {', '.join(map(repr, unknown))}; choose from {', '.join(SINKS)}")
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(f"sink {', '.join(map(repr, repeated))} named more than once; each would overwrite the other")
-    return [SINKS[name](out_dir) for name in names]
+    return [_build(name, out_dir) for name in names]
 
 
-__all__ = ["Sink", "StreamInfo", "JsonlSink", "PalettePngSink", "VideoSink", "SINKS", "build_sinks", "label_map"]
+def _build(name: str, out_dir: str | Path) -> Sink:
+    kind = sink_kind(name)
+    if kind == "redis":
+        return RedisStreamSink(out_dir, name if name != "redis" else "redis://127.0.0.1:6379/0")
+    return SINKS[kind](out_dir)
+
+
+__all__ = ["Sink", "StreamInfo", "JsonlSink", "PalettePngSink", "VideoSink", "RedisStreamSink", "SINKS", "build_sinks",
+           "label_map", "sink_kind"]
