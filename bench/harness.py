@@ -243,10 +243,11 @@ def looped_clip(cfg: BenchConfig, length: int) -> tuple[Path, Prompt, int]:
     """A cached clip of ``length`` frames (rounded up to whole loops of ``cfg.loop_unit``) and its prompt."""
     cache = Path(cfg.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    key = f"loop_{cfg.mem_width}x{cfg.mem_height}_u{cfg.loop_unit}_s7"
+    key = f"loop_{cfg.mem_width}x{cfg.mem_height}_u{cfg.loop_unit}_s7_o3"
     base, meta = cache / f"{key}.mp4", cache / f"{key}.json"
     if not (base.exists() and meta.exists()):
-        spec = ClipSpec(seed=7, width=cfg.mem_width, height=cfg.mem_height, num_frames=cfg.loop_unit, occlusion=True)
+        spec = ClipSpec(seed=7, width=cfg.mem_width, height=cfg.mem_height, num_frames=cfg.loop_unit, occlusion=True,
+                        instances_per_kind=3)  # 3 tracked objects, as issue #4 asks
         clip = BenchClip.of(make_clip(spec, base))
         meta.write_text(json.dumps({"box": list(clip.prompt.box)}))
     prompt = Prompt(0, "box", box=tuple(json.loads(meta.read_text())["box"]))

@@ -11,9 +11,11 @@ background it leaves behind a little more every frame. So that band around the
 outline follows the object's own motion instead, an affine fit to the flow inside
 it; the interior keeps the per-pixel flow, which allows non-rigid motion.
 
-A mask's score is multiplied by the share of its pixels whose forward-backward
-flow round trip is consistent, so an object that gets occluded, or that the flow
-loses, fades.
+A mask's score is multiplied by the share of its pixels whose flow is
+consistent, so an object that gets occluded, or that the flow loses, fades.
+Consistency is photometric by default (the previous frame pulled along the flow
+matches the current one: one flow per frame), or the forward-backward round
+trip (two flows per frame).
 """
 
 from __future__ import annotations
@@ -126,10 +128,20 @@ class FlowPropagator:
     """
 
     def __init__(
-        self, preset: str = "ultrafast", finest_scale: int | None = 1, max_side: int = 320, score_decay: float = 0.99
+        self,
+        preset: str = "ultrafast",
+        finest_scale: int | None = 1,
+        max_side: int = 320,
+        score_decay: float = 0.99,
+        consistency: str = "photometric",
+        photometric_tolerance: int = 20,
     ) -> None:
         if preset not in DIS_PRESETS:
             raise ValueError(f"unknown DIS preset {preset!r}; choose one of {', '.join(DIS_PRESETS)}")
+        if consistency not in ("photometric", "round_trip"):
+            raise ValueError(f"consistency must be 'photometric' or 'round_trip', got {consistency!r}")
+        self.consistency = consistency  # photometric: one flow per frame; round_trip: two, slower
+        self.photometric_tolerance = photometric_tolerance
         self.preset = preset
         self.finest_scale = finest_scale
         self.max_side = max_side
@@ -161,15 +173,21 @@ class FlowPropagator:
         prev, cur = self._working(prev_frame), self._working(frame)
         dis = self._estimator()
         backward = dis.calc(cur, prev, None)
-        forward = dis.calc(prev, cur, None)
         came_from = _pixel_grid(*cur.shape) + backward
-        forward_there = cv2.remap(forward, came_from, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        # Sundaram et al. (ECCV 2010): the round trip may err by a fraction of the motion plus half a pixel.
-        round_trip = _squared_norm(backward + forward_there)
-        motion = _squared_norm(backward) + _squared_norm(forward_there)
+        if self.consistency == "round_trip":
+            forward = dis.calc(prev, cur, None)
+            forward_there = cv2.remap(forward, came_from, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            # Sundaram et al. (ECCV 2010): the round trip may err by a fraction of the motion plus half a pixel.
+            round_trip = _squared_norm(backward + forward_there)
+            consistent = round_trip <= 0.01 * (_squared_norm(backward) + _squared_norm(forward_there)) + 0.5
+        else:
+            # One flow instead of two: a pixel is consistent if the previous frame, pulled along the flow,
+            # looks like it. Occluded or lost pixels do not.
+            pulled = cv2.remap(prev, came_from, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            consistent = cv2.absdiff(pulled, cur) <= self.photometric_tolerance
         upscale = frame.shape[1] / cur.shape[1]
         blur_radius = math.ceil(dis.getPatchSize() / 2 * upscale)
-        return Flow(backward, round_trip <= 0.01 * motion + 0.5, frame.shape[:2], blur_radius)
+        return Flow(backward, consistent, frame.shape[:2], blur_radius)
 
     def warp(self, instances: Instances, flow: Flow) -> Instances:
         """``instances`` moved into the flow's current frame, one for one.
