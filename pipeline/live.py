@@ -1,0 +1,608 @@
+"""Live feeds: a freshest-frame scheduler per stream, an in-process runner and the ``live`` command.
+
+Each live stream runs three threads in this process (no Ray: a live job must react to SIGINT/SIGTERM
+at once, flush its sinks and print a summary, which Ray's actors make slow and indirect):
+
+* a **reader** thread decodes the feed (:class:`pipeline.sources.LiveReader`, which reconnects
+  with backoff under the same stream) into a :class:`FreshestFrameQueue`;
+* the **processing** thread runs :func:`operators.stream.run_stream` over the queue with the
+  stream's one :class:`~operators.stream.StreamProcessor` (prompt memory and track ids survive a
+  reconnect because the processor does), the keyframes going to a segmenter thread so optical flow
+  overlaps segmentation as on Ray;
+* a **sink** thread writes records (RLE encoding, files, message queues) off the processing path.
+
+Live scheduling: the queue holds at most ``queue_size`` frames. When processing falls behind, the
+oldest frames are dropped (``dropped_queue_full``) and a frame older than ``latency_budget`` seconds
+is dropped in favour of a newer one already waiting (``dropped_latency``). Every dropped frame still
+gets a record, kind ``skipped`` with that reason, in frame order. ``mode="archive"`` never drops:
+the reader waits for room instead.
+
+Per stream the runner reports end-to-end latency (frame out of the decoder -> record written by every
+sink) p50/p95, fps in (decoded) and out (processed), drops by cause, reconnects and status events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import heapq
+import json
+import logging
+import queue as queue_module
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+
+from operators.errors import PipelineError
+from operators.keyframes import KeyframeConfig
+from operators.records import FrameRecord, Instances, Prompt
+from operators.segmenters import build_segmenter
+from operators.sinks import StreamInfo, build_sinks
+from operators.sinks.base import prepare_out_dir
+from operators.stream import StreamProcessor, run_keyframe, run_stream
+from pipeline.sources import LiveFrame, LiveReader, ReconnectPolicy, is_live_source
+
+log = logging.getLogger("pipeline.live")
+
+Mode = Literal["live", "archive"]
+DROP_QUEUE_FULL = "dropped_queue_full"
+DROP_LATENCY = "dropped_latency"
+
+
+# --------------------------------------------------------------------------- scheduling
+
+
+class FreshestFrameQueue:
+    """A bounded frame queue between a reader and a processing loop.
+
+    ``mode="live"``: :meth:`put` never blocks; a full queue drops its oldest frame. :meth:`get`
+    returns the oldest frame unless it is older than ``latency_budget`` and a newer frame waits, in
+    which case the stale ones are dropped. ``mode="archive"``: :meth:`put` waits for room, nothing
+    is ever dropped. Dropped frames are handed to the consumer by :meth:`get` as
+    ``(frame, cause)`` pairs, so each one can still get a record.
+    """
+
+    def __init__(self, capacity: int = 4, latency_budget: float | None = 0.5, mode: Mode = "live") -> None:
+        if capacity < 1:
+            raise ValueError("queue capacity must be >= 1")
+        self.capacity = capacity
+        self.latency_budget = latency_budget
+        self.mode = mode
+        self._frames: deque[LiveFrame] = deque()
+        self._dropped: list[tuple[LiveFrame, str]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self.drops: dict[str, int] = {DROP_QUEUE_FULL: 0, DROP_LATENCY: 0}
+        self.max_depth = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def put(self, frame: LiveFrame) -> None:
+        with self._cond:
+            if self.mode == "archive":
+                while len(self._frames) >= self.capacity and not self._closed:
+                    self._cond.wait(0.1)
+            elif len(self._frames) >= self.capacity:
+                self._drop(self._frames.popleft(), DROP_QUEUE_FULL)
+            self._frames.append(frame)
+            self.max_depth = max(self.max_depth, len(self._frames))
+            self._cond.notify_all()
+
+    def _drop(self, frame: LiveFrame, cause: str) -> None:
+        self._dropped.append((frame, cause))
+        self.drops[cause] += 1
+
+    def get(self, timeout: float | None = None) -> tuple[LiveFrame | None, list[tuple[LiveFrame, str]]]:
+        """(the next frame or None when closed and empty / on timeout, frames dropped since the last call)."""
+        with self._cond:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._frames and not self._closed:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._cond.wait(left)
+            frame = None
+            if self._frames:
+                if self.mode == "live" and self.latency_budget is not None:
+                    now = time.monotonic()
+                    while len(self._frames) > 1 and now - self._frames[0].captured > self.latency_budget:
+                        self._drop(self._frames.popleft(), DROP_LATENCY)
+                frame = self._frames.popleft()
+                self._cond.notify_all()
+            dropped, self._dropped = self._dropped, []
+            return frame, dropped
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class LatencyStats:
+    """End-to-end latencies in seconds: the last ``window`` kept for percentiles, all counted."""
+
+    def __init__(self, window: int = 10_000) -> None:
+        self._values: deque[float] = deque(maxlen=window)
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self._values.append(seconds)
+            self.count += 1
+
+    def percentiles(self) -> dict[str, float | None]:
+        with self._lock:
+            values = np.fromiter(self._values, float) if self._values else None
+        if values is None:
+            return {"p50_ms": None, "p95_ms": None, "max_ms": None}
+        p50, p95 = np.percentile(values, [50, 95])
+        return {"p50_ms": round(p50 * 1000, 1), "p95_ms": round(p95 * 1000, 1), "max_ms": round(values.max() * 1000, 1)}
+
+
+# --------------------------------------------------------------------------- one stream
+
+
+@dataclass
+class LiveStreamSpec:
+    """One live stream: id, URL (or file), prompts and its scheduling settings."""
+
+    stream_id: str
+    source: str
+    prompts: list[Prompt]
+    mode: Mode = "live"
+    latency_budget: float | None = 0.5  # seconds from decode to processing before a stale frame is dropped
+    queue_size: int = 4
+    max_pending: int = 8  # frames waiting for a keyframe result (run_stream's bound)
+    timeout: float = 10.0  # open / read timeout, seconds
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    options: dict[str, str] = field(default_factory=dict)  # demuxer options (e.g. rtsp_transport)
+    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+
+
+class LiveStream:
+    """Runs one :class:`LiveStreamSpec` on its own threads; see the module docstring."""
+
+    def __init__(
+        self,
+        spec: LiveStreamSpec,
+        sinks: Sequence[str],
+        out_dir: str | Path,
+        segmenter: str = "default",
+        segmenter_options: dict[str, Any] | None = None,
+        on_status: Callable[[dict], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.sink_names = list(sinks)
+        self.out_dir = str(out_dir)
+        self.segmenter_name = segmenter
+        self.segmenter_options = dict(segmenter_options or {})
+        self.on_status = on_status
+        self.queue = FreshestFrameQueue(spec.queue_size, spec.latency_budget, spec.mode)
+        self.latency = LatencyStats()
+        self.processor: StreamProcessor | None = None
+        self.reader: LiveReader | None = None
+        self.status = "starting"  # starting | running | stopped | failed
+        self.error: dict | None = None
+        self.events: list[dict] = []
+        self.frames_in = 0
+        self.frames_processed = 0
+        self.records_written = 0
+        self.skipped_records: dict[str, int] = {}
+        self.track_ids: set[int] = set()
+        self.outputs: list[dict] = []
+        self.started = time.monotonic()
+        self.first_frame_at: float | None = None  # fps are measured from the first frame (not the open)
+        self.ended: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"live-{spec.stream_id}", daemon=True)
+
+    # -- control ----------------------------------------------------------------------------------
+    def start(self) -> "LiveStream":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop reading; frames already decoded are processed and every sink is flushed."""
+        self._stop.set()
+        if self.reader is not None:
+            self.reader.stop()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def add_prompts(self, prompts: Sequence[Prompt]) -> None:
+        if self.processor is not None:
+            self.processor.add_prompts(prompts)
+
+    def remove_prompts(self, prompt_ids: Sequence[int]) -> None:
+        if self.processor is not None:
+            self.processor.remove_prompts(prompt_ids)
+
+    def _status(self, event: dict) -> None:
+        event = {"stream_id": self.spec.stream_id, "time": time.time(), **event}
+        self.events.append(event)
+        if self.on_status is not None:
+            self.on_status(event)
+
+    # -- threads ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        spec = self.spec
+        sinks: list = []
+        try:
+            self.reader = self._open_reader()
+            if self._stop.is_set():
+                self.reader.stop()
+            info = self.reader.info
+            fps = info.fps if info.fps > 0 else 30.0
+            sinks = build_sinks(self.sink_names, self.out_dir)
+            for sink in sinks:
+                sink.open(StreamInfo(spec.stream_id, spec.source, info.width, info.height, fps))
+            keep_images = any(getattr(sink, "needs_image", False) for sink in sinks)
+            self.processor = StreamProcessor(spec.stream_id, spec.source, spec.prompts, keyframes=spec.keyframes,
+                                             keep_images=keep_images)
+            self.status = "running"
+            self._process(sinks)
+            self.status = "stopped" if self.error is None else "failed"
+        except PipelineError as exc:
+            self.status, self.error = "failed", exc.to_dict()
+        except Exception as exc:  # noqa: BLE001 - reported in the stream's summary; other streams go on
+            self.status = "failed"
+            self.error = {"error": type(exc).__name__, "source": spec.source, "frame_index": self.frames_in,
+                          "reason": str(exc) or repr(exc)}
+        finally:
+            if self.reader is not None:
+                self.reader.close()
+            for sink in sinks:
+                try:
+                    self.outputs.append(sink.close())
+                except Exception as exc:  # noqa: BLE001 - one sink failing to close must not hide the others
+                    self.outputs.append({"sink": type(sink).__name__, "error": str(exc)})
+            self.ended = time.monotonic()
+            if self.error is not None:
+                self._status({"event": "failed", "reason": self.error["reason"]})
+                log.error("%s: %s", spec.stream_id, self.error["reason"])
+
+    def _open_reader(self) -> LiveReader:
+        spec = self.spec
+        if not is_live_source(spec.source) and Path(spec.source).is_file():
+            # A file read as a feed (for tests and replays): no reconnects, it just ends.
+            spec.reconnect = ReconnectPolicy(max_attempts=0)
+        return LiveReader(spec.source, options=spec.options, timeout=spec.timeout, reconnect=spec.reconnect,
+                          on_status=self._status)
+
+    def _read(self) -> None:
+        try:
+            for frame in self.reader.frames():
+                if self.first_frame_at is None:
+                    self.first_frame_at = frame.captured
+                self.frames_in += 1
+                self.queue.put(frame)
+        except PipelineError as exc:
+            self.error = exc.to_dict()
+        except Exception as exc:  # noqa: BLE001
+            self.error = {"error": type(exc).__name__, "source": self.spec.source, "frame_index": self.frames_in,
+                          "reason": str(exc) or repr(exc)}
+        finally:
+            self.queue.close()
+
+    def _process(self, sinks: list) -> None:
+        spec = self.spec
+        processor = self.processor
+        written: "queue_module.Queue[tuple[FrameRecord, float] | None]" = queue_module.Queue(maxsize=32)
+        sink_error: list[BaseException] = []
+
+        def write_records() -> None:
+            while True:
+                item = written.get()
+                if item is None:
+                    return
+                record, captured = item
+                try:
+                    for sink in sinks:
+                        sink.write(record)
+                except BaseException as exc:  # noqa: BLE001 - surfaced by the processing thread
+                    sink_error.append(exc)
+                    return
+                self.records_written += 1
+                if record.kind != "skipped" or record.reason == "no_prompt_yet":
+                    self.latency.add(time.monotonic() - captured)
+                else:
+                    self.skipped_records[record.reason] = self.skipped_records.get(record.reason, 0) + 1
+
+        captured: dict[int, float] = {}
+        dropped: list[tuple[int, int, LiveFrame, str]] = []  # heap by frame index
+        order = [0]
+
+        def push(record: FrameRecord, when: float) -> None:
+            if sink_error:
+                raise sink_error[0]
+            written.put((record, when))
+
+        def emit_dropped_before(index: float) -> None:
+            while dropped and dropped[0][0] < index:
+                _, _, frame, cause = heapq.heappop(dropped)
+                height, width = frame.image.shape[:2]
+                record = FrameRecord(spec.stream_id, frame.index, frame.pts, "skipped", Instances.empty(height, width),
+                                     reason=cause)
+                push(record, frame.captured)
+
+        def emit(record: FrameRecord) -> None:
+            emit_dropped_before(record.frame_index)
+            if record.instances is not None and len(record.instances):
+                self.track_ids.update(int(t) for t in record.instances.track_ids)
+            self.frames_processed += 1
+            push(record, captured.pop(record.frame_index))
+
+        def frames():
+            while True:
+                frame, lost = self.queue.get(timeout=0.2)
+                for lost_frame, cause in lost:
+                    order[0] += 1
+                    heapq.heappush(dropped, (lost_frame.index, order[0], lost_frame, cause))
+                if frame is None:
+                    if self.queue.closed and not len(self.queue):
+                        return
+                    continue
+                captured[frame.index] = frame.captured
+                yield frame
+
+        segmenter = build_segmenter(self.segmenter_name, **self.segmenter_options)
+        sink_thread = threading.Thread(target=write_records, name=f"sink-{spec.stream_id}", daemon=True)
+        reader_thread = threading.Thread(target=self._read, name=f"reader-{spec.stream_id}", daemon=True)
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"segment-{spec.stream_id}") as pool:
+            sink_thread.start()
+            reader_thread.start()
+            try:
+                run_stream(frames(), processor, lambda request: pool.submit(run_keyframe, segmenter, request), emit,
+                           max_pending=spec.max_pending)
+                emit_dropped_before(float("inf"))
+            finally:
+                self.stop()
+                reader_thread.join()
+                written.put(None)
+                sink_thread.join()
+        if sink_error:
+            raise sink_error[0]
+
+    # -- report ------------------------------------------------------------------------------------
+    def report(self) -> dict:
+        end = self.ended if self.ended is not None else time.monotonic()
+        seconds = max(end - (self.first_frame_at or self.started), 1e-9)
+        reconnects = self.reader.reconnects if self.reader is not None else 0
+        processor = self.processor
+        return {
+            "stream_id": self.spec.stream_id,
+            "source": self.spec.source,
+            "mode": self.spec.mode,
+            "status": self.status,
+            "seconds": round(seconds, 2),
+            "frames_in": self.frames_in,
+            "frames_processed": self.frames_processed,
+            "records_written": self.records_written,
+            "fps_in": round(self.frames_in / seconds, 2),
+            "fps_out": round(self.frames_processed / seconds, 2),
+            "drops": dict(self.queue.drops),
+            "drop_rate": round(sum(self.queue.drops.values()) / self.frames_in, 4) if self.frames_in else 0.0,
+            "latency": self.latency.percentiles(),
+            "queue_depth": len(self.queue),
+            "max_queue_depth": self.queue.max_depth,
+            "reconnects": reconnects,
+            "decode_errors": self.reader.decode_errors if self.reader is not None else 0,
+            "keyframes": processor.stats.keyframes if processor else 0,
+            "propagated": processor.stats.propagated if processor else 0,
+            "keyframe_reasons": dict(processor.stats.keyframe_reasons) if processor else {},
+            "prompt_memory_bytes": processor.memory_nbytes() if processor else 0,
+            "track_ids": sorted(self.track_ids),
+            "events": [{k: v for k, v in e.items() if k != "stream_id"} for e in self.events[-20:]],
+            "outputs": self.outputs,
+            "error": self.error,
+        }
+
+
+
+# --------------------------------------------------------------------------- several streams
+
+
+class LiveRunner:
+    """Runs several live streams until :meth:`stop`; streams can be added and removed while it runs."""
+
+    def __init__(self, sinks: Sequence[str], out_dir: str | Path, segmenter: str = "default",
+                 segmenter_options: dict[str, Any] | None = None,
+                 on_status: Callable[[dict], None] | None = None) -> None:
+        prepare_out_dir(out_dir)
+        build_sinks(sinks, out_dir)  # fail on a bad sink name before any stream starts
+        self.sinks = list(sinks)
+        self.out_dir = Path(out_dir)
+        self.segmenter = segmenter
+        self.segmenter_options = segmenter_options
+        self.on_status = on_status
+        self.streams: dict[str, LiveStream] = {}
+        self._stopping = threading.Event()
+
+    def add_stream(self, spec: LiveStreamSpec) -> LiveStream:
+        if spec.stream_id in self.streams and self.streams[spec.stream_id].status in ("starting", "running"):
+            raise ValueError(f"stream {spec.stream_id!r} is already running")
+        stream = LiveStream(spec, self.sinks, self.out_dir, self.segmenter, self.segmenter_options, self.on_status)
+        self.streams[spec.stream_id] = stream
+        return stream.start()
+
+    def remove_stream(self, stream_id: str, timeout: float | None = None) -> dict:
+        stream = self.streams[stream_id]
+        stream.stop()
+        stream.join(timeout)
+        return stream.report()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for stream in list(self.streams.values()):
+            stream.stop()
+
+    def wait(self, poll: float = 0.2) -> None:
+        """Block until :meth:`stop` is called (or every stream has ended), then join the streams."""
+        while not self._stopping.is_set():
+            if self.streams and all(not s._thread.is_alive() for s in self.streams.values()):
+                break
+            self._stopping.wait(poll)
+        self.stop()
+        for stream in list(self.streams.values()):
+            stream.join()
+
+    def summary(self) -> dict:
+        streams = [s.report() for s in self.streams.values()]
+        return {"streams": streams, "failed": [s["stream_id"] for s in streams if s["status"] == "failed"]}
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _stream_ids(sources: Sequence[str]) -> list[str]:
+    ids: list[str] = []
+    for number, source in enumerate(sources):
+        base = "".join(c if c.isalnum() or c in "-_." else "_" for c in source.split("://")[-1]).strip("_") or "stream"
+        candidate = base[:60]
+        while candidate in ids:
+            candidate = f"{base[:56]}_{number}"
+            number += 1
+        ids.append(candidate)
+    return ids
+
+
+def add_live_parser(commands: "argparse._SubParsersAction") -> None:
+    """Register ``xsam-pipeline live URL [URL...]``."""
+    live = commands.add_parser("live", help="segment live feeds (rtsp/udp/tcp/http URLs, /dev/videoN) until interrupted")
+    live.add_argument("sources", nargs="+", help="live URLs or /dev/videoN devices (files are read once as a feed)")
+    live.add_argument("--prompt", action="append", metavar="SPEC", required=True,
+                      help="point:X,Y | box:X0,Y0,X1,Y1 | scribble:PNG | mask:PNG; repeatable (applies to every stream)")
+    live.add_argument("--out", type=Path, required=True, help="output folder (file sinks and live_summary.json)")
+    live.add_argument("--sink", action="append", metavar="SINKS",
+                      help="jsonl, png, mp4 or redis://HOST:PORT/DB?stream=NAME[&maxlen=N]; repeatable or comma-separated "
+                           "(default jsonl)")
+    live.add_argument("--segmenter", default="default", help="default (weight-free) or package.module:Class")
+    live.add_argument("--keyframe-every", type=int, default=10, metavar="K")
+    live.add_argument("--latency-budget", type=float, default=0.5, metavar="S",
+                      help="drop frames older than S seconds when newer ones wait (default 0.5)")
+    live.add_argument("--queue-size", type=int, default=4, help="decoded frames waiting per stream (default 4)")
+    live.add_argument("--mode", choices=("live", "archive"), default="live", help="archive: never drop frames")
+    live.add_argument("--timeout", type=float, default=10.0, help="open/read timeout in seconds (default 10)")
+    live.add_argument("--rtsp-transport", choices=("tcp", "udp"), default="tcp")
+    live.add_argument("--max-reconnects", type=int, default=None,
+                      help="give a stream up after N failed reconnects in a row (default: never)")
+    live.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: until interrupted)")
+    live.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    live.set_defaults(handler=run_live_command)
+
+
+def run_live_command(args: argparse.Namespace) -> int:
+    from pipeline.prompts import parse_prompt
+
+    sinks = [s.strip() for group in (args.sink or ["jsonl"]) for s in group.split(",") if s.strip()]
+    prompts = [parse_prompt(spec, number) for number, spec in enumerate(args.prompt)]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        runner = LiveRunner(sinks, args.out, args.segmenter)
+    except ValueError as exc:
+        print(f"error: --sink: {exc}", file=sys.stderr)
+        return 2
+    if args.metrics_port is not None:
+        serve_metrics(runner, args.metrics_port)
+
+    def interrupted(signum: int, _frame: object) -> None:
+        log.info("%s: stopping (flushing sinks)", signal.Signals(signum).name)
+        runner.stop()
+
+    previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for stream_id, source in zip(_stream_ids(args.sources), args.sources):
+            runner.add_stream(LiveStreamSpec(
+                stream_id, source, prompts, mode=args.mode, latency_budget=args.latency_budget,
+                queue_size=args.queue_size, timeout=args.timeout,
+                reconnect=ReconnectPolicy(max_attempts=args.max_reconnects),
+                options={"rtsp_transport": args.rtsp_transport} if source.lower().startswith("rtsp") else {},
+                keyframes=KeyframeConfig(every=args.keyframe_every),
+            ))
+        if args.duration is not None:
+            threading.Timer(args.duration, runner.stop).start()
+        runner.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    summary = runner.summary()
+    (Path(args.out) / "live_summary.json").write_text(json.dumps(summary, indent=1))
+    _print_summary(summary)
+    return 1 if summary["failed"] else 0
+
+
+def _print_summary(summary: dict) -> None:
+    for s in summary["streams"]:
+        latency = s["latency"]
+        line = (f"{s['stream_id']}: {s['status']}, {s['frames_in']} frames in ({s['fps_in']} fps), "
+                f"{s['frames_processed']} processed ({s['fps_out']} fps), drops {s['drops']}, "
+                f"latency p50 {latency['p50_ms']} ms p95 {latency['p95_ms']} ms, reconnects {s['reconnects']}")
+        if s["error"]:
+            line += f"; error: {s['error']['reason']}"
+        print(line, file=sys.stderr)
+    print(json.dumps(summary["streams"] and {s["stream_id"]: s["status"] for s in summary["streams"]}))
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def serve_metrics(runner: LiveRunner, port: int, address: str = "127.0.0.1") -> None:
+    """Serve Prometheus metrics for every stream of ``runner`` on ``address:port`` (a daemon thread)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(LiveCollector(runner))
+    start_http_server(port, addr=address, registry=registry)
+
+
+class LiveCollector:
+    """Prometheus collector reading the runner's per-stream reports at scrape time."""
+
+    def __init__(self, runner: LiveRunner) -> None:
+        self.runner = runner
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        reports = [s.report() for s in list(self.runner.streams.values())]
+        families = {
+            "frames_in": CounterMetricFamily("xsam_live_frames_in", "Frames decoded", labels=["stream"]),
+            "frames_processed": CounterMetricFamily("xsam_live_frames_processed", "Frames processed",
+                                                    labels=["stream"]),
+            "reconnects": CounterMetricFamily("xsam_live_reconnects", "Reconnects", labels=["stream"]),
+            "fps_in": GaugeMetricFamily("xsam_live_fps_in", "Mean decoded fps", labels=["stream"]),
+            "fps_out": GaugeMetricFamily("xsam_live_fps_out", "Mean processed fps", labels=["stream"]),
+            "queue_depth": GaugeMetricFamily("xsam_live_queue_depth", "Frames waiting", labels=["stream"]),
+            "prompt_memory_bytes": GaugeMetricFamily("xsam_live_memory_bytes", "Per-stream memory size",
+                                                     labels=["stream"]),
+        }
+        drops = CounterMetricFamily("xsam_live_dropped_frames", "Frames dropped", labels=["stream", "cause"])
+        latency = GaugeMetricFamily("xsam_live_latency_seconds", "End-to-end latency", labels=["stream", "quantile"])
+        up = GaugeMetricFamily("xsam_live_stream_up", "1 while the stream runs", labels=["stream"])
+        for r in reports:
+            stream = r["stream_id"]
+            for key, family in families.items():
+                family.add_metric([stream], float(r[key]))
+            for cause, count in r["drops"].items():
+                drops.add_metric([stream, cause], float(count))
+            for quantile, key in (("0.5", "p50_ms"), ("0.95", "p95_ms")):
+                if r["latency"][key] is not None:
+                    latency.add_metric([stream, quantile], r["latency"][key] / 1000)
+            up.add_metric([stream], 1.0 if r["status"] == "running" else 0.0)
+        yield from families.values()
+        yield from (drops, latency, up)

