@@ -91,6 +91,15 @@ def _pull_mask(mask: np.ndarray, coords: np.ndarray) -> np.ndarray:
     return pulled.view(bool)
 
 
+def _upsample(field: np.ndarray, window: Window, scale: np.ndarray, interpolation: int) -> np.ndarray:
+    """``field`` (working resolution) sampled at the full-resolution pixels of ``window``, as a resize would."""
+    rows, cols = window
+    xs = (np.arange(cols.start, cols.stop, dtype=np.float32) + 0.5) / scale[0] - 0.5
+    ys = (np.arange(rows.start, rows.stop, dtype=np.float32) + 0.5) / scale[1] - 0.5
+    map_x, map_y = np.meshgrid(xs, ys)
+    return cv2.remap(field, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
+
+
 def _window(mask: np.ndarray, reach: int) -> Window | None:
     """Slices of the part of the frame a warp of ``mask`` can touch; None for an empty mask."""
     x, y, w, h = cv2.boundingRect(_as_u8(mask))
@@ -201,20 +210,22 @@ class FlowPropagator:
             return instances
         h, w = flow.frame_size
         fh, fw = flow.consistent.shape
-        backward = cv2.resize(flow.backward, (w, h), interpolation=cv2.INTER_LINEAR)
-        if (fh, fw) != (h, w):
-            backward *= np.array([w / fw, h / fh], np.float32)
-        coords = _pixel_grid(h, w) + backward
-        reach = math.ceil(float(np.abs(backward).max())) + 2 * flow.blur_radius + 2
+        scale = np.array([w / fw, h / fh], np.float32)
+        reach = math.ceil(float(np.abs(flow.backward).max()) * float(scale.max())) + 2 * flow.blur_radius + 2
         masks = np.zeros_like(instances.masks)
-        for mask, warped in zip(instances.masks, masks):
+        consistency = np.zeros(len(masks))
+        for i, (mask, warped) in enumerate(zip(instances.masks, masks)):
             window = _window(mask, reach)
-            if window is not None:
-                warped[window] = self._warp_mask(mask, backward[window], coords[window], window, flow.blur_radius)
-        consistent = cv2.resize(_as_u8(flow.consistent), (w, h), interpolation=cv2.INTER_NEAREST).view(bool)
-        areas = np.array([np.count_nonzero(mask) for mask in masks])
-        kept = np.array([np.count_nonzero(mask & consistent) for mask in masks])
-        consistency = np.divide(kept, areas, out=np.zeros(len(masks)), where=areas > 0)
+            if window is None:
+                continue
+            # Only the window around each mask is brought to full resolution: cost follows object size.
+            backward = _upsample(flow.backward, window, scale, cv2.INTER_LINEAR) * scale
+            coords = _pixel_grid(h, w)[window] + backward
+            moved = self._warp_mask(mask, backward, coords, window, flow.blur_radius)
+            warped[window] = moved
+            consistent = _upsample(_as_u8(flow.consistent), window, scale, cv2.INTER_NEAREST).view(bool)
+            area = np.count_nonzero(moved)
+            consistency[i] = np.count_nonzero(moved & consistent) / area if area else 0.0
         scores = (instances.scores * self.score_decay * consistency).astype(np.float32)
         return replace(instances, masks=masks, scores=scores)
 
