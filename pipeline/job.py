@@ -37,6 +37,8 @@ from pipeline.sources import expand_sources
 
 SUMMARY_FILE = "summary.json"
 POLL_SECONDS = 0.25
+WORKER_DIED = "WorkerDied"
+MAX_ATTEMPTS = 3  # a video whose stream worker dies (process or node lost) is run again, up to this many times
 
 
 @dataclass
@@ -135,6 +137,10 @@ class _ProgressView:
         self.tasks: dict[str, tuple[int, float]] = {}
 
     def start(self, stream_id: str) -> None:
+        if stream_id in self.tasks:  # a retry after its worker died: the same bar starts over
+            self.progress.reset(self.tasks[stream_id][0])
+            self.tasks[stream_id] = (self.tasks[stream_id][0], time.perf_counter())
+            return
         self.tasks[stream_id] = (self.progress.add_task(f"  {stream_id}", total=None, fps=""), time.perf_counter())
 
     def update(self, stream_id: str, done: int, expected: int | None) -> None:
@@ -210,6 +216,7 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
         return StreamWorker.options(num_cpus=0, scheduling_strategy="SPREAD").remote(config.sinks, str(config.out_dir))
 
     queue = list(todo)
+    attempts: dict[str, int] = {}
     workers = [new_worker() for _ in range(parallel)]
     running: dict[ray.ObjectRef, tuple[StreamSpec, int]] = {}
     launched = 0
@@ -228,8 +235,13 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
                 for ref in finished:
                     spec, slot = running.pop(ref)
                     report = _collect(ref, spec)
-                    if report.error and report.error.get("error", "").startswith("Ray"):
-                        workers[slot] = new_worker()  # the worker process died: replace it
+                    if report.error and report.error["error"] == WORKER_DIED:
+                        workers[slot] = new_worker()  # its process or node died: replace it
+                        attempts[spec.stream_id] = attempts.get(spec.stream_id, 1) + 1
+                        if attempts[spec.stream_id] <= MAX_ATTEMPTS:
+                            queue.insert(0, spec)  # the video starts over; its sinks rewrite every frame
+                            continue
+                    report.attempts = attempts.get(spec.stream_id, 1)
                     summary.videos.append(report)
                     view.finish(report)
                 if config.progress:
@@ -249,10 +261,10 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
 
 
 def _collect(ref: ray.ObjectRef, spec: StreamSpec) -> StreamReport:
-    """A finished stream's report; a crashed stream actor becomes a failed report, not a crashed job."""
+    """A finished stream's report; a stream worker that died becomes a failed report, not a crashed job."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayError as exc:
-        return StreamReport(spec.stream_id, spec.source, "failed",
-                            error={"error": type(exc).__name__, "source": spec.source, "frame_index": None,
-                                   "reason": f"stream worker died: {exc}"})
+        error = {"error": WORKER_DIED, "source": spec.source, "frame_index": None,
+                 "reason": f"stream worker died ({type(exc).__name__}): {exc}"}
+        return StreamReport(spec.stream_id, spec.source, "failed", error=error)

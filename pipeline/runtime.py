@@ -74,6 +74,7 @@ class StreamReport:
     prompt_memory_bytes: int = 0
     outputs: list[dict] = field(default_factory=list)
     error: dict | None = None
+    attempts: int = 1  # runs of this video; more than 1 when its stream worker died and it started over
 
     @property
     def fps(self) -> float:

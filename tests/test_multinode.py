@@ -1,0 +1,63 @@
+"""Several Ray nodes on this machine (ray.cluster_utils.Cluster, loopback): spreading, and losing a node."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from bench.clips import ClipSpec, make_clip
+from pipeline.config import JobConfig
+from pipeline.job import run_job
+
+FRAMES = 150
+
+
+@pytest.fixture(scope="module")
+def long_clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("multinode")
+    return [make_clip(ClipSpec(seed=30 + i, num_frames=FRAMES), folder / f"long{i}.mp4") for i in range(4)]
+
+
+def _config(clips, out, address=None):
+    box = clips[0].suggested_prompt(clips[0].kinds[1], "box").box
+    return JobConfig(sources=[str(c.path) for c in clips], out_dir=out, prompts=["box:" + ",".join(map(str, box))],
+                     sinks=["jsonl"], progress=False, parallel=4, address=address)
+
+
+@pytest.mark.slow
+def test_archive_job_spreads_over_nodes_and_finishes_every_video_when_a_node_dies(long_clips, tmp_path):
+    ray.shutdown()  # leave any single-node Ray of other tests
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    doomed = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        result = {}
+        job = threading.Thread(target=lambda: result.update(summary=run_job(_config(long_clips, tmp_path / "multi",
+                                                                                    cluster.address))))
+        job.start()
+        first = tmp_path / "multi" / long_clips[0].path.stem / "frames.jsonl"
+        deadline = time.time() + 120
+        while time.time() < deadline and not (first.exists() and len(first.read_text().splitlines()) >= 20):
+            time.sleep(0.2)
+        nodes_used = {a["Address"]["NodeID"] for a in ray.state.actors().values()
+                      if a["State"] == "ALIVE" and a["ActorClassName"] == "StreamWorker"}
+        assert len(nodes_used) == 2, "stream workers are spread over both nodes"
+        cluster.remove_node(doomed)
+        job.join(timeout=300)
+        summary = result["summary"]
+        assert [v.status for v in summary.videos] == ["done"] * 4, summary.to_dict()["failures"]
+        assert max(v.attempts for v in summary.videos) == 2, "the videos on the lost node ran again"
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    single = run_job(_config(long_clips, tmp_path / "single"))
+    assert [v.status for v in single.videos] == ["done"] * 4
+    for clip in long_clips:
+        a = (tmp_path / "multi" / clip.path.stem / "frames.jsonl").read_text()
+        b = (tmp_path / "single" / clip.path.stem / "frames.jsonl").read_text()
+        assert a == b, f"{clip.path.stem}: multi-node results differ from a single-node run"
+    ray.shutdown()
