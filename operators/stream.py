@@ -121,6 +121,14 @@ class StreamProcessor:
         self._reason: str | None = None
         self._schedule(prompts)
 
+    def __getstate__(self) -> dict:
+        """Checkpointable: everything but pending control messages (which a restart would not replay)."""
+        return {**self.__dict__, "controls": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.controls = queue.SimpleQueue()
+
     # -- prompts -----------------------------------------------------------------------------
     def _schedule(self, prompts: Sequence[Prompt]) -> None:
         taken = {p.prompt_id for p in self.scheduled} | self.active_prompt_ids
@@ -248,12 +256,17 @@ def run_stream(
     submit: Callable[[KeyframeRequest], Future],
     emit: Callable[[FrameRecord], None],
     max_pending: int = 16,
+    previous: np.ndarray | None = None,
+    checkpoint: Callable[[np.ndarray], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> None:
     """Process ``frames`` in order, emitting one record per frame.
 
     At most ``max_pending`` decoded frames wait for a keyframe result and at most
     one keyframe per stream is in flight, so memory is bounded whatever the
-    video's length.
+    video's length. ``previous`` is the image before the first frame (when
+    resuming mid-video). Every ``checkpoint_every`` frames, once every earlier
+    frame has been emitted, ``checkpoint(last_image)`` may save the processor.
     """
     pending: deque[tuple[Frame, object | None]] = deque()
     inflight: Future | None = None
@@ -281,7 +294,6 @@ def run_stream(
             pending.popleft()
             emit(record)
 
-    previous: np.ndarray | None = None
     try:
         for frame in frames:
             flow = None
@@ -292,6 +304,9 @@ def run_stream(
             advance(block=False, keep=0)
             if len(pending) > max_pending:
                 advance(block=True, keep=max_pending)
+            if checkpoint is not None and checkpoint_every and (frame.index + 1) % checkpoint_every == 0:
+                advance(block=True, keep=0)  # a consistent point: every frame so far has its record
+                checkpoint(frame.image)
     except PipelineError:
         advance(block=True, keep=0)  # decoding failed part-way: the frames before it still get records
         raise

@@ -35,6 +35,7 @@ class JobConfig(BaseModel):
     workers: int | None = Field(default=None, ge=1, description="segmenter actors; default: one per GPU, else 1")
     parallel: int | None = Field(default=None, ge=1, description="videos at once; default: the cluster's CPUs")
     max_pending: int = Field(default=16, ge=1, description="decoded frames a stream may hold waiting for a keyframe")
+    checkpoint_every: int = Field(default=300, ge=0, description="frames between stream checkpoints (0: none)")
     address: str | None = Field(default=None, description="Ray cluster to join; default: start a local one")
     resume: bool = True
     progress: bool = True

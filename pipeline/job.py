@@ -118,6 +118,8 @@ def plan_streams(config: JobConfig) -> tuple[list[StreamSpec], list[StreamReport
                 keyframes=config.keyframe_config(),
                 association=config.association_config(),
                 max_pending=config.max_pending,
+                checkpoint_every=config.checkpoint_every,
+                resume=config.resume,
                 fingerprint={**config.fingerprint(), "source": str(path), "prompts": prompt_fingerprint(prompts)},
             )
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import sys
 import time
 import traceback
@@ -36,6 +37,7 @@ from operators.stream import KeyframeRequest, KeyframeResult, StreamProcessor, r
 from pipeline.sources import open_video
 
 DONE_FILE = "done.json"
+CHECKPOINT_FILE = "checkpoint.pkl"
 SINK_BATCH = 8
 
 
@@ -53,6 +55,8 @@ class StreamSpec:
     association: AssociationConfig = field(default_factory=AssociationConfig)
     max_pending: int = 16
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    checkpoint_every: int = 300  # frames between stream checkpoints; 0 disables them
+    resume: bool = True  # continue from a checkpoint left by an earlier run
 
     @property
     def stream_dir(self) -> Path:
@@ -74,7 +78,8 @@ class StreamReport:
     prompt_memory_bytes: int = 0
     outputs: list[dict] = field(default_factory=list)
     error: dict | None = None
-    attempts: int = 1  # runs of this video; more than 1 when its stream worker died and it started over
+    attempts: int = 1  # runs of this video; more than 1 when its stream worker died and it ran again
+    resumed_from: int | None = None  # the frame a checkpoint let this run start at
 
     @property
     def fps(self) -> float:
@@ -102,6 +107,34 @@ def read_done(spec: StreamSpec) -> dict | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return done if done.get("fingerprint") == spec.fingerprint else None
+
+
+@dataclass
+class StreamCheckpoint:
+    """A stream's state at a frame boundary: every record before ``next_index`` is written."""
+
+    fingerprint: dict[str, Any]
+    next_index: int
+    processor: StreamProcessor
+    previous_image: np.ndarray
+
+    def save(self, path: Path) -> None:
+        """Atomically: a crash mid-write leaves the previous checkpoint intact."""
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
+        os.replace(partial, path)
+
+    @staticmethod
+    def load(spec: StreamSpec) -> "StreamCheckpoint | None":
+        """The stream's checkpoint if resuming is on and it was written with the same settings."""
+        path = spec.stream_dir / CHECKPOINT_FILE
+        if not spec.resume or not path.exists():
+            return None
+        try:
+            checkpoint = pickle.loads(path.read_bytes())  # our own file, written by save() above
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+            return None
+        return checkpoint if checkpoint.fingerprint == spec.fingerprint else None
 
 
 def _limit_threads() -> None:
@@ -134,9 +167,9 @@ class SinkWorker:
     def __init__(self, names: list[str], out_dir: str) -> None:
         self.sinks = build_sinks(names, out_dir)
 
-    def open(self, info: StreamInfo) -> None:
+    def open(self, info: StreamInfo, start_frame: int = 0) -> None:
         for sink in self.sinks:
-            sink.open(info)
+            sink.open(info, start_frame=start_frame)
 
     def write(self, records: list[FrameRecord]) -> int:
         for record in records:
@@ -218,32 +251,43 @@ class StreamWorker:
     def run(self, spec: StreamSpec, segmenter: "ray.actor.ActorHandle") -> StreamReport:
         report = StreamReport(spec.stream_id, spec.source, status="failed")
         started = time.perf_counter()
-        self.processor, self.frames_done, self.expected = None, 0, None
+        resume = StreamCheckpoint.load(spec)
+        start = resume.next_index if resume else 0
+        self.processor, self.frames_done, self.expected = None, start, None
         opened = False
         writer: _BatchedSink | None = None
         try:
             with open_video(spec.source, backend=spec.decoder) as reader:
                 info = reader.info
                 self.expected = report.expected_frames = info.frame_count
-                ray.get(self.sink.open.remote(StreamInfo(spec.stream_id, spec.source, info.width, info.height,
-                                                         info.fps)))
+                stream = StreamInfo(spec.stream_id, spec.source, info.width, info.height, info.fps)
+                ray.get(self.sink.open.remote(stream, start))
                 opened = True
-                self.processor = StreamProcessor(
+                self.processor = resume.processor if resume else StreamProcessor(
                     spec.stream_id, spec.source, spec.prompts, keyframes=spec.keyframes,
                     association=spec.association, keep_images="mp4" in spec.sinks,
                 )
+                report.resumed_from = start if resume else None
                 writer = _BatchedSink(self.sink)
 
                 def emit(record: FrameRecord) -> None:
                     writer(record)
                     self.frames_done += 1
 
+                def checkpoint(last_image: np.ndarray) -> None:
+                    writer.drain()  # the sinks hold every record before the checkpoint
+                    state = StreamCheckpoint(spec.fingerprint, self.processor.next_index, self.processor, last_image)
+                    state.save(spec.stream_dir / CHECKPOINT_FILE)
+
                 run_stream(
-                    reader.frames(),
+                    reader.frames(start),
                     self.processor,
                     submit=lambda request: _RayFuture(segmenter.keyframe.remote(request)),
                     emit=emit,
                     max_pending=spec.max_pending,
+                    previous=resume.previous_image if resume else None,
+                    checkpoint=checkpoint,
+                    checkpoint_every=spec.checkpoint_every,
                 )
             report.status = "done"
         except PipelineError as exc:
@@ -268,6 +312,7 @@ class StreamWorker:
         if report.status == "done":
             done = {"fingerprint": spec.fingerprint, "report": report.to_dict()}
             (spec.stream_dir / DONE_FILE).write_text(json.dumps(done, indent=1))
+            (spec.stream_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
         return report
 
     def shutdown(self) -> None:

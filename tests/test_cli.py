@@ -77,3 +77,34 @@ def test_bad_config_file_is_named(tmp_path):
     assert result.returncode == 2 and "--keyframes: Extra inputs are not permitted" in result.stderr
     result = cli("run", str(tmp_path / "a.mp4"), "--prompt", "point:1,1")
     assert result.returncode == 2 and "--out: Field required" in result.stderr
+
+
+@pytest.mark.slow
+def test_killed_job_resubmitted_resumes_from_the_stream_checkpoint(tmp_path):
+    import signal
+    import time
+
+    clip = make_clip(ClipSpec(seed=8, num_frames=300), tmp_path / "long.mp4")
+    box = ",".join(str(int(v)) for v in clip.suggested_prompt(clip.kinds[1], "box").box)
+    args = [sys.executable, "-m", "pipeline.cli", "run", str(clip.path), "--prompt", f"box:{box}", "--sink", "jsonl"]
+    env = {**ENV, "XSAM_PIPELINE_CHECKPOINT_EVERY": "50"}
+    root = Path(__file__).resolve().parent.parent
+    killed = subprocess.Popen([*args, "--out", str(tmp_path / "out")], env=env, cwd=root, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    frames = tmp_path / "out" / "long" / "frames.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (frames.exists() and len(frames.read_text().splitlines()) >= 130):
+        time.sleep(0.1)
+    os.killpg(killed.pid, signal.SIGKILL)  # the driver, its Ray and every worker, with no chance to clean up
+    killed.wait()
+    assert not (tmp_path / "out" / "long" / "done.json").exists(), "killed before the video finished"
+    resumed = subprocess.run([*args, "--out", str(tmp_path / "out")], env=env, cwd=root, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads((tmp_path / "out" / "summary.json").read_text())["videos"][0]
+    assert report["status"] == "done" and report["resumed_from"] in range(100, 300, 50), report
+    clean = subprocess.run([*args, "--out", str(tmp_path / "clean")], env=env, cwd=root, capture_output=True,
+                           text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr
+    assert frames.read_text() == (tmp_path / "clean" / "long" / "frames.jsonl").read_text()
+    assert not (tmp_path / "out" / "long" / "checkpoint.pkl").exists()
