@@ -202,6 +202,7 @@ class LiveStream:
         self.records_written = 0
         self.skipped_records: dict[str, int] = {}
         self.track_ids: set[int] = set()
+        self.prompt_ids_given: set[int] = {p.prompt_id for p in spec.prompts}
         self.outputs: list[dict] = []
         self.started = time.monotonic()
         self.first_frame_at: float | None = None  # fps are measured from the first frame (not the open)
@@ -226,6 +227,7 @@ class LiveStream:
 
     def add_prompts(self, prompts: Sequence[Prompt]) -> None:
         if self.processor is not None:
+            self.prompt_ids_given.update(p.prompt_id for p in prompts)
             self.processor.add_prompts(prompts)
 
     def remove_prompts(self, prompt_ids: Sequence[int]) -> None:
@@ -451,10 +453,11 @@ class LiveRunner:
         for stream in list(self.streams.values()):
             stream.stop()
 
-    def wait(self, poll: float = 0.2) -> None:
-        """Block until :meth:`stop` is called (or every stream has ended), then join the streams."""
+    def wait(self, poll: float = 0.2, until_stopped: bool = False) -> None:
+        """Block until :meth:`stop` is called (or every stream has ended, unless ``until_stopped``: streams
+        may still be added), then join the streams."""
         while not self._stopping.is_set():
-            if self.streams and all(not s._thread.is_alive() for s in self.streams.values()):
+            if not until_stopped and self.streams and all(not s._thread.is_alive() for s in self.streams.values()):
                 break
             self._stopping.wait(poll)
         self.stop()
@@ -464,6 +467,122 @@ class LiveRunner:
     def summary(self) -> dict:
         streams = [s.report() for s in self.streams.values()]
         return {"streams": streams, "failed": [s["stream_id"] for s in streams if s["status"] == "failed"]}
+
+
+# --------------------------------------------------------------------------- control
+
+
+class RedisControl:
+    """Control a running :class:`LiveRunner` through a Redis stream (a daemon thread reading with ``XREAD``).
+
+    Each command is one entry with a field ``command`` holding JSON; the outcome goes to
+    ``<stream>:replies`` as ``{"id": <entry id>, "ok": true|false, "result"|"error": ...}``::
+
+        {"op": "add_prompts", "stream_id": "cam", "prompts": ["box:10,20,90,120"], "prompt_ids": [3]}
+        {"op": "remove_prompts", "stream_id": "cam", "prompt_ids": [0]}
+        {"op": "add_stream", "stream_id": "door", "source": "rtsp://...", "prompts": ["point:50,60"]}
+        {"op": "remove_stream", "stream_id": "door"}
+        {"op": "status"}
+
+    Added prompts apply from the next frame; ``prompt_ids`` default to the next free ids. Changing a
+    prompt is ``remove_prompts`` then ``add_prompts``. Only entries added after the runner started
+    are read (``XREAD`` from ``$``).
+    """
+
+    def __init__(self, runner: "LiveRunner", url: str, stream_defaults: dict[str, Any] | None = None) -> None:
+        import redis
+        from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+        parts = urlsplit(url)
+        self.key = parse_qs(parts.query).get("stream", ["xsam:control"])[-1]
+        self.replies = self.key + ":replies"
+        self.client = redis.Redis.from_url(urlunsplit(parts._replace(query="")), decode_responses=True,
+                                           socket_timeout=5, socket_connect_timeout=2)
+        self.runner = runner
+        self.stream_defaults = dict(stream_defaults or {})
+        self.handled = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="live-control", daemon=True)
+        self._last_id = "$"
+
+    def start(self) -> "RedisControl":
+        try:  # the position to read from is fixed now, so commands sent right after start() are not missed
+            latest = self.client.xrevrange(self.key, count=1)
+            self._last_id = latest[0][0] if latest else "0-0"
+        except Exception as exc:  # noqa: BLE001 - Redis down at start: read from its next entries
+            log.warning("control stream %s unreachable at start: %s", self.key, exc)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                batches = self.client.xread({self.key: self._last_id}, block=500, count=16)
+                delay = 0.2
+            except Exception as exc:  # noqa: BLE001 - broker down: retry with backoff, the runner goes on
+                log.warning("control stream %s: %s; retrying in %.1f s", self.key, exc, delay)
+                self._stop.wait(delay)
+                delay = min(5.0, delay * 2)
+                continue
+            for _, entries in batches:
+                for entry_id, fields in entries:
+                    self._last_id = entry_id
+                    reply = self.handle(entry_id, fields.get("command", ""))
+                    try:
+                        self.client.xadd(self.replies, {"reply": json.dumps(reply)}, maxlen=1000, approximate=True)
+                    except Exception as exc:  # noqa: BLE001
+                        log.warning("control stream %s: cannot reply: %s", self.key, exc)
+
+    def handle(self, entry_id: str, text: str) -> dict:
+        self.handled += 1
+        try:
+            command = json.loads(text)
+            result = self.apply(command)
+            log.info("control %s: %s", command.get("op"), result)
+            return {"id": entry_id, "ok": True, "result": result}
+        except Exception as exc:  # noqa: BLE001 - a bad command is answered, never fatal
+            log.warning("control command %s rejected: %s", entry_id, exc)
+            return {"id": entry_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+    def apply(self, command: dict) -> Any:
+        from pipeline.prompts import parse_prompt
+
+        op = command.get("op")
+        if op == "status":
+            return {s["stream_id"]: s["status"] for s in self.runner.summary()["streams"]}
+        if op == "add_stream":
+            prompts = [parse_prompt(spec, number) for number, spec in enumerate(command.get("prompts", []))]
+            spec = LiveStreamSpec(command["stream_id"], command["source"], prompts,
+                                  **{**self.stream_defaults, **command.get("options", {})})
+            self.runner.add_stream(spec)
+            return {"stream_id": spec.stream_id}
+        stream = self.runner.streams.get(command.get("stream_id", ""))
+        if stream is None:
+            raise KeyError(f"no stream {command.get('stream_id')!r}")
+        if op == "remove_stream":
+            self.runner.remove_stream(stream.spec.stream_id, timeout=30)
+            return {"stream_id": stream.spec.stream_id, "status": stream.status}
+        if stream.processor is None:
+            raise RuntimeError(f"stream {stream.spec.stream_id!r} is not running yet")
+        if op == "remove_prompts":
+            ids = [int(i) for i in command["prompt_ids"]]
+            stream.remove_prompts(ids)
+            return {"removed": ids}
+        if op == "add_prompts":
+            processor = stream.processor
+            used = processor.active_prompt_ids | {p.prompt_id for p in processor.scheduled} | stream.prompt_ids_given
+            specs = command["prompts"]
+            ids = [int(i) for i in command.get("prompt_ids", [])] or list(range(max(used, default=-1) + 1,
+                                                                                max(used, default=-1) + 1 + len(specs)))
+            if len(ids) != len(specs) or set(ids) & used or len(set(ids)) != len(ids):
+                raise ValueError(f"prompt ids {ids} are taken or do not match the prompts (in use: {sorted(used)})")
+            stream.add_prompts([parse_prompt(spec, pid) for spec, pid in zip(specs, ids)])
+            return {"added": ids}
+        raise ValueError(f"unknown op {op!r}: add_prompts, remove_prompts, add_stream, remove_stream, status")
 
 
 # --------------------------------------------------------------------------- command line
@@ -503,6 +622,8 @@ def add_live_parser(commands: "argparse._SubParsersAction") -> None:
                       help="give a stream up after N failed reconnects in a row (default: never)")
     live.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: until interrupted)")
     live.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    live.add_argument("--control", metavar="URL", default=None,
+                      help="read control commands from a Redis stream: redis://HOST:PORT/DB?stream=NAME (docs/live.md)")
     live.set_defaults(handler=run_live_command)
 
 
@@ -519,6 +640,10 @@ def run_live_command(args: argparse.Namespace) -> int:
         return 2
     if args.metrics_port is not None:
         serve_metrics(runner, args.metrics_port)
+    stream_defaults = dict(mode=args.mode, latency_budget=args.latency_budget, queue_size=args.queue_size,
+                           timeout=args.timeout, reconnect=ReconnectPolicy(max_attempts=args.max_reconnects),
+                           keyframes=KeyframeConfig(every=args.keyframe_every))
+    control = RedisControl(runner, args.control, stream_defaults).start() if args.control else None
 
     def interrupted(signum: int, _frame: object) -> None:
         log.info("%s: stopping (flushing sinks)", signal.Signals(signum).name)
@@ -527,17 +652,14 @@ def run_live_command(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for stream_id, source in zip(_stream_ids(args.sources), args.sources):
-            runner.add_stream(LiveStreamSpec(
-                stream_id, source, prompts, mode=args.mode, latency_budget=args.latency_budget,
-                queue_size=args.queue_size, timeout=args.timeout,
-                reconnect=ReconnectPolicy(max_attempts=args.max_reconnects),
-                options={"rtsp_transport": args.rtsp_transport} if source.lower().startswith("rtsp") else {},
-                keyframes=KeyframeConfig(every=args.keyframe_every),
-            ))
+            options = {"rtsp_transport": args.rtsp_transport} if source.lower().startswith("rtsp") else {}
+            runner.add_stream(LiveStreamSpec(stream_id, source, prompts, options=options, **stream_defaults))
         if args.duration is not None:
             threading.Timer(args.duration, runner.stop).start()
-        runner.wait()
+        runner.wait(until_stopped=control is not None)
     finally:
+        if control is not None:
+            control.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     summary = runner.summary()

@@ -779,6 +779,8 @@ def live_options(source: str, options: Mapping[str, str] | None = None) -> dict[
 class LiveReader:
     """Reads a live feed through PyAV, reconnecting with backoff when the connection drops.
 
+    * Each connection starts decoding at its first keyframe (a feed joined mid-GOP would otherwise
+      give grey, error-concealed frames); packets before it are counted in ``skipped_before_keyframe``.
     * Frame indices count decoded frames from 0 and keep increasing across reconnects; ``pts`` is the
       stream's own timestamp in seconds, relative to the first frame, kept increasing across a
       reconnect (the new connection's timestamps are shifted to follow the last frame's).
@@ -813,6 +815,7 @@ class LiveReader:
         self.format = format or ("v4l2" if source.startswith("/dev/video") else None)
         self.reconnects = 0
         self.decode_errors = 0
+        self.skipped_before_keyframe = 0  # packets of each connection before its first keyframe, not decoded
         self._stop = threading.Event()
         self._container: av.container.InputContainer | None = None
         self._stream: av.VideoStream | None = None
@@ -923,10 +926,16 @@ class LiveReader:
                 offset: float | None = None  # maps this connection's timestamps onto the stream's clock
                 reason = "end of stream"
                 to_rgb = VideoReformatter()
+                keyframe_seen = False
                 try:
                     for packet in self._container.demux(self._stream):
                         if self._stop.is_set():
                             break
+                        if not keyframe_seen:  # joined mid-GOP: frames before a keyframe would be concealment grey
+                            if not packet.is_keyframe:
+                                self.skipped_before_keyframe += 1
+                                continue
+                            keyframe_seen = True
                         try:
                             decoded = packet.decode()
                         except av.FFmpegError:  # a damaged packet (or one before the first keyframe): skip it

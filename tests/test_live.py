@@ -109,7 +109,8 @@ def _jsonl(out: Path, stream_id: str) -> list[dict]:
 def _spec(stream_id, url, clip, **kwargs) -> LiveStreamSpec:
     defaults = dict(timeout=3.0, reconnect=ReconnectPolicy(initial=0.2, max_delay=1.0),
                     keyframes=KeyframeConfig(every=5), options={"analyzeduration": "500000"})
-    return LiveStreamSpec(stream_id, url, [clip.suggested_prompt("red_blob", "box")], **{**defaults, **kwargs})
+    prompts = kwargs.pop("prompts", [clip.suggested_prompt("red_blob", "box")])
+    return LiveStreamSpec(stream_id, url, prompts, **{**defaults, **kwargs})
 
 
 # --------------------------------------------------------------------------- scheduling units
@@ -324,3 +325,87 @@ def test_cli_live_stops_cleanly_on_sigterm(clip, server, tmp_path):
     lines = stream_dir().read_text().splitlines()
     assert stream["status"] == "stopped" and stream["records_written"] == len(lines) >= 20
     assert all(line.endswith("}") for line in lines) and "latency p50" in stderr and "SIGTERM" in stderr
+
+
+def _reply(client, entry_id: str, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for _, fields in client.xrange("ctl:replies"):
+            reply = json.loads(fields["reply"])
+            if reply["id"] == entry_id:
+                return reply
+        time.sleep(0.05)
+    raise AssertionError(f"no reply to {entry_id}")
+
+
+@pytest.fixture(scope="module")
+def still_clip(tmp_path_factory):
+    """Objects that stay put, so a prompt drawn on frame 0 fits whatever frame of the loop it lands on."""
+    spec = ClipSpec(seed=6, num_frames=50, fps=25.0, kinds=("red_blob",), instances_per_kind=2, speed=0.0)
+    return make_clip(spec, tmp_path_factory.mktemp("live") / "still.mp4")
+
+
+def test_control_stream_adds_and_removes_prompts_and_streams_and_metrics_are_served(still_clip, tmp_path):
+    import urllib.request
+
+    from pipeline.live import RedisControl, serve_metrics
+
+    clip = still_clip
+    servers = [StreamServer(clip.path, "tcp").start(), StreamServer(clip.path, "tcp").start()]  # TCP: no packet loss
+    source = servers[0]
+    redis_server = RedisServer(tmp_path).start()
+    client = redis_server.client()
+    control = None
+    try:
+        runner = LiveRunner(["jsonl"], tmp_path / "out")
+        control = RedisControl(runner, redis_server.url + "?stream=ctl",
+                               {"timeout": 3.0, "keyframes": KeyframeConfig(every=5)}).start()
+        port = free_port()
+        serve_metrics(runner, port)
+        stream = runner.add_stream(_spec("cam", source.url, clip, prompts=[]))
+        _wait(lambda: stream.records_written >= 10, 20, "records before any prompt")
+
+        box = ",".join(map(str, clip.suggested_prompt("red_blob", "box").box))
+        added = _reply(client, client.xadd("ctl", {"command": json.dumps(
+            {"op": "add_prompts", "stream_id": "cam", "prompts": [f"box:{box}"]})}))
+        assert added == {"id": added["id"], "ok": True, "result": {"added": [0]}}
+        at = stream.records_written
+        _wait(lambda: stream.records_written >= at + 25, 20, "records after the prompt")
+        removed_at = stream.records_written
+        removed = _reply(client, client.xadd("ctl", {"command": json.dumps(
+            {"op": "remove_prompts", "stream_id": "cam", "prompt_ids": [0]})}))
+        assert removed["ok"]
+        bad = _reply(client, client.xadd("ctl", {"command": json.dumps({"op": "add_prompts", "stream_id": "nope",
+                                                                         "prompts": ["point:1,1"]})}))
+        assert not bad["ok"] and "no stream 'nope'" in bad["error"]
+        second = _reply(client, client.xadd("ctl", {"command": json.dumps(
+            {"op": "add_stream", "stream_id": "cam2", "source": servers[1].url, "prompts": [f"box:{box}"]})}))
+        assert second["ok"] and "cam2" in runner.streams
+        _wait(lambda: runner.streams["cam2"].records_written >= 10, 20, "the added stream's records")
+
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'xsam_live_frames_in_total{stream="cam"}' in metrics and "xsam_live_latency_seconds" in metrics
+        assert 'xsam_live_dropped_frames_total{cause="dropped_latency",stream="cam"}' in metrics
+
+        gone = _reply(client, client.xadd("ctl", {"command": json.dumps({"op": "remove_stream", "stream_id": "cam2"})}),
+                      timeout=30)
+        assert gone["ok"] and gone["result"]["status"] == "stopped"
+        at = stream.records_written
+        _wait(lambda: stream.records_written >= at + 15, 20, "records after the removal")
+        control.stop()
+        runner.stop()
+        runner.wait()
+
+        records = _jsonl(tmp_path / "out", "cam")
+        first_prompted = next(i for i, r in enumerate(records) if r["reason"] == "prompt")
+        assert all(r["reason"] == "no_prompt_yet" for r in records[:first_prompted])
+        prompted = [r for r in records[first_prompted:removed_at] if r["kind"] != "skipped"]
+        assert sum(bool(r["objects"]) for r in prompted) >= 0.8 * len(prompted) > 0
+        assert {o["prompt_id"] for r in prompted for o in r["objects"]} == {0}
+        assert not records[-1]["objects"]  # prompt 0 removed: nothing segmented any more
+    finally:
+        if control is not None:
+            control.stop()
+        redis_server.kill()
+        for s in servers:
+            s.kill()
