@@ -257,9 +257,9 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
         for worker in workers:
             try:
                 ray.get(worker.shutdown.remote(), timeout=10)
-            except (ray.exceptions.RayError, TimeoutError):
+                ray.kill(worker)
+            except Exception:  # noqa: BLE001 - a worker lost with its node cannot even be reached to stop
                 pass
-            ray.kill(worker)
 
 
 def _collect(ref: ray.ObjectRef, spec: StreamSpec) -> StreamReport:

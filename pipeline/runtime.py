@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from operators.association import AssociationConfig
 from operators.errors import PipelineError
@@ -232,7 +233,9 @@ class StreamWorker:
 
     def __init__(self, sinks: list[str], out_dir: str) -> None:
         _limit_threads()
-        self.sink = SinkWorker.options(num_cpus=0).remote(sinks, out_dir)
+        # On this worker's node: records (masks, and images for the MP4 sink) never cross the network.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.sink = SinkWorker.options(num_cpus=0, scheduling_strategy=here).remote(sinks, out_dir)
         self.processor: StreamProcessor | None = None
         self.frames_done = 0
         self.expected: int | None = None

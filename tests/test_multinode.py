@@ -12,6 +12,7 @@ from ray.cluster_utils import Cluster
 from bench.clips import ClipSpec, make_clip
 from pipeline.config import JobConfig
 from pipeline.job import run_job
+from pipeline.runtime import init_ray
 
 FRAMES = 150
 
@@ -25,27 +26,32 @@ def long_clips(tmp_path_factory):
 def _config(clips, out, address=None):
     box = clips[0].suggested_prompt(clips[0].kinds[1], "box").box
     return JobConfig(sources=[str(c.path) for c in clips], out_dir=out, prompts=["box:" + ",".join(map(str, box))],
-                     sinks=["jsonl"], progress=False, parallel=4, address=address)
+                     sinks=["jsonl"], progress=False, parallel=4, address=address, checkpoint_every=25)
 
 
 @pytest.mark.slow
 def test_archive_job_spreads_over_nodes_and_finishes_every_video_when_a_node_dies(long_clips, tmp_path):
     ray.shutdown()  # leave any single-node Ray of other tests
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    doomed = cluster.add_node(num_cpus=1)
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     try:
+        init_ray(cluster.address)
+        driver_node = ray.get_runtime_context().get_node_id()
         result = {}
         job = threading.Thread(target=lambda: result.update(summary=run_job(_config(long_clips, tmp_path / "multi",
                                                                                     cluster.address))))
         job.start()
         first = tmp_path / "multi" / long_clips[0].path.stem / "frames.jsonl"
         deadline = time.time() + 120
-        while time.time() < deadline and not (first.exists() and len(first.read_text().splitlines()) >= 20):
+        while time.time() < deadline and not (first.exists() and len(first.read_text().splitlines()) >= 60):
             time.sleep(0.2)
-        nodes_used = {a["Address"]["NodeID"] for a in ray.state.actors().values()
-                      if a["State"] == "ALIVE" and a["ActorClassName"] == "StreamWorker"}
-        assert len(nodes_used) == 2, "stream workers are spread over both nodes"
+        alive = [a for a in ray.state.actors().values() if a["State"] == "ALIVE"]
+        stream_nodes = sorted(a["Address"]["NodeID"] for a in alive if a["ActorClassName"] == "StreamWorker")
+        sink_nodes = sorted(a["Address"]["NodeID"] for a in alive if a["ActorClassName"] == "SinkWorker")
+        assert len(set(stream_nodes)) >= 2, "stream workers are spread over the nodes"
+        assert sink_nodes == stream_nodes, "each sink actor runs on its stream worker's node"
+        doomed = next(n for n in workers if n.node_id != driver_node and n.node_id in stream_nodes)
         cluster.remove_node(doomed)
         job.join(timeout=300)
         summary = result["summary"]
