@@ -212,7 +212,10 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
     """Feed the videos to ``parallel`` long-lived stream workers, each taking the next video when it finishes."""
     init_ray(config.address)
     pool = segmenter_pool(config.segmenter, config.segmenter_options, config.workers or default_workers())
-    parallel = min(len(todo), config.parallel or max(1, int(ray.cluster_resources().get("CPU", 1))))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    parallel = min(len(todo), config.parallel or cpus)
+    for spec in todo:  # streams sharing few cores decode with one thread each: FFmpeg's threads only contend
+        spec.decode_threads = max(1, cpus // parallel)
 
     def new_worker() -> "ray.actor.ActorHandle":
         return StreamWorker.options(num_cpus=0, scheduling_strategy="SPREAD").remote(config.sinks, str(config.out_dir))

@@ -57,6 +57,7 @@ class StreamSpec:
     max_pending: int = 16
     fingerprint: dict[str, Any] = field(default_factory=dict)
     checkpoint_every: int = 300  # frames between stream checkpoints; 0 disables them
+    decode_threads: int = 0  # FFmpeg decoder threads; 0 lets FFmpeg choose
     resume: bool = True  # continue from a checkpoint left by an earlier run
 
     @property
@@ -260,7 +261,7 @@ class StreamWorker:
         opened = False
         writer: _BatchedSink | None = None
         try:
-            with open_video(spec.source, backend=spec.decoder) as reader:
+            with open_video(spec.source, backend=spec.decoder, threads=spec.decode_threads) as reader:
                 info = reader.info
                 self.expected = report.expected_frames = info.frame_count
                 stream = StreamInfo(spec.stream_id, spec.source, info.width, info.height, info.fps)
