@@ -330,9 +330,14 @@ class LiveStream:
         order = [0]
 
         def push(record: FrameRecord, when: float) -> None:
-            if sink_error:
-                raise sink_error[0]
-            written.put((record, when))
+            while True:  # a sink thread that died on an error never takes the record: raise its error instead
+                if sink_error:
+                    raise sink_error[0]
+                try:
+                    written.put((record, when), timeout=0.5)
+                    return
+                except queue_module.Full:
+                    continue
 
         def emit_dropped_before(index: float) -> None:
             while dropped and dropped[0][0] < index:
@@ -357,6 +362,9 @@ class LiveStream:
                     heapq.heappush(dropped, (lost_frame.index, order[0], lost_frame, cause))
                 if frame is None:
                     if self.queue.closed and not len(self.queue):
+                        # A live feed stopped before a prompt's frame is not an error (run_stream's end
+                        # check is for files): such prompts are simply never applied.
+                        processor.scheduled = []
                         return
                     continue
                 captured[frame.index] = frame.captured
@@ -374,8 +382,14 @@ class LiveStream:
                 emit_dropped_before(float("inf"))
             finally:
                 self.stop()
+                self.queue.close()  # an archive-mode reader waiting for room must not wait for ever
                 reader_thread.join()
-                written.put(None)
+                while sink_thread.is_alive():
+                    try:
+                        written.put(None, timeout=0.5)
+                        break
+                    except queue_module.Full:
+                        continue
                 sink_thread.join()
         if sink_error:
             raise sink_error[0]

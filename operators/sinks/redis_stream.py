@@ -1,6 +1,6 @@
 """Redis Streams sink: one ``XADD`` entry per frame, the same record as the JSONL file sink.
 
-URL: ``redis://[:password@]HOST:PORT/DB?stream=NAME&maxlen=N&buffer=N&on_full=drop_oldest|error``
+URL: ``redis://[:password@]HOST:PORT/DB?stream=NAME&maxlen=N&buffer=N&on_full=drop_oldest|error&flush_timeout=S``
 
 * ``stream``: the Redis stream key; ``{stream_id}`` in it is replaced by the pipeline's stream id
   (default ``xsam:{stream_id}``).
@@ -10,6 +10,7 @@ URL: ``redis://[:password@]HOST:PORT/DB?stream=NAME&maxlen=N&buffer=N&on_full=dr
 * ``on_full``: what a full buffer does: ``drop_oldest`` (default: the oldest buffered record is
   dropped, counted in ``dropped_buffer_full`` and logged as an error) or ``error`` (raise
   :class:`~operators.errors.OutputError`, stopping the stream).
+* ``flush_timeout``: seconds ``close`` keeps trying to deliver what is buffered (default 10).
 
 Each entry has the fields ``key`` (``"<stream_id>:<frame_index>"``, the idempotent key),
 ``stream_id``, ``frame_index`` and ``record`` (``FrameRecord.to_dict()`` as compact JSON, RLE masks
@@ -62,7 +63,7 @@ class RedisStreamSink:
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"redis sink URL {url!r} must start with redis://, rediss:// or unix://")
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        unknown = set(query) - {"stream", "maxlen", "buffer", "on_full"}
+        unknown = set(query) - {"stream", "maxlen", "buffer", "on_full", "flush_timeout"}
         if unknown:
             raise ValueError(f"redis sink URL: unknown option(s) {', '.join(sorted(unknown))}")
         self.url = url
@@ -76,7 +77,7 @@ class RedisStreamSink:
             raise ValueError("redis sink URL: buffer and maxlen must be >= 1")
         self.batch = batch
         self.retry_initial, self.retry_max = retry_initial, retry_max
-        self.flush_timeout = flush_timeout
+        self.flush_timeout = float(query.get("flush_timeout", flush_timeout))
         self._errors = (redis.ConnectionError, redis.TimeoutError, OSError)
         self._client = redis.Redis.from_url(
             urlunsplit(parts._replace(query="")), socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
