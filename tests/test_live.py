@@ -46,13 +46,14 @@ class StreamServer:
         return f"{self.protocol}://127.0.0.1:{self.port}"
 
     def start(self) -> "StreamServer":
-        target = self.url + ("?listen=1" if self.protocol == "tcp" else "?pkt_size=1316")
+        target = {"tcp": self.url + "?listen=1", "udp": self.url + "?pkt_size=1316", "http": self.url + "/live.ts"}
+        listen = ["-listen", "1"] if self.protocol == "http" else []
         self.process = subprocess.Popen(
             [ffmpeg_binary(), "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(self.clip_path),
-             "-c", "copy", "-f", "mpegts", target],
+             "-c", "copy", "-f", "mpegts", *listen, target[self.protocol]],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        if self.protocol == "tcp":  # wait until it listens
+        if self.protocol in ("tcp", "http"):  # wait until it listens
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 if _listening(self.port):
@@ -252,6 +253,18 @@ def test_stream_server_restart_reconnects_and_keeps_track_ids(clip, server, tmp_
     assert before and after and before & after  # ids carried over the reconnect
     events = [s["event"] for s in statuses]
     assert events.index("connected") < events.index("disconnected") < events.index("reconnected")
+
+
+def test_http_mpegts_stream_is_read_with_increasing_indices_and_pts(clip, server):
+    source = server("http")
+    with LiveReader(source.url + "/live.ts", timeout=5) as reader:
+        frames = []
+        for frame in reader.frames():
+            frames.append((frame.index, frame.pts))
+            if len(frames) == 30:
+                reader.stop()
+    assert [i for i, _ in frames] == list(range(30)) and all(b > a for (_, a), (_, b) in zip(frames, frames[1:]))
+    assert (reader.info.width, reader.info.height) == (clip.spec.width, clip.spec.height)
 
 
 def test_a_url_that_never_answers_fails_after_its_timeout_while_another_stream_runs(clip, server, tmp_path):
