@@ -13,6 +13,7 @@ from operators.errors import PipelineError
 
 from operators.association import AssociationConfig
 from operators.keyframes import KeyframeConfig
+from operators.sinks import SINKS, sink_kind
 
 SINK_NAMES = ("jsonl", "png", "mp4")
 ENV_PREFIX = "XSAM_PIPELINE_"
@@ -43,9 +44,10 @@ class JobConfig(BaseModel):
     @field_validator("sinks")
     @classmethod
     def _known_sinks(cls, sinks: list[str]) -> list[str]:
-        unknown = sorted(set(sinks) - set(SINK_NAMES))
+        unknown = sorted(s for s in set(sinks) if sink_kind(s) not in SINKS)
         if unknown:
-            raise ValueError(f"unknown sink(s) {', '.join(unknown)}; choose from {', '.join(SINK_NAMES)}")
+            raise ValueError(f"unknown sink(s) {', '.join(unknown)}; choose from {', '.join(SINK_NAMES)} "
+                             "or a redis://HOST:PORT/DB?stream=NAME URL")
         return list(dict.fromkeys(sinks))
 
     def keyframe_config(self) -> KeyframeConfig:
