@@ -11,14 +11,16 @@ from typing import Sequence
 
 from operators.sinks.base import Sink, StreamInfo
 from operators.sinks.jsonl import JsonlSink
+from operators.sinks.mqtt import MqttSink
 from operators.sinks.palette_png import PalettePngSink, label_map
 from operators.sinks.redis_stream import RedisStreamSink
 from operators.sinks.video import VideoSink
 
-SINKS: dict[str, type] = {"jsonl": JsonlSink, "png": PalettePngSink, "mp4": VideoSink, "redis": RedisStreamSink}
+SINKS: dict[str, type] = {"jsonl": JsonlSink, "png": PalettePngSink, "mp4": VideoSink, "redis": RedisStreamSink,
+                        "mqtt": MqttSink}
 
 #: URL schemes naming a message-queue sink, and the sink name each maps to.
-SINK_SCHEMES = {"redis://": "redis", "rediss://": "redis", "unix://": "redis"}
+SINK_SCHEMES = {"redis://": "redis", "rediss://": "redis", "unix://": "redis", "mqtt://": "mqtt"}
 
 
 def sink_kind(name: str) -> str:
@@ -46,6 +48,8 @@ def _build(name: str, out_dir: str | Path) -> Sink:
     kind = sink_kind(name)
     if kind == "redis":
         return RedisStreamSink(out_dir, name if name != "redis" else "redis://127.0.0.1:6379/0")
+    if kind == "mqtt":  # the URL is the sink's configuration; bare "mqtt" means the local default broker
+        return MqttSink(out_dir, name) if name != "mqtt" else MqttSink(out_dir)
     return SINKS[kind](out_dir)
 
 

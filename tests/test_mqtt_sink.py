@@ -1,0 +1,264 @@
+"""MQTT sink against a real mosquitto broker on loopback: record schema and order, outage buffering, full buffer.
+
+mosquitto comes from PATH, else it is installed here with ``apt-get install -y mosquitto`` (no pip
+wheel ships the broker); the client library is paho-mqtt (a project dependency), installed if missing.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from operators.errors import OutputError
+from operators.records import FrameRecord, Instances
+from operators.sinks import StreamInfo, build_sinks, sink_kind
+
+try:
+    import paho.mqtt.client as mqtt
+except ImportError:  # a project dependency; install it rather than skip
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "paho-mqtt>=2"], check=True, timeout=600)
+    import paho.mqtt.client as mqtt
+
+from operators.sinks.mqtt import MqttSink
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mosquitto_binary() -> str:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = subprocess.run(sudo + ["apt-get", "install", "-y", "-q", "mosquitto"], env=env, capture_output=True,
+                             timeout=600)
+    if install.returncode != 0:  # stale package lists: update once and retry
+        subprocess.run(sudo + ["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+        subprocess.run(sudo + ["apt-get", "install", "-y", "-q", "mosquitto"], env=env, check=True,
+                       capture_output=True, timeout=600)
+    return shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+class Mosquitto:
+    """A mosquitto on 127.0.0.1 that can be stopped and restarted on the same port with its sessions (persistence)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.binary = mosquitto_binary()
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "max_queued_messages 0\n"  # the default (1000) silently drops QoS 1 bursts to a slow subscriber
+            "persistence true\n"
+            f"persistence_location {directory}/\n"
+            f"user {getpass.getuser()}\n"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> "Mosquitto":
+        self.process = subprocess.Popen([self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("mosquitto did not start")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM: mosquitto saves its persistent sessions (the subscriber's queued messages) and exits."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def broker(tmp_path):
+    server = Mosquitto(tmp_path).start()
+    yield server
+    server.stop()
+
+
+class Subscriber:
+    """A plain paho-mqtt subscriber, QoS 1, persistent session (survives a broker restart), collecting payloads."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.messages: list[dict] = []
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{port}",
+                                  clean_session=False)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
+        self.client.on_message = lambda c, u, msg: self.messages.append(json.loads(msg.payload))
+        self.client.reconnect_delay_set(0.05, 0.2)
+        self.client.connect("127.0.0.1", port, keepalive=5)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "subscriber did not subscribe"
+
+    def wait_for(self, keys: set[str], timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not keys <= {m["key"] for m in list(self.messages)} and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _record(index: int, stream_id: str = "cam") -> FrameRecord:
+    masks = np.zeros((2, 24, 32), bool)
+    masks[0, 2 : 6 + index % 5, 3:9] = True
+    masks[1, 10:20, 12 + index % 7 : 30] = True
+    instances = Instances(masks=masks, scores=np.asarray([0.9, 0.5], np.float32),
+                          prompt_ids=np.asarray([0, 0], np.int32), track_ids=np.asarray([1, 2], np.int64))
+    return FrameRecord(stream_id, index, index / 30, "propagated", instances)
+
+
+def _sink(url: str, **kwargs) -> MqttSink:
+    sink = MqttSink(None, url, **kwargs)
+    sink.open(StreamInfo("cam", "udp://127.0.0.1:1", 32, 24, 30.0))
+    return sink
+
+
+def test_one_message_per_frame_in_order_with_the_jsonl_record(broker, tmp_path):
+    from pycocotools import mask as mask_utils
+
+    subscriber = Subscriber(broker.port, "frames/cam")
+    url = broker.url + "/frames/{stream_id}?qos=1&buffer=1000"
+    assert sink_kind(url) == "mqtt"
+    sinks = build_sinks(["jsonl", url], tmp_path / "out")
+    assert isinstance(sinks[1], MqttSink)
+    for sink in sinks:
+        sink.open(StreamInfo("cam", "udp://127.0.0.1:1", 32, 24, 30.0))
+    records = [_record(i) for i in range(200)]
+    for record in records:
+        for sink in sinks:
+            sink.write(record)
+    outputs = [sink.close() for sink in sinks]
+    summary = outputs[1]
+    assert summary["frames"] == 200 and summary["undelivered"] == 0 and summary["topic"] == "frames/cam"
+    subscriber.wait_for({f"cam:{i}" for i in range(200)})
+    subscriber.close()
+
+    messages = subscriber.messages
+    assert [m["key"] for m in messages] == [f"cam:{i}" for i in range(200)]  # no loss, no duplicate, in order
+    lines = [json.loads(line) for line in (tmp_path / "out" / "cam" / "frames.jsonl").read_text().splitlines()]
+    assert [m["record"] for m in messages] == lines  # the very same record as the file sink
+    for message, record in zip(messages, records):
+        data = message["record"]
+        decoded = [mask_utils.decode({"size": o["rle"]["size"], "counts": o["rle"]["counts"].encode()})
+                   for o in data["objects"]]
+        np.testing.assert_array_equal(np.stack(decoded).astype(bool), record.instances.masks)
+        assert FrameRecord.from_dict(data).frame_index == record.frame_index
+
+
+def test_broker_restart_mid_run_delivers_everything_deduplicable_by_key(broker):
+    subscriber = Subscriber(broker.port, "outage/cam")
+    sink = _sink(broker.url + "/outage/{stream_id}", retry_initial=0.05, retry_max=0.2, socket_timeout=0.5)
+    for i in range(30):
+        sink.write(_record(i))
+    time.sleep(0.2)
+    broker.stop()
+    time.sleep(0.2)
+    started = time.monotonic()
+    for i in range(30, 60):
+        sink.write(_record(i))  # buffered: the broker is down
+    assert time.monotonic() - started < 10, "writes must not block for long while the broker is down"
+    assert not sink.connected and sink.buffered >= 30 and sink.stats["connection_errors"] >= 1
+    broker.start()  # same port, same persisted sessions: the subscriber's subscription survives
+    time.sleep(0.3)
+    for i in range(60, 90):
+        sink.write(_record(i))
+        time.sleep(0.005)
+    summary = sink.close()
+    assert summary["undelivered"] == 0 and summary["dropped_buffer_full"] == 0 and summary["frames"] == 90
+    subscriber.wait_for({f"cam:{i}" for i in range(90)})
+    subscriber.close()
+
+    keys = [m["key"] for m in subscriber.messages]
+    unique = list(dict.fromkeys(keys))
+    assert unique == [f"cam:{i}" for i in range(90)]  # nothing lost, first arrivals in frame order
+    for key in set(keys):  # any duplicate carries the same key and the same record
+        assert len({json.dumps(m["record"], sort_keys=True) for m in subscriber.messages if m["key"] == key}) == 1
+
+
+def test_full_buffer_is_reported_never_silent(caplog):
+    url = f"mqtt://127.0.0.1:{free_port()}/s?buffer=5"  # nothing listens there
+    sink = _sink(url, retry_initial=0.01, retry_max=0.01, flush_timeout=0.2, socket_timeout=0.2)
+    started = time.monotonic()
+    with caplog.at_level("ERROR", logger="operators.sinks.mqtt"):
+        for i in range(8):
+            sink.write(_record(i))
+        summary = sink.close()
+    assert time.monotonic() - started < 5, "an unreachable broker must not hang write or close"
+    assert summary["dropped_buffer_full"] == 3 and summary["undelivered"] == 5 and summary["frames"] == 0
+    assert summary["connection_errors"] >= 1 and "Error" in summary["last_error"]
+    assert "buffer full" in caplog.text and "not delivered" in caplog.text
+
+    strict = _sink(url.replace("buffer=5", "buffer=2&on_full=error"), retry_initial=0.01, socket_timeout=0.2,
+                   flush_timeout=0.1)
+    strict.write(_record(0))
+    strict.write(_record(1))
+    with pytest.raises(OutputError, match="buffer of 2 records is full"):
+        strict.write(_record(2))
+    strict.close()
+
+
+def test_build_sinks_and_unreachable_broker_at_close(caplog):
+    url = f"mqtt://127.0.0.1:{free_port()}/xsam/{{stream_id}}?qos=1&buffer=1000&flush_timeout=0.5"
+    (sink,) = build_sinks([url], "/tmp")
+    assert isinstance(sink, MqttSink) and sink.qos == 1 and sink.buffer_size == 1000
+    sink.open(StreamInfo("cam", "udp://127.0.0.1:1", 32, 24, 30.0))
+    for i in range(3):
+        sink.write(_record(i))
+    started = time.monotonic()
+    with caplog.at_level("ERROR", logger="operators.sinks.mqtt"):
+        summary = sink.close()
+    assert time.monotonic() - started < 3
+    assert summary["undelivered"] == 3 and summary["frames"] == 0 and summary["topic"] == "xsam/cam"
+    assert "3 records not delivered" in caplog.text and summary["last_error"]
+
+
+def test_bad_urls_are_named():
+    with pytest.raises(ValueError, match="unknown option"):
+        MqttSink(None, "mqtt://127.0.0.1/t?qso=1")
+    with pytest.raises(ValueError, match="qos"):
+        MqttSink(None, "mqtt://127.0.0.1/t?qos=2")
+    with pytest.raises(ValueError, match="on_full"):
+        MqttSink(None, "mqtt://127.0.0.1/t?on_full=block")
+    with pytest.raises(ValueError, match="wildcards"):
+        MqttSink(None, "mqtt://127.0.0.1/t/#")
+    with pytest.raises(ValueError, match="wildcards"):
+        MqttSink(None, "mqtt://127.0.0.1/t/+/x")
+    with pytest.raises(ValueError, match="must start with mqtt://"):
+        MqttSink(None, "mqtts://127.0.0.1/t")
