@@ -237,7 +237,7 @@ def test_full_buffer_is_reported_never_silent(caplog):
 def test_build_sinks_and_unreachable_broker_at_close(caplog):
     url = f"mqtt://127.0.0.1:{free_port()}/xsam/{{stream_id}}?qos=1&buffer=1000&flush_timeout=0.5"
     (sink,) = build_sinks([url], "/tmp")
-    assert isinstance(sink, MqttSink) and sink.qos == 1 and sink.buffer_size == 1000
+    assert isinstance(sink, MqttSink) and sink.qos == 1 and sink.delivery.size == 1000
     sink.open(StreamInfo("cam", "udp://127.0.0.1:1", 32, 24, 30.0))
     for i in range(3):
         sink.write(_record(i))

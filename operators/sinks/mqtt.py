@@ -35,9 +35,9 @@ from collections import deque
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from operators.errors import OutputError
 from operators.records import FrameRecord
 from operators.sinks.base import StreamInfo
+from operators.sinks.delivery import OPTIONS, DeliveryBuffer
 
 log = logging.getLogger("operators.sinks.mqtt")
 
@@ -75,7 +75,7 @@ class MqttSink:
         if parts.scheme != "mqtt":
             raise ValueError(f"mqtt sink URL {url!r} must start with mqtt://")
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        unknown = set(query) - {"qos", "buffer", "on_full", "flush_timeout"}
+        unknown = set(query) - {"qos", *OPTIONS}
         if unknown:
             raise ValueError(f"mqtt sink URL: unknown option(s) {', '.join(sorted(unknown))}")
         self.url = url
@@ -89,95 +89,67 @@ class MqttSink:
         self.qos = int(query.get("qos", 1))
         if self.qos not in (0, 1):
             raise ValueError(f"mqtt sink URL: qos must be 0 or 1, not {self.qos}")
-        self.buffer_size = int(query.get("buffer", 10_000))
-        if self.buffer_size < 1:
-            raise ValueError("mqtt sink URL: buffer must be >= 1")
-        self.on_full = query.get("on_full", "drop_oldest")
-        if self.on_full not in ("drop_oldest", "error"):
-            raise ValueError(f"mqtt sink URL: on_full must be drop_oldest or error, not {self.on_full!r}")
         self.inflight = max(1, inflight)
-        self.retry_initial, self.retry_max = retry_initial, retry_max
-        self.flush_timeout = float(query.get("flush_timeout", flush_timeout))
+        self.delivery = DeliveryBuffer("mqtt", url, query, key_of=lambda entry: entry.key, log=log,
+                                       retry_initial=retry_initial, retry_max=retry_max, flush_timeout=flush_timeout)
         self.socket_timeout = socket_timeout
         self.keepalive = keepalive
         self.topic = ""
         self.stream_id = ""
-        self._buffer: deque[_Entry] = deque()
+        self._buffer: deque[_Entry] = self.delivery.entries
         self._lock = threading.Lock()
         self._acked: set[int] = set()  # mids acknowledged by the current connection (paho thread adds)
         self._client = None
         self._connected = threading.Event()  # CONNACK received on the current client
         self._lost = threading.Event()  # the current client's connection dropped
-        self._retry_at = 0.0
-        self._failures = 0
-        self.connected = True  # for logging transitions only
-        self.stats = {"written": 0, "delivered": 0, "retried_entries": 0, "dropped_buffer_full": 0, "connection_errors": 0,
-                      "max_buffered": 0}
-        self.last_error: str | None = None
 
     # -- Sink protocol ---------------------------------------------------------------------------------
     def open(self, stream: StreamInfo, start_frame: int = 0) -> None:
         """``start_frame`` is accepted for the protocol: messages are appended and keys de-duplicate."""
         self.stream_id = stream.stream_id
-        self.topic = self.topic_template.replace("{stream_id}", stream.stream_id)
+        self.topic = self.delivery.where = self.topic_template.replace("{stream_id}", stream.stream_id)
 
     def write(self, record: FrameRecord) -> None:
         key = f"{record.stream_id}:{record.frame_index}"
         payload = json.dumps({"key": key, "record": record.to_dict()}, separators=(",", ":")).encode()
         self._collect_acks()
-        if len(self._buffer) >= self.buffer_size:
-            if self.on_full == "error":
-                raise OutputError(self.url, f"mqtt broker unreachable ({self.last_error}) and the local buffer of "
-                                            f"{self.buffer_size} records is full")
-            lost = self._buffer.popleft()
-            self.stats["dropped_buffer_full"] += 1
-            log.error("mqtt sink %s: buffer full (%d records, broker down: %s); dropped record %s",
-                      self.topic, self.buffer_size, self.last_error, lost.key)
-        self._buffer.append(_Entry(key, payload))
-        self.stats["written"] += 1
-        self.stats["max_buffered"] = max(self.stats["max_buffered"], len(self._buffer))
+        self.delivery.admit(_Entry(key, payload))
         self._pump()
 
     def close(self) -> dict:
-        deadline = time.monotonic() + self.flush_timeout
-        while time.monotonic() < deadline:
+        def step() -> None:
             self._collect_acks()
-            if not self._buffer:
-                break
-            if self._client is None:
-                wait = self._retry_at - time.monotonic()
-                if wait > 0:
-                    time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
-                    continue
-            self._pump()
-            time.sleep(0.01)
-        undelivered = len(self._buffer)
-        if undelivered:
-            log.error("mqtt sink %s: %d records not delivered (broker unreachable: %s)", self.topic, undelivered,
-                      self.last_error)
+            if self._buffer:
+                self._pump()
+
+        undelivered = self.delivery.drain(step, pause=0.01)
         self._drop_client(disconnect=True)
-        return {"sink": "mqtt", "url": self.url, "topic": self.topic, "frames": self.stats["delivered"],
-                "undelivered": undelivered, **self.stats, "last_error": self.last_error}
+        return self.delivery.summary(undelivered, topic=self.topic)
 
     # -- delivery --------------------------------------------------------------------------------------
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return len(self.delivery)
+
+    @property
+    def connected(self) -> bool:
+        return self.delivery.connected
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self.delivery.stats
 
     def _collect_acks(self) -> None:
         """Drop acknowledged records from the front of the buffer (acks may come out of order; order is kept)."""
         with self._lock:
-            acked = self._acked
-            while self._buffer and self._buffer[0].mid is not None and self._buffer[0].mid in acked:
-                acked.discard(self._buffer.popleft().mid)
-                self.stats["delivered"] += 1
+            self._collect_acked_locked()
         if self._lost.is_set() and self._client is not None:
             self._fail("connection lost")
 
     def _pump(self) -> None:
         """Connect if due, then hand unsent records to the connection, oldest first, up to ``inflight`` unacked."""
         if self._client is None:
-            if time.monotonic() < self._retry_at or not self._connect():
+            if not self.delivery.due or not self._connect():
                 return
         sent_unacked = sum(1 for entry in self._buffer if entry.mid is not None)
         for entry in self._buffer:
@@ -195,7 +167,7 @@ class MqttSink:
             with self._lock:
                 while self._buffer and self._buffer[0].mid == -1:
                     self._buffer.popleft()
-                    self.stats["delivered"] += 1
+                    self.delivery.delivered(1)
 
     def _connect(self) -> bool:
         paho = self._paho
@@ -240,9 +212,7 @@ class MqttSink:
             return False
         with self._lock:
             self._client, self._connected, self._lost, self._acked = client, connected, lost, acked
-        if not self.connected:
-            log.warning("mqtt sink %s: broker back after %d failed attempts", self.topic, self._failures)
-        self.connected, self._failures, self._retry_at = True, 0, 0.0
+        self.delivery.recovered()
         return True
 
     def _fail(self, reason: str, client=None) -> None:
@@ -255,15 +225,7 @@ class MqttSink:
             if entry.mid is not None:
                 entry.mid = None
                 resent += 1
-        self._failures += 1
-        self.stats["connection_errors"] += 1
-        self.stats["retried_entries"] += resent
-        self.last_error = reason
-        delay = min(self.retry_max, self.retry_initial * 2 ** (self._failures - 1))
-        self._retry_at = time.monotonic() + delay
-        if self.connected:
-            log.warning("mqtt sink %s: broker unreachable (%s); buffering, retry in %.1f s", self.topic, reason, delay)
-        self.connected = False
+        self.delivery.failed(reason, resent)
 
     def _drop_client(self, *, disconnect: bool) -> None:
         client, self._client = self._client, None
@@ -287,4 +249,4 @@ class MqttSink:
     def _collect_acked_locked(self) -> None:
         while self._buffer and self._buffer[0].mid is not None and self._buffer[0].mid in self._acked:
             self._acked.discard(self._buffer.popleft().mid)
-            self.stats["delivered"] += 1
+            self.delivery.delivered(1)

@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections import deque
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from operators.errors import OutputError
 from operators.records import FrameRecord
 from operators.sinks.base import StreamInfo
+from operators.sinks.delivery import OPTIONS, DeliveryBuffer
 
 log = logging.getLogger("operators.sinks.redis")
 
@@ -63,21 +61,17 @@ class RedisStreamSink:
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"redis sink URL {url!r} must start with redis://, rediss:// or unix://")
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        unknown = set(query) - {"stream", "maxlen", "buffer", "on_full", "flush_timeout"}
+        unknown = set(query) - {"stream", "maxlen", *OPTIONS}
         if unknown:
             raise ValueError(f"redis sink URL: unknown option(s) {', '.join(sorted(unknown))}")
         self.url = url
         self.stream_template = query.get("stream", DEFAULT_STREAM)
         self.maxlen = int(query["maxlen"]) if "maxlen" in query else None
-        self.buffer_size = int(query.get("buffer", 10_000))
-        self.on_full = query.get("on_full", "drop_oldest")
-        if self.on_full not in ("drop_oldest", "error"):
-            raise ValueError(f"redis sink URL: on_full must be drop_oldest or error, not {self.on_full!r}")
-        if self.buffer_size < 1 or (self.maxlen is not None and self.maxlen < 1):
-            raise ValueError("redis sink URL: buffer and maxlen must be >= 1")
+        if self.maxlen is not None and self.maxlen < 1:
+            raise ValueError("redis sink URL: maxlen must be >= 1")
+        self.delivery = DeliveryBuffer("redis", url, query, key_of=lambda entry: entry["key"], log=log,
+                                       retry_initial=retry_initial, retry_max=retry_max, flush_timeout=flush_timeout)
         self.batch = batch
-        self.retry_initial, self.retry_max = retry_initial, retry_max
-        self.flush_timeout = float(query.get("flush_timeout", flush_timeout))
         self._errors = (redis.ConnectionError, redis.TimeoutError, OSError)
         self._client = redis.Redis.from_url(
             urlunsplit(parts._replace(query="")), socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
@@ -85,66 +79,46 @@ class RedisStreamSink:
         )
         self.stream_key = ""
         self.stream_id = ""
-        self._buffer: deque[dict[str, str]] = deque()
-        self._retry_at = 0.0
-        self._failures = 0
-        self.connected = True
-        self.stats = {"written": 0, "delivered": 0, "retried_entries": 0, "dropped_buffer_full": 0, "connection_errors": 0,
-                      "max_buffered": 0}
-        self.last_error: str | None = None
 
     # -- Sink protocol ---------------------------------------------------------------------------------
     def open(self, stream: StreamInfo, start_frame: int = 0) -> None:
         """``start_frame`` is accepted for the protocol: a stream is append-only and keys de-duplicate."""
         self.stream_id = stream.stream_id
-        self.stream_key = self.stream_template.replace("{stream_id}", stream.stream_id)
+        self.stream_key = self.delivery.where = self.stream_template.replace("{stream_id}", stream.stream_id)
 
     def write(self, record: FrameRecord) -> None:
-        entry = {
+        self.delivery.admit({
             "key": f"{record.stream_id}:{record.frame_index}",
             "stream_id": record.stream_id,
             "frame_index": str(record.frame_index),
             "record": json.dumps(record.to_dict(), separators=(",", ":")),
-        }
-        if len(self._buffer) >= self.buffer_size:
-            if self.on_full == "error":
-                raise OutputError(self.url, f"redis unreachable ({self.last_error}) and the local buffer of "
-                                            f"{self.buffer_size} records is full")
-            lost = self._buffer.popleft()
-            self.stats["dropped_buffer_full"] += 1
-            log.error("redis sink %s: buffer full (%d records, broker down: %s); dropped record %s",
-                      self.stream_key, self.buffer_size, self.last_error, lost["key"])
-        self._buffer.append(entry)
-        self.stats["written"] += 1
-        self.stats["max_buffered"] = max(self.stats["max_buffered"], len(self._buffer))
-        if len(self._buffer) >= 1 and time.monotonic() >= self._retry_at:
+        })
+        if self.delivery.due:
             self._send()
 
     def close(self) -> dict:
-        deadline = time.monotonic() + self.flush_timeout
-        while self._buffer and time.monotonic() < deadline:
-            wait = self._retry_at - time.monotonic()
-            if wait > 0:
-                time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
-                continue
-            self._send()
-        undelivered = len(self._buffer)
-        if undelivered:
-            log.error("redis sink %s: %d records not delivered (broker unreachable: %s)", self.stream_key,
-                      undelivered, self.last_error)
+        undelivered = self.delivery.drain(self._send)
         self._client.close()
-        return {"sink": "redis", "url": self.url, "stream": self.stream_key, "frames": self.stats["delivered"],
-                "undelivered": undelivered, **self.stats, "last_error": self.last_error}
+        return self.delivery.summary(undelivered, stream=self.stream_key)
 
     # -- delivery --------------------------------------------------------------------------------------
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return len(self.delivery)
+
+    @property
+    def connected(self) -> bool:
+        return self.delivery.connected
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self.delivery.stats
 
     def _send(self) -> None:
         """Send buffered entries in batches, oldest first; on a connection error keep them and back off."""
-        while self._buffer:
-            chunk = [self._buffer[i] for i in range(min(self.batch, len(self._buffer)))]
+        entries = self.delivery.entries
+        while entries:
+            chunk = [entries[i] for i in range(min(self.batch, len(entries)))]
             try:
                 pipe = self._client.pipeline(transaction=False)
                 for entry in chunk:
@@ -155,20 +129,9 @@ class RedisStreamSink:
                 pipe.execute()
             except self._errors as exc:
                 # Part of the batch may have landed: it is sent again (same keys) once Redis is back.
-                self._failures += 1
-                self.stats["connection_errors"] += 1
-                self.stats["retried_entries"] += len(chunk)
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                delay = min(self.retry_max, self.retry_initial * 2 ** (self._failures - 1))
-                self._retry_at = time.monotonic() + delay
-                if self.connected:
-                    log.warning("redis sink %s: broker unreachable (%s); buffering, retry in %.1f s",
-                                self.stream_key, self.last_error, delay)
-                self.connected = False
+                self.delivery.failed(f"{type(exc).__name__}: {exc}", resent=len(chunk))
                 return
             for _ in chunk:
-                self._buffer.popleft()
-            self.stats["delivered"] += len(chunk)
-            if not self.connected:
-                log.warning("redis sink %s: broker back after %d failed attempts", self.stream_key, self._failures)
-            self.connected, self._failures, self._retry_at = True, 0, 0.0
+                entries.popleft()
+            self.delivery.delivered(len(chunk))
+            self.delivery.recovered()
