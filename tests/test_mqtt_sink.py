@@ -1,28 +1,23 @@
 """MQTT sink against a real mosquitto broker on loopback: record schema and order, outage buffering, full buffer.
 
-mosquitto comes from PATH, else it is installed here with ``apt-get install -y mosquitto`` (no pip
+mosquitto comes from PATH, else it is installed (see loopback.py) with ``apt-get install -y mosquitto`` (no pip
 wheel ships the broker); the client library is paho-mqtt (a project dependency), installed if missing.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from loopback import Mosquitto, free_port, open_sink, sample_record
 from operators.errors import OutputError
-from operators.records import FrameRecord, Instances
+from operators.records import FrameRecord
 from operators.sinks import StreamInfo, build_sinks, sink_kind
 
 try:
@@ -32,74 +27,6 @@ except ImportError:  # a project dependency; install it rather than skip
     import paho.mqtt.client as mqtt
 
 from operators.sinks.mqtt import MqttSink
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def mosquitto_binary() -> str:
-    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = subprocess.run(sudo + ["apt-get", "install", "-y", "-q", "mosquitto"], env=env, capture_output=True,
-                             timeout=600)
-    if install.returncode != 0:  # stale package lists: update once and retry
-        subprocess.run(sudo + ["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        subprocess.run(sudo + ["apt-get", "install", "-y", "-q", "mosquitto"], env=env, check=True,
-                       capture_output=True, timeout=600)
-    return shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-class Mosquitto:
-    """A mosquitto on 127.0.0.1 that can be stopped and restarted on the same port with its sessions (persistence)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.binary = mosquitto_binary()
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-        self.config = directory / "mosquitto.conf"
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "max_queued_messages 0\n"  # the default (1000) silently drops QoS 1 bursts to a slow subscriber
-            "persistence true\n"
-            f"persistence_location {directory}/\n"
-            f"user {getpass.getuser()}\n"
-        )
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> "Mosquitto":
-        self.process = subprocess.Popen([self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("mosquitto did not start")
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        """SIGTERM: mosquitto saves its persistent sessions (the subscriber's queued messages) and exits."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
 
 
 @pytest.fixture
@@ -135,21 +62,6 @@ class Subscriber:
         self.client.loop_stop()
 
 
-def _record(index: int, stream_id: str = "cam") -> FrameRecord:
-    masks = np.zeros((2, 24, 32), bool)
-    masks[0, 2 : 6 + index % 5, 3:9] = True
-    masks[1, 10:20, 12 + index % 7 : 30] = True
-    instances = Instances(masks=masks, scores=np.asarray([0.9, 0.5], np.float32),
-                          prompt_ids=np.asarray([0, 0], np.int32), track_ids=np.asarray([1, 2], np.int64))
-    return FrameRecord(stream_id, index, index / 30, "propagated", instances)
-
-
-def _sink(url: str, **kwargs) -> MqttSink:
-    sink = MqttSink(None, url, **kwargs)
-    sink.open(StreamInfo("cam", "udp://127.0.0.1:1", 32, 24, 30.0))
-    return sink
-
-
 def test_one_message_per_frame_in_order_with_the_jsonl_record(broker, tmp_path):
     from pycocotools import mask as mask_utils
 
@@ -160,7 +72,7 @@ def test_one_message_per_frame_in_order_with_the_jsonl_record(broker, tmp_path):
     assert isinstance(sinks[1], MqttSink)
     for sink in sinks:
         sink.open(StreamInfo("cam", "udp://127.0.0.1:1", 32, 24, 30.0))
-    records = [_record(i) for i in range(200)]
+    records = [sample_record(i) for i in range(200)]
     for record in records:
         for sink in sinks:
             sink.write(record)
@@ -184,21 +96,22 @@ def test_one_message_per_frame_in_order_with_the_jsonl_record(broker, tmp_path):
 
 def test_broker_restart_mid_run_delivers_everything_deduplicable_by_key(broker):
     subscriber = Subscriber(broker.port, "outage/cam")
-    sink = _sink(broker.url + "/outage/{stream_id}", retry_initial=0.05, retry_max=0.2, socket_timeout=0.5)
+    sink = open_sink(MqttSink, broker.url + "/outage/{stream_id}", retry_initial=0.05, retry_max=0.2,
+                     socket_timeout=0.5)
     for i in range(30):
-        sink.write(_record(i))
+        sink.write(sample_record(i))
     time.sleep(0.2)
     broker.stop()
     time.sleep(0.2)
     started = time.monotonic()
     for i in range(30, 60):
-        sink.write(_record(i))  # buffered: the broker is down
+        sink.write(sample_record(i))  # buffered: the broker is down
     assert time.monotonic() - started < 10, "writes must not block for long while the broker is down"
     assert not sink.connected and sink.buffered >= 30 and sink.stats["connection_errors"] >= 1
     broker.start()  # same port, same persisted sessions: the subscriber's subscription survives
     time.sleep(0.3)
     for i in range(60, 90):
-        sink.write(_record(i))
+        sink.write(sample_record(i))
         time.sleep(0.005)
     summary = sink.close()
     assert summary["undelivered"] == 0 and summary["dropped_buffer_full"] == 0 and summary["frames"] == 90
@@ -214,23 +127,23 @@ def test_broker_restart_mid_run_delivers_everything_deduplicable_by_key(broker):
 
 def test_full_buffer_is_reported_never_silent(caplog):
     url = f"mqtt://127.0.0.1:{free_port()}/s?buffer=5"  # nothing listens there
-    sink = _sink(url, retry_initial=0.01, retry_max=0.01, flush_timeout=0.2, socket_timeout=0.2)
+    sink = open_sink(MqttSink, url, retry_initial=0.01, retry_max=0.01, flush_timeout=0.2, socket_timeout=0.2)
     started = time.monotonic()
     with caplog.at_level("ERROR", logger="operators.sinks.mqtt"):
         for i in range(8):
-            sink.write(_record(i))
+            sink.write(sample_record(i))
         summary = sink.close()
     assert time.monotonic() - started < 5, "an unreachable broker must not hang write or close"
     assert summary["dropped_buffer_full"] == 3 and summary["undelivered"] == 5 and summary["frames"] == 0
     assert summary["connection_errors"] >= 1 and "Error" in summary["last_error"]
     assert "buffer full" in caplog.text and "not delivered" in caplog.text
 
-    strict = _sink(url.replace("buffer=5", "buffer=2&on_full=error"), retry_initial=0.01, socket_timeout=0.2,
-                   flush_timeout=0.1)
-    strict.write(_record(0))
-    strict.write(_record(1))
+    strict = open_sink(MqttSink, url.replace("buffer=5", "buffer=2&on_full=error"), retry_initial=0.01,
+                       socket_timeout=0.2, flush_timeout=0.1)
+    strict.write(sample_record(0))
+    strict.write(sample_record(1))
     with pytest.raises(OutputError, match="buffer of 2 records is full"):
-        strict.write(_record(2))
+        strict.write(sample_record(2))
     strict.close()
 
 
@@ -240,7 +153,7 @@ def test_build_sinks_and_unreachable_broker_at_close(caplog):
     assert isinstance(sink, MqttSink) and sink.qos == 1 and sink.delivery.size == 1000
     sink.open(StreamInfo("cam", "udp://127.0.0.1:1", 32, 24, 30.0))
     for i in range(3):
-        sink.write(_record(i))
+        sink.write(sample_record(i))
     started = time.monotonic()
     with caplog.at_level("ERROR", logger="operators.sinks.mqtt"):
         summary = sink.close()

