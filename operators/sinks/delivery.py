@@ -121,3 +121,22 @@ class DeliveryBuffer:
     def summary(self, undelivered: int, **extra: Any) -> dict:
         return {"sink": self.kind, "url": self.url, **extra, "frames": self.stats["delivered"],
                 "undelivered": undelivered, **self.stats, "last_error": self.last_error}
+
+
+class BrokerSink:
+    """Base of the message-queue sinks: what a caller may ask of any of them, read from ``self.delivery``."""
+
+    delivery: DeliveryBuffer
+
+    @property
+    def buffered(self) -> int:
+        """Records held locally, not yet acknowledged by the broker."""
+        return len(self.delivery)
+
+    @property
+    def connected(self) -> bool:
+        return self.delivery.connected
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self.delivery.stats

@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from operators.records import FrameRecord
 from operators.sinks.base import StreamInfo
-from operators.sinks.delivery import OPTIONS, DeliveryBuffer
+from operators.sinks.delivery import OPTIONS, BrokerSink, DeliveryBuffer
 
 log = logging.getLogger("operators.sinks.mqtt")
 
@@ -51,7 +51,7 @@ class _Entry:
         self.key, self.payload, self.mid = key, payload, None  # mid: message id once handed to a connection
 
 
-class MqttSink:
+class MqttSink(BrokerSink):
     """Publishes each record to an MQTT topic; see the module docstring for the URL."""
 
     needs_image = False
@@ -127,18 +127,6 @@ class MqttSink:
         return self.delivery.summary(undelivered, topic=self.topic)
 
     # -- delivery --------------------------------------------------------------------------------------
-    @property
-    def buffered(self) -> int:
-        return len(self.delivery)
-
-    @property
-    def connected(self) -> bool:
-        return self.delivery.connected
-
-    @property
-    def stats(self) -> dict[str, int]:
-        return self.delivery.stats
-
     def _collect_acks(self) -> None:
         """Drop acknowledged records from the front of the buffer (acks may come out of order; order is kept)."""
         with self._lock:

@@ -32,14 +32,14 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from operators.records import FrameRecord
 from operators.sinks.base import StreamInfo
-from operators.sinks.delivery import OPTIONS, DeliveryBuffer
+from operators.sinks.delivery import OPTIONS, BrokerSink, DeliveryBuffer
 
 log = logging.getLogger("operators.sinks.redis")
 
 DEFAULT_STREAM = "xsam:{stream_id}"
 
 
-class RedisStreamSink:
+class RedisStreamSink(BrokerSink):
     """Writes each record to a Redis stream with ``XADD``; see the module docstring for the URL."""
 
     needs_image = False
@@ -102,18 +102,6 @@ class RedisStreamSink:
         return self.delivery.summary(undelivered, stream=self.stream_key)
 
     # -- delivery --------------------------------------------------------------------------------------
-    @property
-    def buffered(self) -> int:
-        return len(self.delivery)
-
-    @property
-    def connected(self) -> bool:
-        return self.delivery.connected
-
-    @property
-    def stats(self) -> dict[str, int]:
-        return self.delivery.stats
-
     def _send(self) -> None:
         """Send buffered entries in batches, oldest first; on a connection error keep them and back off."""
         entries = self.delivery.entries
