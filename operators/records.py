@@ -243,7 +243,7 @@ class FrameRecord:
                     "prompt_id": int(self.instances.prompt_ids[i]),
                     "score": round(float(self.instances.scores[i]), 4),
                     "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "area": int(self.instances.masks[i].sum()),
+                    "area": int(np.count_nonzero(self.instances.masks[i])),
                     "rle": encoded[i],
                 }
             )

@@ -1,18 +1,43 @@
-"""COCO run-length encoding through pycocotools, with its Fortran-order and bytes traps handled once."""
+"""COCO run-length encoding, byte-identical to pycocotools', with its Fortran-order and bytes traps handled once.
+
+``encode`` finds the runs inside each mask's bounding box only, then lets pycocotools compress the
+counts: a tracked object covers a small part of an HD frame, and converting the whole frame to the
+Fortran-order ``uint8`` stack ``pycocotools.mask.encode`` wants costs ~2 ms per mask at 1280x720.
+"""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
 
 
+def run_lengths(mask: np.ndarray) -> list[int]:
+    """Uncompressed COCO counts of a boolean ``(H, W)`` mask: column-major runs, starting with a 0-run."""
+    height, width = mask.shape
+    x, y, box_w, box_h = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+    if box_w == 0:
+        return [height * width]
+    columns = np.zeros((box_w, box_h + 2), np.int8)  # the box's columns, each between two background pixels
+    columns[:, 1:-1] = mask[y : y + box_h, x : x + box_w].T
+    column, row = np.nonzero(np.diff(columns, axis=1))
+    changes = (x + column) * height + y + row  # column-major index of each pixel where the value flips
+    if box_h == height:  # full-height columns: a run that crosses a column boundary flips out and back in at once
+        repeated = np.flatnonzero(changes[1:] == changes[:-1])
+        changes = np.delete(changes, np.concatenate([repeated, repeated + 1]))
+    if len(changes) and changes[-1] == height * width:  # a run ending on the last pixel: no closing 0-run
+        changes = changes[:-1]
+    return np.diff(changes, prepend=0, append=height * width).tolist()
+
+
 def encode(masks: np.ndarray) -> list[dict]:
     """Encode ``(N, H, W)`` boolean masks to JSON-ready COCO RLE dicts (``counts`` as str)."""
-    if len(masks) == 0:
-        return []
-    fortran = np.asfortranarray(np.moveaxis(masks.astype(np.uint8), 0, -1))
-    encoded = coco_mask.encode(fortran)
-    return [{"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("ascii")} for r in encoded]
+    encoded = []
+    for mask in masks:
+        height, width = mask.shape
+        compressed = coco_mask.frPyObjects({"size": [height, width], "counts": run_lengths(mask)}, height, width)
+        encoded.append({"size": [height, width], "counts": compressed["counts"].decode("ascii")})
+    return encoded
 
 
 def decode(rles: list[dict]) -> np.ndarray:
