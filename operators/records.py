@@ -148,16 +148,21 @@ class Instances:
         return len(self.masks)
 
     def __getstate__(self) -> dict:
-        """Masks travel bit-packed (8x smaller) whenever instances cross a process boundary."""
+        """Masks cross process boundaries as their bounding boxes' bits: cost follows object size, not frame size."""
         state = dict(self.__dict__)
-        pixels = int(np.prod(self.masks.shape[1:]))
-        state["masks"] = (np.packbits(self.masks.reshape(len(self.masks), pixels), axis=1), self.masks.shape)
+        crops = []
+        for mask in self.masks:
+            x, y, w, h = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+            crops.append(((y, x, h, w), np.packbits(mask[y : y + h, x : x + w])))
+        state["masks"] = (crops, self.masks.shape)
         return state
 
     def __setstate__(self, state: dict) -> None:
-        packed, shape = state["masks"]
-        pixels = int(np.prod(shape[1:]))
-        state["masks"] = np.unpackbits(packed, axis=1, count=pixels).astype(bool).reshape(shape)
+        crops, shape = state["masks"]
+        masks = np.zeros(shape, bool)
+        for mask, ((y, x, h, w), bits) in zip(masks, crops):
+            mask[y : y + h, x : x + w] = np.unpackbits(bits, count=h * w).view(bool).reshape(h, w)
+        state["masks"] = masks
         self.__dict__.update(state)
 
     def __getitem__(self, index: np.ndarray | slice | Sequence[int]) -> "Instances":
