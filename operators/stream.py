@@ -316,16 +316,25 @@ def run_stream(
 
 @dataclass
 class LocalFuture:
-    """A future for a keyframe computed in-process (no Ray)."""
+    """A keyframe computed in-process (no Ray); a failure is raised by ``result`` as a remote one would be."""
 
-    value: KeyframeResult
+    value: KeyframeResult | None = None
+    error: Exception | None = None
 
     def done(self) -> bool:
         return True
 
     def result(self) -> KeyframeResult:
+        if self.error is not None:
+            raise self.error
         return self.value
 
 
 def local_submit(segmenter: Segmenter) -> Callable[[KeyframeRequest], Future]:
-    return lambda request: LocalFuture(run_keyframe(segmenter, request))
+    def submit(request: KeyframeRequest) -> LocalFuture:
+        try:
+            return LocalFuture(run_keyframe(segmenter, request))
+        except Exception as exc:  # noqa: BLE001 - run_stream names it with the stream and frame
+            return LocalFuture(error=exc)
+
+    return submit

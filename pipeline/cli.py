@@ -43,6 +43,9 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sink", action="append", type=_sink_list, metavar="NAMES",
                         help=f"outputs, repeatable or comma-separated: {', '.join(SINK_NAMES)} (default jsonl,mp4)")
     parser.add_argument("--workers", type=int, help="segmenter actors (default: one per GPU, else 1)")
+    parser.add_argument("--segmenter-placement", choices=("auto", "pool", "inline"),
+                        help="segmenter actors (pool) or a segmenter in each stream worker (inline); default auto: "
+                             "inline for the weight-free default segmenter on a cluster without GPUs")
     parser.add_argument("--parallel", type=int, help="videos processed at once (default: the cluster's CPUs)")
     parser.add_argument("--decoder", choices=("pyav", "decord"))
     parser.add_argument("--address", help="join this Ray cluster instead of starting a local one")
@@ -79,7 +82,8 @@ def _config(args: argparse.Namespace, **given) -> JobConfig:
     sinks = [s for group in args.sink for s in group] if args.sink else None
     overrides = dict(
         out_dir=args.out, segmenter=args.segmenter, segmenter_options=options, keyframe_every=args.keyframe_every,
-        sinks=sinks, decoder=args.decoder, workers=args.workers, parallel=args.parallel, address=args.address,
+        sinks=sinks, decoder=args.decoder, workers=args.workers, segmenter_placement=args.segmenter_placement,
+        parallel=args.parallel, address=args.address,
         resume=args.resume, progress=args.progress, **given,
     )
     return load_job_config(args.config, overrides)

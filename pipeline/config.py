@@ -33,6 +33,9 @@ class JobConfig(BaseModel):
     keyframe_every: int = Field(default=10, ge=1)
     sinks: list[str] = Field(default_factory=lambda: ["jsonl", "mp4"])
     decoder: Literal["pyav", "decord"] = "pyav"
+    segmenter_placement: Literal["auto", "pool", "inline"] = Field(
+        default="auto", description="segmenter actors (pool) or one segmenter in each stream worker (inline); "
+        "auto: inline for the lightweight default segmenter without GPUs")
     workers: int | None = Field(default=None, ge=1, description="segmenter actors; default: one per GPU, else 1")
     parallel: int | None = Field(default=None, ge=1, description="videos at once; default: the cluster's CPUs")
     max_pending: int = Field(default=16, ge=1, description="decoded frames a stream may hold waiting for a keyframe")

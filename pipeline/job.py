@@ -211,7 +211,8 @@ def run_job(config: JobConfig, console: Console | None = None) -> JobSummary:
 def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary, view: _ProgressView) -> None:
     """Feed the videos to ``parallel`` long-lived stream workers, each taking the next video when it finishes."""
     init_ray(config.address)
-    pool = segmenter_pool(config.segmenter, config.segmenter_options, config.workers or default_workers())
+    pool = segmenter_pool(config.segmenter, config.segmenter_options, config.workers or default_workers(),
+                          config.segmenter_placement)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     parallel = min(len(todo), config.parallel or cpus)
     for spec in todo:  # streams sharing few cores decode with one thread each: FFmpeg's threads only contend

@@ -21,7 +21,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -32,9 +32,11 @@ from operators.association import AssociationConfig
 from operators.errors import PipelineError
 from operators.keyframes import KeyframeConfig
 from operators.records import FrameRecord, Prompt
-from operators.segmenters import build_segmenter
+from operators.segmenters import Segmenter, build_segmenter, is_lightweight
 from operators.sinks import StreamInfo, build_sinks
-from operators.stream import KeyframeRequest, KeyframeResult, StreamProcessor, run_keyframe, run_stream
+from operators.stream import (
+    Future, KeyframeRequest, KeyframeResult, StreamProcessor, local_submit, run_keyframe, run_stream,
+)
 from pipeline.sources import open_video
 
 DONE_FILE = "done.json"
@@ -162,6 +164,18 @@ class SegmenterWorker:
         return run_keyframe(self.segmenter, request)
 
 
+@dataclass(frozen=True)
+class InlineSegmenter:
+    """Run keyframes in the stream worker's own process, for a lightweight CPU segmenter.
+
+    Its call costs a few ms: a round trip to a shared actor (pickling the frame and the prompt memory,
+    a second process on the same cores) would cost about as much again.
+    """
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
 @ray.remote
 class SinkWorker:
     """Writes one stream's records to its sinks (RLE encoding and file I/O happen here)."""
@@ -240,6 +254,14 @@ class StreamWorker:
         self.processor: StreamProcessor | None = None
         self.frames_done = 0
         self.expected: int | None = None
+        self.inline: tuple[InlineSegmenter, Segmenter] | None = None  # built once, kept for the next video
+
+    def _submitter(self, segmenter: "ray.actor.ActorHandle | InlineSegmenter") -> Callable[[KeyframeRequest], Future]:
+        if not isinstance(segmenter, InlineSegmenter):
+            return lambda request: _RayFuture(segmenter.keyframe.remote(request))
+        if self.inline is None or self.inline[0] != segmenter:
+            self.inline = (segmenter, build_segmenter(segmenter.name, **segmenter.options))
+        return local_submit(self.inline[1])
 
     def progress(self) -> tuple[int, int | None]:
         return self.frames_done, self.expected
@@ -252,7 +274,7 @@ class StreamWorker:
         if self.processor is not None:
             self.processor.remove_prompts(prompt_ids)
 
-    def run(self, spec: StreamSpec, segmenter: "ray.actor.ActorHandle") -> StreamReport:
+    def run(self, spec: StreamSpec, segmenter: "ray.actor.ActorHandle | InlineSegmenter") -> StreamReport:
         report = StreamReport(spec.stream_id, spec.source, status="failed")
         started = time.perf_counter()
         resume = StreamCheckpoint.load(spec)
@@ -286,7 +308,7 @@ class StreamWorker:
                 run_stream(
                     reader.frames(start),
                     self.processor,
-                    submit=lambda request: _RayFuture(segmenter.keyframe.remote(request)),
+                    submit=self._submitter(segmenter),
                     emit=emit,
                     max_pending=spec.max_pending,
                     previous=resume.previous_image if resume else None,
@@ -328,9 +350,18 @@ def default_workers() -> int:
     return max(1, gpus)
 
 
-def segmenter_pool(name: str, options: dict[str, Any], workers: int) -> list["ray.actor.ActorHandle"]:
-    """Segmenter actors: one GPU each where the cluster has GPUs, else one CPU each."""
+def segmenter_pool(
+    name: str, options: dict[str, Any], workers: int, placement: str = "auto"
+) -> "list[ray.actor.ActorHandle] | list[InlineSegmenter]":
+    """Where keyframes are segmented: a pool of segmenter actors, or inside each stream worker.
+
+    ``placement``: ``pool`` (actors: one GPU each where the cluster has GPUs, else one CPU each),
+    ``inline`` (each stream worker builds its own segmenter), or ``auto``: inline for a
+    lightweight segmenter (the default one) on a cluster without GPUs, else the pool.
+    """
     gpus = int(ray.cluster_resources().get("GPU", 0))
+    if placement == "inline" or (placement == "auto" and not gpus and is_lightweight(name)):
+        return [InlineSegmenter(name, dict(options))]
     if gpus and workers > gpus:
         raise PipelineError("--workers", f"{workers} segmenter workers need {workers} GPUs; the cluster has {gpus}")
     resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}

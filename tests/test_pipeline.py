@@ -16,6 +16,7 @@ from pycocotools import mask as coco_mask
 from bench.clips import ClipSpec, make_clip
 from operators.metrics import evaluate_clip
 from operators.records import FrameRecord
+from operators.segmenters.default import DefaultSegmenter
 from pipeline.config import JobConfig
 from pipeline.job import run_job
 
@@ -58,8 +59,10 @@ def _job(clips, out: Path, **overrides) -> JobConfig:
 
 
 def test_parallel_results_equal_sequential_and_reach_jf(ray_local, clips, tmp_path):
+    # The default segmenter runs inside each stream worker (auto placement) in the parallel run and in a
+    # segmenter actor in the sequential one: both must give the same bytes.
     parallel = run_job(_job(clips, tmp_path / "parallel", parallel=4))
-    sequential = run_job(_job(clips, tmp_path / "sequential", parallel=1))
+    sequential = run_job(_job(clips, tmp_path / "sequential", parallel=1, segmenter_placement="pool"))
     assert [v.status for v in parallel.videos] == ["done"] * 4, parallel.to_dict()["failures"]
     assert [v.status for v in sequential.videos] == ["done"] * 4
     scores = []
@@ -78,6 +81,48 @@ def test_parallel_results_equal_sequential_and_reach_jf(ray_local, clips, tmp_pa
     summary = json.loads((tmp_path / "parallel" / "summary.json").read_text())
     assert summary["counts"] == {"done": 4, "skipped": 0, "failed": 0} and summary["frames"] == 4 * FRAMES
     assert np.mean(scores) >= 0.70, scores
+
+
+def test_segmenter_placement_inline_for_the_lightweight_default_without_gpus_else_a_pool(ray_local):
+    from pipeline.runtime import InlineSegmenter, segmenter_pool
+
+    assert segmenter_pool("default", {"threshold": 0.4}, 1) == [InlineSegmenter("default", {"threshold": 0.4})]
+    pool = segmenter_pool("tests.crashing_segmenter:CrashOnceSegmenter", {"marker": "/nonexistent"}, 2, "pool")
+    assert len(pool) == 2 and all(isinstance(actor, ray_local.actor.ActorHandle) for actor in pool)
+    for actor in pool:
+        ray_local.kill(actor)
+    assert segmenter_pool("tests.test_pipeline:HeavySegmenter", {}, 1, "inline") == [
+        InlineSegmenter("tests.test_pipeline:HeavySegmenter")]
+    assert isinstance(segmenter_pool("tests.test_pipeline:HeavySegmenter", {}, 1)[0], ray_local.actor.ActorHandle)
+
+
+class HeavySegmenter:
+    """Stands for a model-backed segmenter: not lightweight, so auto placement gives it actors."""
+
+    name = "heavy"
+
+
+@pytest.mark.slow
+def test_inline_segmenter_failure_names_video_and_frame_and_the_batch_finishes(ray_local, clips, tmp_path):
+    summary = run_job(_job(clips[:2], tmp_path / "out", parallel=2, segmenter="tests.test_pipeline:ExplodesOnKeyframe2"))
+    assert [v.status for v in summary.videos] == ["failed", "failed"]
+    for video, clip in zip(summary.videos, clips[:2]):
+        assert video.error["error"] == "SegmenterError" and video.error["source"] == str(clip.path)
+        assert video.error["frame_index"] == 10 and "model exploded on keyframe 2" in video.error["reason"]
+        assert video.frames == 10  # every frame before the failing keyframe was written
+        assert len((tmp_path / "out" / clip.path.stem / "frames.jsonl").read_text().splitlines()) == 10
+
+
+class ExplodesOnKeyframe2(DefaultSegmenter):
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.calls = 0
+
+    def segment(self, frame, memory):
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("model exploded on keyframe 2")
+        return super().segment(frame, memory)
 
 
 def test_outputs_of_every_sink_on_a_real_clip(ray_local, tmp_path):
@@ -187,7 +232,7 @@ def test_rerun_skips_finished_videos_and_redoes_changed_ones(ray_local, clips, t
 def test_segmenter_process_killed_mid_job_is_restarted_and_results_are_unchanged(ray_local, clips, tmp_path):
     marker = tmp_path / "crashed"
     crashing = run_job(_job(clips[:2], tmp_path / "crash", parallel=2,
-                            segmenter="tests.crashing_segmenter:CrashOnceSegmenter",
+                            segmenter="tests.crashing_segmenter:CrashOnceSegmenter", segmenter_placement="pool",
                             segmenter_options={"marker": str(marker), "crash_on": 3}))
     assert marker.exists(), "the segmenter process really died"
     assert [v.status for v in crashing.videos] == ["done", "done"], crashing.to_dict()["failures"]

@@ -10,6 +10,7 @@ from operators.errors import InvalidPromptError, SegmenterError
 from operators.keyframes import KeyframeConfig
 from operators.records import Prompt
 from operators.segmenters import build_segmenter
+from operators.segmenters.default import DefaultSegmenter
 from operators.stream import KeyframeRequest, LocalFuture, StreamProcessor, local_submit, run_keyframe, run_stream
 from pipeline.sources import open_video
 
@@ -126,11 +127,9 @@ def test_pending_frames_stay_bounded_and_results_match_a_fast_segmenter(clip):
 
 
 def test_segmenter_failure_names_the_frame(clip):
-    def broken(request):
-        class Broken(LocalFuture):
-            def result(self):
-                raise RuntimeError("model exploded")
-        return Broken(None)
+    class Exploding(DefaultSegmenter):
+        def segment(self, frame, memory):
+            raise RuntimeError("model exploded")
 
     with pytest.raises(SegmenterError, match="frame 0: segmenter failed: RuntimeError: model exploded"):
-        _run(clip, [clip.suggested_prompt("red_blob", "box")], submit=broken)
+        _run(clip, [clip.suggested_prompt("red_blob", "box")], submit=local_submit(Exploding()))

@@ -10,27 +10,36 @@ from operators.segmenters.base import PromptMemory, Segmenter
 SEGMENTERS = ("default", "xsam")
 
 
+def segmenter_class(name: str = "default") -> type:
+    """The class ``build_segmenter(name)`` would instantiate, imported but not built."""
+    if ":" in name:
+        module_name, _, class_name = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot import segmenter {name!r}: {exc}") from None
+    if name == "default":
+        from operators.segmenters.default import DefaultSegmenter
+
+        return DefaultSegmenter
+    if name == "xsam":
+        from operators.segmenters.xsam import XSamSegmenter
+
+        return XSamSegmenter
+    raise ValueError(f"unknown segmenter {name!r}; choose one of {', '.join(SEGMENTERS)} or give module:Class")
+
+
 def build_segmenter(name: str = "default", **options: Any) -> Segmenter:
     """Build a segmenter by name, or any class given as ``package.module:ClassName``.
 
     Heavy imports happen only for the one asked for.
     """
-    if ":" in name:
-        module_name, _, class_name = name.partition(":")
-        try:
-            segmenter_class = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"cannot import segmenter {name!r}: {exc}") from None
-        return segmenter_class(**options)
-    if name == "default":
-        from operators.segmenters.default import DefaultSegmenter
-
-        return DefaultSegmenter(**options)
-    if name == "xsam":
-        from operators.segmenters.xsam import XSamSegmenter
-
-        return XSamSegmenter(**options)
-    raise ValueError(f"unknown segmenter {name!r}; choose one of {', '.join(SEGMENTERS)} or give module:Class")
+    return segmenter_class(name)(**options)
 
 
-__all__ = ["PromptMemory", "Segmenter", "build_segmenter", "SEGMENTERS"]
+def is_lightweight(name: str) -> bool:
+    """Whether the segmenter declares ``lightweight = True``: no weights, a few ms per frame on a CPU core."""
+    return bool(getattr(segmenter_class(name), "lightweight", False))
+
+
+__all__ = ["PromptMemory", "Segmenter", "build_segmenter", "is_lightweight", "segmenter_class", "SEGMENTERS"]

@@ -33,6 +33,9 @@ class Segmenter(Protocol):
     """Visual-grounded segmentation of RGB ``uint8`` ``(H, W, 3)`` frames."""
 
     name: str
+    #: No weights and a few ms per frame on one CPU core. The pipeline then runs the segmenter inside each
+    #: stream's own process: a round trip to a shared model actor would cost more than the call.
+    lightweight: bool = False
 
     def encode_prompts(self, frame: np.ndarray, prompts: Sequence[Prompt]) -> PromptMemory:
         """Encode the prompts drawn on ``frame`` once; the result is cached per stream."""

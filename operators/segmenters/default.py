@@ -193,6 +193,7 @@ class DefaultSegmenter:
     """
 
     name = "default"
+    lightweight = True
 
     def __init__(
         self,
