@@ -156,9 +156,10 @@ class FlowPropagator:
         self.max_side = max_side
         self.score_decay = score_decay
         self._dis: cv2.DISOpticalFlow | None = None
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (frame, its working image): the next prev_frame
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_dis": None}  # OpenCV objects do not pickle; rebuilt on first use
+        return {**self.__dict__, "_dis": None, "_last": None}  # OpenCV objects do not pickle; rebuilt on first use
 
     def _estimator(self) -> cv2.DISOpticalFlow:
         if self._dis is None:
@@ -179,7 +180,10 @@ class FlowPropagator:
         """Flow from ``prev_frame`` to ``frame`` (RGB or grayscale, same size)."""
         if prev_frame.shape[:2] != frame.shape[:2]:
             raise ValueError(f"frame sizes differ: {prev_frame.shape[:2]} and {frame.shape[:2]}")
-        prev, cur = self._working(prev_frame), self._working(frame)
+        # A stream's flows chain (each frame is the next call's prev_frame): convert each frame once.
+        prev = self._last[1] if self._last is not None and self._last[0] is prev_frame else self._working(prev_frame)
+        cur = self._working(frame)
+        self._last = (frame, cur)
         dis = self._estimator()
         backward = dis.calc(cur, prev, None)
         came_from = _pixel_grid(*cur.shape) + backward
