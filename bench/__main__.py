@@ -39,10 +39,11 @@ DEFINITIONS = """## Definitions
   thread (the cost per core) and FFmpeg's automatic thread count (what `StreamWorker` uses). Keyframes-only
   decode (`keyframes_only=True`) reports keyframes/s and source frames covered/s.
 - **segmenter alone** (one OpenCV thread, as in the actors, at the clip size): keyframe step = `segment`
-  (`encode_prompts` runs once per prompt and is reported apart); propagation step = `FlowPropagator.flow`
+  + `refresh`, what a keyframe costs (`encode_prompts` runs once per prompt and is reported apart);
+  propagation step = `FlowPropagator.flow`
   + `warp`. **segmenter fps** at keyframe interval K = `1000 / (seg_ms / K + prop_ms * (K - 1) / K)`.
   **operator fps** = what a stream really runs per frame: flow + warp on every frame (keyframes too, for
-  association), `segment` + `refresh` per keyframe / K, the scene-cut signature and the record encoding
+  association), the keyframe step / K, the scene-cut signature and the record encoding
   (RLE + JSON); decode excluded.
 - **pipeline end to end**: `run_job(JobConfig(..., sinks=["jsonl"], progress=False, parallel=N))` on Ray,
   archive mode. Ray is started and warmed with a tiny job before timing; the timed region is the
@@ -95,8 +96,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the JSON result here")
     parser.add_argument("--write-md", nargs="?", const=MD_PATH, type=Path, metavar="PATH",
                         help=f"rewrite this run's sections of a markdown file (default {MD_PATH.name})")
-    parser.add_argument("--size", type=_size, metavar="WxH", help="clip size (default 320x240)")
-    parser.add_argument("--frames", type=int, help="frames per clip (default 600; quick 60)")
+    parser.add_argument("--size", type=_size, metavar="WxH", help="clip size (default 1280x720; quick 320x240)")
+    parser.add_argument("--frames", type=int, help="frames per clip (default 450; quick 60)")
     parser.add_argument("--streams", type=int, help="N for the N-stream run (default 4)")
     parser.add_argument("--keyframe-every", type=int, help="keyframe interval K (default 10)")
     parser.add_argument("--micro-frames", type=int, help="frames timed per segmenter step (default 60; quick 20)")
