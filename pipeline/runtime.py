@@ -6,6 +6,8 @@
 - :class:`StreamWorker` decodes its video, keeps the stream's state
   (:class:`operators.stream.StreamProcessor`) and sends keyframes to its
   segmenter; at most one keyframe and ``max_pending`` frames are in flight.
+  A lightweight CPU segmenter runs in the stream worker itself instead
+  (:class:`InlineSegmenter`, see :func:`segmenter_pool`).
 - :class:`SinkWorker` encodes and writes records off the stream's hot path; a
   stream keeps at most two batches of records in flight to it.
 """
