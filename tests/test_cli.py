@@ -84,7 +84,7 @@ def test_killed_job_resubmitted_resumes_from_the_stream_checkpoint(tmp_path):
     import signal
     import time
 
-    clip = make_clip(ClipSpec(seed=8, num_frames=300), tmp_path / "long.mp4")
+    clip = make_clip(ClipSpec(seed=8, num_frames=900), tmp_path / "long.mp4")
     box = ",".join(str(int(v)) for v in clip.suggested_prompt(clip.kinds[1], "box").box)
     args = [sys.executable, "-m", "pipeline.cli", "run", str(clip.path), "--prompt", f"box:{box}", "--sink", "jsonl"]
     env = {**ENV, "XSAM_PIPELINE_CHECKPOINT_EVERY": "50"}
@@ -97,12 +97,13 @@ def test_killed_job_resubmitted_resumes_from_the_stream_checkpoint(tmp_path):
         time.sleep(0.1)
     os.killpg(killed.pid, signal.SIGKILL)  # the driver, its Ray and every worker, with no chance to clean up
     killed.wait()
+    time.sleep(1.0)  # a worker that outlived the kill for a moment could still finish the video
     assert not (tmp_path / "out" / "long" / "done.json").exists(), "killed before the video finished"
     resumed = subprocess.run([*args, "--out", str(tmp_path / "out")], env=env, cwd=root, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     report = json.loads((tmp_path / "out" / "summary.json").read_text())["videos"][0]
-    assert report["status"] == "done" and report["resumed_from"] in range(100, 300, 50), report
+    assert report["status"] == "done" and report["resumed_from"] in range(100, 900, 50), report
     clean = subprocess.run([*args, "--out", str(tmp_path / "clean")], env=env, cwd=root, capture_output=True,
                            text=True, timeout=300)
     assert clean.returncode == 0, clean.stderr

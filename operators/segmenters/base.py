@@ -30,12 +30,14 @@ class PromptMemory(Protocol):
 
 @runtime_checkable
 class Segmenter(Protocol):
-    """Visual-grounded segmentation of RGB ``uint8`` ``(H, W, 3)`` frames."""
+    """Visual-grounded segmentation of RGB ``uint8`` ``(H, W, 3)`` frames.
+
+    An implementation may set the class attribute ``lightweight = True`` (no weights, a few ms per frame
+    on one CPU core): the pipeline then runs it inside each stream's own process, where a round trip to a
+    shared model actor would cost more than the call.
+    """
 
     name: str
-    #: No weights and a few ms per frame on one CPU core. The pipeline then runs the segmenter inside each
-    #: stream's own process: a round trip to a shared model actor would cost more than the call.
-    lightweight: bool = False
 
     def encode_prompts(self, frame: np.ndarray, prompts: Sequence[Prompt]) -> PromptMemory:
         """Encode the prompts drawn on ``frame`` once; the result is cached per stream."""
