@@ -52,6 +52,8 @@ from av.video.reformatter import VideoReformatter
 from operators.errors import PipelineError, UnsupportedCodecError, VideoDecodeError, VideoOpenError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+# Fresh decord readers tried on one intact frame before a known break (see DecordReader._read).
+DECORD_REOPENS = 8
 
 Backend = Literal["pyav", "decord"]
 
@@ -675,6 +677,7 @@ class DecordReader(VideoReader):
         broken = scan.damage is not None or self._declared.is_incomplete(scan.stream_packets)
         self._frame_limit = scan.certain_frames(self._declared.reorder_depth) if broken else None
         self._errors = (decord.DECORDError, RuntimeError)
+        self._decord, self._threads = decord, threads
         try:
             self._reader = decord.VideoReader(source, num_threads=threads)
             self._pts = self._reader.get_frame_timestamp(range(len(self._reader)))[:, 0].astype(float)
@@ -688,7 +691,7 @@ class DecordReader(VideoReader):
         next_index = start
         for index in indices:
             try:
-                image = self._reader[index].asnumpy()
+                image = self._read(index)
             except self._errors as exc:
                 damage = _ffmpeg_error_text(exc)
                 raise _decode_failure(self._source, self._declared, next_index, damage, self._stream_packets) from exc
@@ -696,6 +699,23 @@ class DecordReader(VideoReader):
             next_index = index + 1
         if self._frame_limit is not None:
             raise _decode_failure(self._source, self._declared, max(start, stop), self._damage, self._stream_packets)
+
+    def _read(self, index: int) -> np.ndarray:
+        """Frame ``index``; before a known break, re-opened on failure a few times.
+
+        decord's packet thread reads ahead, and the error of a packet past the break surfaces at whichever
+        intact frame is being received then (seen at random frames under load), leaving the reader unusable.
+        A fresh reader decodes the intact frame.
+        """
+        retries = DECORD_REOPENS if self._frame_limit is not None else 0
+        while True:
+            try:
+                return self._reader[index].asnumpy()
+            except self._errors:
+                if retries == 0:
+                    raise
+                retries -= 1
+                self._reader = self._decord.VideoReader(self._source, num_threads=self._threads)
 
     def close(self) -> None:
         self._reader = None  # decord has no close(); dropping the reader closes the file
