@@ -29,6 +29,16 @@ def _config(clips, out, address=None):
                      sinks=["jsonl"], progress=False, parallel=4, address=address, checkpoint_every=25)
 
 
+def _alive_on(actor_class: str) -> list[str]:
+    """Node ids of the live actors of ``actor_class``, sorted."""
+    alive = [a for a in ray.state.actors().values() if a["State"] == "ALIVE" and a["ActorClassName"] == actor_class]
+    return sorted(a["Address"]["NodeID"] for a in alive)
+
+
+def _lines(path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
 @pytest.mark.slow
 def test_archive_job_spreads_over_nodes_and_finishes_every_video_when_a_node_dies(long_clips, tmp_path):
     ray.shutdown()  # leave any single-node Ray of other tests
@@ -40,15 +50,16 @@ def test_archive_job_spreads_over_nodes_and_finishes_every_video_when_a_node_die
         driver_node = ray.get_runtime_context().get_node_id()
         result = {}
         job = threading.Thread(target=lambda: result.update(summary=run_job(_config(long_clips, tmp_path / "multi",
-                                                                                    cluster.address))))
+                                                                                    cluster.address))), daemon=True)
         job.start()
         first = tmp_path / "multi" / long_clips[0].path.stem / "frames.jsonl"
         deadline = time.time() + 120
-        while time.time() < deadline and not (first.exists() and len(first.read_text().splitlines()) >= 60):
+        while True:  # sink actors start after their stream worker: wait for all of them, not the first
+            stream_nodes, sink_nodes = _alive_on("StreamWorker"), _alive_on("SinkWorker")
+            started = len(stream_nodes) == len(long_clips) and len(sink_nodes) == len(stream_nodes)
+            if time.time() > deadline or (started and _lines(first) >= 60):
+                break
             time.sleep(0.2)
-        alive = [a for a in ray.state.actors().values() if a["State"] == "ALIVE"]
-        stream_nodes = sorted(a["Address"]["NodeID"] for a in alive if a["ActorClassName"] == "StreamWorker")
-        sink_nodes = sorted(a["Address"]["NodeID"] for a in alive if a["ActorClassName"] == "SinkWorker")
         assert len(set(stream_nodes)) >= 2, "stream workers are spread over the nodes"
         assert sink_nodes == stream_nodes, "each sink actor runs on its stream worker's node"
         doomed = next(n for n in workers if n.node_id != driver_node and n.node_id in stream_nodes)
