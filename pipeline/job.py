@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -218,12 +219,9 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
     for spec in todo:  # streams sharing few cores decode with one thread each: FFmpeg's threads only contend
         spec.decode_threads = max(1, cpus // parallel)
 
-    def new_worker() -> "ray.actor.ActorHandle":
-        return StreamWorker.options(num_cpus=0, scheduling_strategy="SPREAD").remote(config.sinks, str(config.out_dir))
-
     queue = list(todo)
     attempts: dict[str, int] = {}
-    workers = [new_worker() for _ in range(parallel)]
+    workers = _WorkerSlots(parallel, config.sinks, str(config.out_dir))
     running: dict[ray.ObjectRef, tuple[StreamSpec, int]] = {}
     launched = 0
     try:
@@ -242,7 +240,7 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
                     spec, slot = running.pop(ref)
                     report = _collect(ref, spec)
                     if report.error and report.error["error"] == WORKER_DIED:
-                        workers[slot] = new_worker()  # its process or node died: replace it
+                        workers.replace(slot)  # its process or node died
                         attempts[spec.stream_id] = attempts.get(spec.stream_id, 1) + 1
                         if attempts[spec.stream_id] <= MAX_ATTEMPTS:
                             queue.insert(0, spec)  # the video starts over; its sinks rewrite every frame
@@ -258,7 +256,53 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
                             continue
                         view.update(spec.stream_id, done, expected)
     finally:
-        for worker in workers:
+        workers.shutdown()
+
+
+class _WorkerSlots:
+    """The job's stream workers, spread over the nodes; a dead one is replaced away from its node.
+
+    When a node dies, Ray may still offer it to ``SPREAD`` for a moment, and a replacement placed there
+    dies too, costing the video another attempt. Each worker's node is asked when it starts, so its
+    replacement can be pinned (softly) to the live node holding the fewest of the job's workers.
+    """
+
+    def __init__(self, count: int, sinks: list[str], out_dir: str) -> None:
+        self.sinks, self.out_dir = sinks, out_dir
+        self.workers: list[ray.actor.ActorHandle] = []
+        self.homes: list[ray.ObjectRef] = []  # each worker's node id, resolved once it has started
+        for _ in range(count):
+            self._start("SPREAD")
+
+    def __getitem__(self, slot: int) -> "ray.actor.ActorHandle":
+        return self.workers[slot]
+
+    def _start(self, strategy: "str | NodeAffinitySchedulingStrategy", slot: int | None = None) -> None:
+        worker = StreamWorker.options(num_cpus=0, scheduling_strategy=strategy).remote(self.sinks, self.out_dir)
+        if slot is None:
+            self.workers.append(worker)
+            self.homes.append(worker.node_id.remote())
+        else:
+            self.workers[slot], self.homes[slot] = worker, worker.node_id.remote()
+
+    def _node_of(self, slot: int) -> str | None:
+        try:
+            return ray.get(self.homes[slot], timeout=0)
+        except (ray.exceptions.RayError, TimeoutError):
+            return None
+
+    def replace(self, slot: int) -> None:
+        lost = self._node_of(slot)
+        others = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != lost]
+        if lost is None or not others:
+            self._start("SPREAD", slot)
+            return
+        placed = [self._node_of(s) for s in range(len(self.workers)) if s != slot]
+        target = min(others, key=placed.count)
+        self._start(NodeAffinitySchedulingStrategy(target, soft=True), slot)
+
+    def shutdown(self) -> None:
+        for worker in self.workers:
             try:
                 ray.get(worker.shutdown.remote(), timeout=10)
                 ray.kill(worker)

@@ -343,6 +343,9 @@ class StreamWorker:
             (spec.stream_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
         return report
 
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
     def shutdown(self) -> None:
         ray.kill(self.sink)
 
