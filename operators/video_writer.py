@@ -12,7 +12,9 @@ import numpy as np
 class H264Writer:
     """Writes RGB ``uint8`` frames to an H.264 MP4; width and height are rounded down to even."""
 
-    def __init__(self, path: str | Path, fps: float, width: int, height: int, crf: int = 23) -> None:
+    def __init__(
+        self, path: str | Path, fps: float, width: int, height: int, crf: int = 23, gop: int | None = None
+    ) -> None:
         self.path = Path(path)
         self.width, self.height = width - width % 2, height - height % 2
         self._container = av.open(str(self.path), mode="w")
@@ -20,7 +22,7 @@ class H264Writer:
         self._stream = self._container.add_stream("libx264", rate=rate)
         self._stream.width, self._stream.height = self.width, self.height
         self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(crf), "preset": "veryfast"}
+        self._stream.options = {"crf": str(crf), "preset": "veryfast", **({"g": str(gop)} if gop else {})}
         self.frames_written = 0
 
     def write(self, rgb: np.ndarray) -> None:

@@ -28,7 +28,9 @@ from pipeline.sources import LiveFrame, LiveReader, ReconnectPolicy, is_live_sou
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    spec = ClipSpec(seed=5, num_frames=75, fps=25.0, kinds=("red_blob",), instances_per_kind=2, speed=0.8)
+    # A keyframe each second, as cameras send: a reader joining mid-stream needs one to open (x264's default
+    # of 250 left one per 3 s loop of this clip, as long as the tests' open timeout).
+    spec = ClipSpec(seed=5, num_frames=75, fps=25.0, kinds=("red_blob",), instances_per_kind=2, speed=0.8, gop=25)
     return make_clip(spec, tmp_path_factory.mktemp("live") / "clip.mp4")
 
 
