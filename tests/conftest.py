@@ -1,6 +1,8 @@
-"""Shared fixtures: a local Ray on loopback, started once for the session."""
+"""Shared fixtures: a local Ray on loopback, started once for the session; no run outlives its tests."""
 
 import os
+import sys
+import threading
 
 import pytest
 
@@ -18,3 +20,27 @@ def ray_local():
     init_ray(None)
     yield ray
     ray.shutdown()
+
+
+_exit_status = {"code": 0}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _exit_status["code"] = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    """A thread a failed test left running (a job in flight, say) must not keep the run from ending.
+
+    Python waits for non-daemon threads at exit; one blocked on a stopped Ray would hold CI until its
+    limit. They are named, and the process exits with the session's own status.
+    """
+    stray = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    for thread in stray:
+        thread.join(timeout=10)
+    stray = [t.name for t in stray if t.is_alive()]
+    if stray:
+        sys.stderr.write(f"\nthreads still running after the tests: {stray}; exiting without them\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(_exit_status["code"])
