@@ -47,9 +47,9 @@ DEFINITIONS = """## Definitions
   (RLE + JSON); decode excluded.
 - **pipeline end to end**: `run_job(JobConfig(..., sinks=["jsonl"], progress=False, parallel=N))` on Ray,
   archive mode. Ray is started and warmed with a tiny job before timing; the timed region is the
-  `run_job` call (**wall**, includes the per-job actor start-up: segmenter pool, one stream actor and one
-  sink actor per video). **steady** = frames / the longest `StreamWorker.run` (excludes the stream actor's
-  own start-up; still includes waiting for its sink actor and the segmenter actor to start). **Capacity**:
+  `run_job` call (**wall**, includes the per-job actor start-up: the segmenter pool unless segmentation is
+  inline, one stream actor per video in progress). **steady** = frames / the longest `StreamWorker.run`
+  (excludes the stream actor's own start-up; still includes waiting for a segmenter actor to start). **Capacity**:
   1 stream `min(decode_fps, segmenter_fps)`; N streams `min(N, cores) / (1/decode_fps + 1/segmenter_fps)`
   (each frame costs one decode plus the segmenter's amortised per-frame cost on one core; the cores work in
   parallel). decode (one thread) and segmenter fps are measured right before and right after each timed run
@@ -66,7 +66,7 @@ DEFINITIONS = """## Definitions
 - **memory vs video length**: one stream through the pipeline on a synthetic clip looped losslessly (packets
   remuxed with shifted timestamps) to each length. A thread samples (psutil) the RSS of the driver and
   every Ray worker process of this cluster, and the plasma store's bytes in use (every 0.5 s). **Peak RSS**
-  = the largest sum over the run of the driver and the pipeline's actors (`StreamWorker`, `SinkWorker`,
+  = the largest sum over the run of the driver and the pipeline's actors (`StreamWorker`,
   `SegmenterWorker`); in parentheses the same with idle pooled workers and Ray's own processes (raylet,
   GCS, dashboard, agents) added. The RSS slope is a least-squares fit over 25-90 % of the longest run.
 """

@@ -751,7 +751,7 @@ def _role(proc: Any, driver_pid: int) -> str:
 
 
 #: Worker roles that are the pipeline itself (idle pooled workers and Ray's own processes are reported apart).
-APP_ROLES = ("driver", "worker:StreamWorker", "worker:SinkWorker", "worker:SegmenterWorker")
+APP_ROLES = ("driver", "worker:StreamWorker", "worker:SegmenterWorker")
 
 
 def _machine_busy_seconds() -> float | None:

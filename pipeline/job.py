@@ -304,7 +304,6 @@ class _WorkerSlots:
     def shutdown(self) -> None:
         for worker in self.workers:
             try:
-                ray.get(worker.shutdown.remote(), timeout=10)
                 ray.kill(worker)
             except Exception:  # noqa: BLE001 - a worker lost with its node cannot even be reached to stop
                 pass

@@ -9,7 +9,8 @@ at once, flush its sinks and print a summary, which Ray's actors make slow and i
   stream's one :class:`~operators.stream.StreamProcessor` (prompt memory and track ids survive a
   reconnect because the processor does), the keyframes going to a segmenter thread so optical flow
   overlaps segmentation as on Ray;
-* a **sink** thread writes records (RLE encoding, files, message queues) off the processing path.
+* a **sink** thread (:class:`operators.sinks.writer.SinkWriter`) writes records (RLE encoding, files,
+  message queues) off the processing path.
 
 Live scheduling: the queue holds at most ``queue_size`` frames. When processing falls behind, the
 oldest frames are dropped (``dropped_queue_full``) and a frame older than ``latency_budget`` seconds
@@ -28,7 +29,6 @@ import concurrent.futures
 import heapq
 import json
 import logging
-import queue as queue_module
 import signal
 import sys
 import threading
@@ -45,6 +45,7 @@ from operators.keyframes import KeyframeConfig
 from operators.records import FrameRecord, Instances, Prompt
 from operators.segmenters import build_segmenter
 from operators.sinks import StreamInfo, build_sinks
+from operators.sinks.writer import SinkWriter
 from operators.sinks.base import prepare_out_dir
 from operators.stream import StreamProcessor, run_keyframe, run_stream
 from pipeline.sources import LiveFrame, LiveReader, ReconnectPolicy, is_live_source
@@ -243,21 +244,22 @@ class LiveStream:
     # -- threads ----------------------------------------------------------------------------------
     def _run(self) -> None:
         spec = self.spec
-        sinks: list = []
+        writer: SinkWriter | None = None
         try:
             self.reader = self._open_reader()
             if self._stop.is_set():
                 self.reader.stop()
             info = self.reader.info
             fps = info.fps if info.fps > 0 else 30.0
-            sinks = build_sinks(self.sink_names, self.out_dir)
-            for sink in sinks:
+            writer = SinkWriter(build_sinks(self.sink_names, self.out_dir), name=f"sink-{spec.stream_id}",
+                                on_written=self._written)
+            for sink in writer.sinks:
                 sink.open(StreamInfo(spec.stream_id, spec.source, info.width, info.height, fps))
-            keep_images = any(getattr(sink, "needs_image", False) for sink in sinks)
+            keep_images = any(getattr(sink, "needs_image", False) for sink in writer.sinks)
             self.processor = StreamProcessor(spec.stream_id, spec.source, spec.prompts, keyframes=spec.keyframes,
                                              keep_images=keep_images)
             self.status = "running"
-            self._process(sinks)
+            self._process(writer)
             self.status = "stopped" if self.error is None else "failed"
         except PipelineError as exc:
             self.status, self.error = "failed", exc.to_dict()
@@ -268,11 +270,8 @@ class LiveStream:
         finally:
             if self.reader is not None:
                 self.reader.close()
-            for sink in sinks:
-                try:
-                    self.outputs.append(sink.close())
-                except Exception as exc:  # noqa: BLE001 - one sink failing to close must not hide the others
-                    self.outputs.append({"sink": type(sink).__name__, "error": str(exc)})
+            if writer is not None:
+                self.outputs.extend(writer.close())
             self.ended = time.monotonic()
             if self.error is not None:
                 self._status({"event": "failed", "reason": self.error["reason"]})
@@ -301,43 +300,20 @@ class LiveStream:
         finally:
             self.queue.close()
 
-    def _process(self, sinks: list) -> None:
+    def _written(self, record: FrameRecord, captured: float) -> None:
+        """Called on the sink thread once every sink took ``record``."""
+        self.records_written += 1
+        if record.kind != "skipped" or record.reason == "no_prompt_yet":
+            self.latency.add(time.monotonic() - captured)
+        else:
+            self.skipped_records[record.reason] = self.skipped_records.get(record.reason, 0) + 1
+
+    def _process(self, writer: SinkWriter) -> None:
         spec = self.spec
         processor = self.processor
-        written: "queue_module.Queue[tuple[FrameRecord, float] | None]" = queue_module.Queue(maxsize=32)
-        sink_error: list[BaseException] = []
-
-        def write_records() -> None:
-            while True:
-                item = written.get()
-                if item is None:
-                    return
-                record, captured = item
-                try:
-                    for sink in sinks:
-                        sink.write(record)
-                except BaseException as exc:  # noqa: BLE001 - surfaced by the processing thread
-                    sink_error.append(exc)
-                    return
-                self.records_written += 1
-                if record.kind != "skipped" or record.reason == "no_prompt_yet":
-                    self.latency.add(time.monotonic() - captured)
-                else:
-                    self.skipped_records[record.reason] = self.skipped_records.get(record.reason, 0) + 1
-
         captured: dict[int, float] = {}
         dropped: list[tuple[int, int, LiveFrame, str]] = []  # heap by frame index
         order = [0]
-
-        def push(record: FrameRecord, when: float) -> None:
-            while True:  # a sink thread that died on an error never takes the record: raise its error instead
-                if sink_error:
-                    raise sink_error[0]
-                try:
-                    written.put((record, when), timeout=0.5)
-                    return
-                except queue_module.Full:
-                    continue
 
         def emit_dropped_before(index: float) -> None:
             while dropped and dropped[0][0] < index:
@@ -345,14 +321,14 @@ class LiveStream:
                 height, width = frame.image.shape[:2]
                 record = FrameRecord(spec.stream_id, frame.index, frame.pts, "skipped", Instances.empty(height, width),
                                      reason=cause)
-                push(record, frame.captured)
+                writer.put(record, frame.captured)
 
         def emit(record: FrameRecord) -> None:
             emit_dropped_before(record.frame_index)
             if record.instances is not None and len(record.instances):
                 self.track_ids.update(int(t) for t in record.instances.track_ids)
             self.frames_processed += 1
-            push(record, captured.pop(record.frame_index))
+            writer.put(record, captured.pop(record.frame_index))
 
         def frames():
             while True:
@@ -371,10 +347,8 @@ class LiveStream:
                 yield frame
 
         segmenter = build_segmenter(self.segmenter_name, **self.segmenter_options)
-        sink_thread = threading.Thread(target=write_records, name=f"sink-{spec.stream_id}", daemon=True)
         reader_thread = threading.Thread(target=self._read, name=f"reader-{spec.stream_id}", daemon=True)
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"segment-{spec.stream_id}") as pool:
-            sink_thread.start()
             reader_thread.start()
             try:
                 run_stream(frames(), processor, lambda request: pool.submit(run_keyframe, segmenter, request), emit,
@@ -384,15 +358,7 @@ class LiveStream:
                 self.stop()
                 self.queue.close()  # an archive-mode reader waiting for room must not wait for ever
                 reader_thread.join()
-                while sink_thread.is_alive():
-                    try:
-                        written.put(None, timeout=0.5)
-                        break
-                    except queue_module.Full:
-                        continue
-                sink_thread.join()
-        if sink_error:
-            raise sink_error[0]
+        writer.drain()  # raises a sink's write error
 
     # -- report ------------------------------------------------------------------------------------
     def report(self) -> dict:

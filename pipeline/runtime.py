@@ -1,4 +1,4 @@
-"""Ray actors: one stateful actor per stream, a shared pool of segmenter actors, one sink actor per stream.
+"""Ray actors: one stateful actor per stream and a shared pool of segmenter actors.
 
 - :class:`SegmenterWorker` holds a model and nothing about any stream: every call
   carries the stream's prompt memory, so any worker can serve any stream and a
@@ -8,8 +8,7 @@
   segmenter; at most one keyframe and ``max_pending`` frames are in flight.
   A lightweight CPU segmenter runs in the stream worker itself instead
   (:class:`InlineSegmenter`, see :func:`segmenter_pool`).
-- :class:`SinkWorker` encodes and writes records off the stream's hot path; a
-  stream keeps at most two batches of records in flight to it.
+  Its sinks (RLE encoding, files, brokers) write on a thread of that process.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from operators.association import AssociationConfig
 from operators.errors import PipelineError
@@ -36,6 +34,7 @@ from operators.keyframes import KeyframeConfig
 from operators.records import FrameRecord, Prompt
 from operators.segmenters import Segmenter, build_segmenter, is_lightweight
 from operators.sinks import StreamInfo, build_sinks
+from operators.sinks.writer import SinkWriter
 from operators.stream import (
     Future, KeyframeRequest, KeyframeResult, StreamProcessor, local_submit, run_keyframe, run_stream,
 )
@@ -43,7 +42,6 @@ from pipeline.sources import open_video
 
 DONE_FILE = "done.json"
 CHECKPOINT_FILE = "checkpoint.pkl"
-SINK_BATCH = 8
 
 
 @dataclass
@@ -178,27 +176,6 @@ class InlineSegmenter:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-@ray.remote
-class SinkWorker:
-    """Writes one stream's records to its sinks (RLE encoding and file I/O happen here)."""
-
-    def __init__(self, names: list[str], out_dir: str) -> None:
-        self.sinks = build_sinks(names, out_dir)
-
-    def open(self, info: StreamInfo, start_frame: int = 0) -> None:
-        for sink in self.sinks:
-            sink.open(info, start_frame=start_frame)
-
-    def write(self, records: list[FrameRecord]) -> int:
-        for record in records:
-            for sink in self.sinks:
-                sink.write(record)
-        return len(records)
-
-    def close(self) -> list[dict]:
-        return [sink.close() for sink in self.sinks]
-
-
 class _RayFuture:
     def __init__(self, ref: ray.ObjectRef) -> None:
         self.ref = ref
@@ -214,45 +191,18 @@ class _RayFuture:
             raise (exc.cause or exc) from None  # the model's own error, not Ray's wrapper with its traceback
 
 
-class _BatchedSink:
-    """Batches records to a sink actor, keeping at most two batches in flight (backpressure)."""
-
-    def __init__(self, actor: "ray.actor.ActorHandle") -> None:
-        self.actor = actor
-        self.batch: list[FrameRecord] = []
-        self.inflight: list[ray.ObjectRef] = []
-
-    def __call__(self, record: FrameRecord) -> None:
-        self.batch.append(record)
-        if len(self.batch) >= SINK_BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.batch:
-            self.inflight.append(self.actor.write.remote(self.batch))
-            self.batch = []
-        while len(self.inflight) > 2:
-            ray.get(self.inflight.pop(0))
-
-    def drain(self) -> None:
-        self.flush()
-        ray.get(self.inflight)
-        self.inflight = []
-
-
 @ray.remote(max_concurrency=4)
 class StreamWorker:
     """Runs streams one after another: decode, keyframe schedule, per-stream memory and tracks.
 
-    Long-lived and reused for every video of a job, with its own sink actor, so process start-up is paid once
-    per worker rather than once per video.
+    Long-lived and reused for every video of a job, so process start-up is paid once per worker rather
+    than once per video. Its sinks write on a thread of this process (:class:`SinkWriter`): records
+    (masks, and images for the MP4 sink) are never pickled or sent anywhere to be written.
     """
 
     def __init__(self, sinks: list[str], out_dir: str) -> None:
         _limit_threads()
-        # On this worker's node: records (masks, and images for the MP4 sink) never cross the network.
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        self.sink = SinkWorker.options(num_cpus=0, scheduling_strategy=here).remote(sinks, out_dir)
+        self.sink_names, self.out_dir = sinks, out_dir
         self.processor: StreamProcessor | None = None
         self.frames_done = 0
         self.expected: int | None = None
@@ -282,24 +232,23 @@ class StreamWorker:
         resume = StreamCheckpoint.load(spec)
         start = resume.next_index if resume else 0
         self.processor, self.frames_done, self.expected = None, start, None
-        opened = False
-        writer: _BatchedSink | None = None
+        writer: SinkWriter | None = None
         try:
             with open_video(spec.source, backend=spec.decoder, threads=spec.decode_threads) as reader:
                 info = reader.info
                 self.expected = report.expected_frames = info.frame_count
                 stream = StreamInfo(spec.stream_id, spec.source, info.width, info.height, info.fps)
-                ray.get(self.sink.open.remote(stream, start))
-                opened = True
+                writer = SinkWriter(build_sinks(self.sink_names, self.out_dir), name=f"sink-{spec.stream_id}")
+                for sink in writer.sinks:
+                    sink.open(stream, start_frame=start)
                 self.processor = resume.processor if resume else StreamProcessor(
                     spec.stream_id, spec.source, spec.prompts, keyframes=spec.keyframes,
                     association=spec.association, keep_images="mp4" in spec.sinks,
                 )
                 report.resumed_from = start if resume else None
-                writer = _BatchedSink(self.sink)
 
                 def emit(record: FrameRecord) -> None:
-                    writer(record)
+                    writer.put(record)
                     self.frames_done += 1
 
                 def checkpoint(last_image: np.ndarray) -> None:
@@ -317,6 +266,7 @@ class StreamWorker:
                     checkpoint=checkpoint,
                     checkpoint_every=spec.checkpoint_every,
                 )
+                writer.drain()
             report.status = "done"
         except PipelineError as exc:
             report.error = exc.to_dict()
@@ -327,9 +277,7 @@ class StreamWorker:
             }
         finally:
             if writer is not None:
-                writer.drain()  # records emitted before an error are written too
-            if opened:
-                report.outputs = ray.get(self.sink.close.remote())
+                report.outputs = writer.close()  # records emitted before an error are written too
         report.frames = self.frames_done
         report.seconds = time.perf_counter() - started
         if self.processor is not None:
@@ -345,9 +293,6 @@ class StreamWorker:
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
-
-    def shutdown(self) -> None:
-        ray.kill(self.sink)
 
 
 def default_workers() -> int:

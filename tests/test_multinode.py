@@ -54,14 +54,12 @@ def test_archive_job_spreads_over_nodes_and_finishes_every_video_when_a_node_die
         job.start()
         first = tmp_path / "multi" / long_clips[0].path.stem / "frames.jsonl"
         deadline = time.time() + 120
-        while True:  # sink actors start after their stream worker: wait for all of them, not the first
-            stream_nodes, sink_nodes = _alive_on("StreamWorker"), _alive_on("SinkWorker")
-            started = len(stream_nodes) == len(long_clips) and len(sink_nodes) == len(stream_nodes)
-            if time.time() > deadline or (started and _lines(first) >= 60):
+        while True:
+            stream_nodes = _alive_on("StreamWorker")
+            if time.time() > deadline or (len(stream_nodes) == len(long_clips) and _lines(first) >= 60):
                 break
             time.sleep(0.2)
         assert len(set(stream_nodes)) >= 2, "stream workers are spread over the nodes"
-        assert sink_nodes == stream_nodes, "each sink actor runs on its stream worker's node"
         doomed = next(n for n in workers if n.node_id != driver_node and n.node_id in stream_nodes)
         cluster.remove_node(doomed)
         job.join(timeout=300)

@@ -1,0 +1,91 @@
+"""A stream's sinks on a thread of their own: RLE encoding, files and brokers off the processing path.
+
+The thread is in the producer's process, so records are never pickled to reach it. Writes stay in
+record order; the queue is bounded, so a slow sink holds the producer back instead of piling
+records up. A write error is raised to the producer at its next ``put`` or ``drain``; records after
+it are not written.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Callable, Sequence
+
+from operators.records import FrameRecord
+from operators.sinks.base import Sink
+
+_STOP = object()
+
+
+class SinkWriter:
+    """Writes records to ``sinks`` on one background thread, in order.
+
+    ``on_written(record, meta)`` runs on that thread after every sink took ``record`` (``meta`` is what
+    :meth:`put` was given with it: a capture time, say).
+    """
+
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        *,
+        capacity: int = 32,
+        name: str = "sink-writer",
+        on_written: Callable[[FrameRecord, Any], None] | None = None,
+    ) -> None:
+        self.sinks = list(sinks)
+        self.written = 0
+        self.error: BaseException | None = None
+        self._on_written = on_written
+        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=capacity)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is _STOP:
+                    return
+                if self.error is None:  # after an error, records are taken but not written: the producer stops
+                    record, meta = item
+                    for sink in self.sinks:
+                        sink.write(record)
+                    self.written += 1
+                    if self._on_written is not None:
+                        self._on_written(record, meta)
+            except BaseException as exc:  # noqa: BLE001 - raised to the producer
+                self.error = exc
+            finally:
+                self._queue.task_done()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def put(self, record: FrameRecord, meta: Any = None) -> None:
+        """Queue ``record``; waits while the queue is full. Raises an earlier write's error."""
+        self._raise()
+        self._queue.put((record, meta))
+
+    def drain(self) -> None:
+        """Wait until every queued record is written; raises a write's error."""
+        self._queue.join()
+        self._raise()
+
+    def close(self) -> list[dict]:
+        """Write what is queued, end the thread and close every sink; one output dict per sink.
+
+        A sink failing to close is reported in its dict (``error``), never hiding the others; a write
+        error stays in :attr:`error`, for the producer to report.
+        """
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+        outputs = []
+        for sink in self.sinks:
+            try:
+                outputs.append(sink.close())
+            except Exception as exc:  # noqa: BLE001
+                outputs.append({"sink": type(sink).__name__, "error": str(exc) or repr(exc)})
+        return outputs
