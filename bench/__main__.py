@@ -45,11 +45,13 @@ DEFINITIONS = """## Definitions
   **operator fps** = what a stream really runs per frame: flow + warp on every frame (keyframes too, for
   association), the keyframe step / K, the scene-cut signature and the record encoding
   (RLE + JSON); decode excluded.
-- **pipeline end to end**: `run_job(JobConfig(..., sinks=["jsonl"], progress=False, parallel=N))` on Ray,
-  archive mode. Ray is started and warmed with a tiny job before timing; the timed region is the
-  `run_job` call (**wall**, includes the per-job actor start-up: the segmenter pool unless segmentation is
-  inline, one stream actor per video in progress). **steady** = frames / the longest `StreamWorker.run`
-  (excludes the stream actor's own start-up; still includes waiting for a segmenter actor to start). **Capacity**:
+- **pipeline end to end**: N videos in one `run_job(JobConfig(..., sinks=["jsonl"], progress=False))` on
+  Ray, archive mode, `parallel` unset as `xsam-pipeline run` leaves it: min(N, cluster CPUs) stream workers,
+  each taking the next video when one ends. Ray is started and warmed with a tiny job before timing; the
+  timed region is the `run_job` call (**wall**, includes the per-job actor start-up: the segmenter pool
+  unless segmentation is inline, the stream actors). **steady** = frames / the stream workers' busy time
+  (the longest `StreamWorker.run`, or with fewer workers than videos the videos' total seconds / workers;
+  excludes the stream actors' start-up, still includes waiting for a segmenter actor to start). **Capacity**:
   1 stream `min(decode_fps, segmenter_fps)`; N streams `min(N, cores) / (1/decode_fps + 1/segmenter_fps)`
   (each frame costs one decode plus the segmenter's amortised per-frame cost on one core; the cores work in
   parallel). decode (one thread) and segmenter fps are measured right before and right after each timed run
