@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from operators.records import Instances, Prompt
-from xsam import XSamPredictor, XSamPromptMemory
+
+if TYPE_CHECKING:  # torch and the model load when a segmenter is built, not when a job asks about the class
+    import torch
+
+    from xsam import XSamPromptMemory
 
 
 class XSamSegmenter:
@@ -30,6 +34,10 @@ class XSamSegmenter:
         refresh_threshold: float = 0.5,
         seed: int = 0,
     ):
+        import torch
+
+        from xsam import XSamPredictor
+
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
         self.predictor = XSamPredictor.from_pretrained(checkpoint, device=device, dtype=dtype, seed=seed)
