@@ -229,32 +229,20 @@ def test_rerun_skips_finished_videos_and_redoes_changed_ones(ray_local, clips, t
 
 
 @pytest.mark.slow
-def test_segmenter_process_killed_mid_job_is_restarted_and_results_are_unchanged(ray_local, clips, tmp_path):
+@pytest.mark.parametrize("placement, attempts", [("pool", [1, 1]), ("inline", [1, 2])])
+def test_segmenter_process_killed_mid_job_leaves_the_results_unchanged(ray_local, clips, tmp_path, placement, attempts):
+    """pool: Ray restarts the segmenter actor and the keyframe call is retried. inline: the segmenter's death
+    takes its stream worker with it, and a new worker runs that video again."""
     marker = tmp_path / "crashed"
     crashing = run_job(_job(clips[:2], tmp_path / "crash", parallel=2,
-                            segmenter="tests.crashing_segmenter:CrashOnceSegmenter", segmenter_placement="pool",
+                            segmenter="tests.crashing_segmenter:CrashOnceSegmenter", segmenter_placement=placement,
                             segmenter_options={"marker": str(marker), "crash_on": 3}))
-    assert marker.exists(), "the segmenter process really died"
+    assert marker.exists(), "the segmenter's process really died"
     assert [v.status for v in crashing.videos] == ["done", "done"], crashing.to_dict()["failures"]
+    assert sorted(v.attempts for v in crashing.videos) == attempts
     clean = run_job(_job(clips[:2], tmp_path / "clean", parallel=2))
     for clip in clips[:2]:
         a = (tmp_path / "crash" / clip.path.stem / "frames.jsonl").read_text()
         b = (tmp_path / "clean" / clip.path.stem / "frames.jsonl").read_text()
-        assert a == b, f"{clip.path.stem}: results differ after the segmenter restart"
+        assert a == b, f"{clip.path.stem}: results differ after the {placement} segmenter died"
 
-
-@pytest.mark.slow
-def test_stream_worker_process_killed_mid_video_runs_the_video_again(ray_local, clips, tmp_path):
-    """Inline, the segmenter's death takes its stream worker with it: a new worker runs that video again."""
-    marker = tmp_path / "crashed"
-    crashing = run_job(_job(clips[:2], tmp_path / "crash", parallel=2,
-                            segmenter="tests.crashing_segmenter:CrashOnceSegmenter", segmenter_placement="inline",
-                            segmenter_options={"marker": str(marker), "crash_on": 3}))
-    assert marker.exists(), "the stream worker process really died"
-    assert [v.status for v in crashing.videos] == ["done", "done"], crashing.to_dict()["failures"]
-    assert sorted(v.attempts for v in crashing.videos) == [1, 2]
-    clean = run_job(_job(clips[:2], tmp_path / "clean", parallel=2))
-    for clip in clips[:2]:
-        a = (tmp_path / "crash" / clip.path.stem / "frames.jsonl").read_text()
-        b = (tmp_path / "clean" / clip.path.stem / "frames.jsonl").read_text()
-        assert a == b, f"{clip.path.stem}: results differ after the stream worker was replaced"
