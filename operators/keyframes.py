@@ -1,8 +1,10 @@
 """When to run the full segmenter instead of cheap propagation.
 
 A keyframe every ``every`` frames, plus adaptive triggers: a track whose
-confidence stays low for a few frames, a large jump in a track's mask area, or
-a scene cut. Decisions carry a reason so each frame record can say why.
+confidence stays low for a few frames, a large jump in a track's mask area, a
+scene cut, or a track whose motion optical flow cannot measure (a flat or
+striped object: the aperture problem), which shortens the interval to
+``ill_posed_every``. Decisions carry a reason so each frame record can say why.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 from operators.records import Instances
 
 #: Reasons a frame became a keyframe, in the order they are checked.
-KEYFRAME_REASONS = ("prompt", "start", "interval", "low_confidence", "area_jump", "scene_cut")
+KEYFRAME_REASONS = ("prompt", "start", "interval", "low_confidence", "area_jump", "scene_cut", "ill_posed_flow")
 
 
 @dataclass(frozen=True)
@@ -25,10 +27,16 @@ class KeyframeConfig:
     low_confidence_frames: int = 3
     area_jump: float = 0.5  # relative change of a track's area between consecutive frames
     scene_cut: float = 0.5  # Bhattacharyya distance between consecutive frames' colour histograms
+    # A track with less than this share of its pixels under measured flow gets a keyframe every
+    # ``ill_posed_every`` frames (0 turns the trigger off).
+    ill_posed_flow: float = 0.3
+    ill_posed_every: int = 3
 
     def __post_init__(self) -> None:
         if self.every < 1:
             raise ValueError(f"keyframe interval must be >= 1, got {self.every}")
+        if self.ill_posed_every < 1:
+            raise ValueError(f"ill-posed-flow keyframe interval must be >= 1, got {self.ill_posed_every}")
 
 
 def colour_signature(image: np.ndarray) -> np.ndarray:
@@ -55,6 +63,7 @@ class KeyframePolicy:
     last_areas: dict[int, int] = field(default_factory=dict)
     last_signature: np.ndarray | None = None
     pending_reason: str | None = None
+    ill_posed: bool = False  # the last propagated frame had a track whose flow was mostly guessed
 
     def observe_frame(self, image: np.ndarray) -> None:
         """Check for a scene cut against the previous frame; call once per frame before :meth:`decide`."""
@@ -65,8 +74,13 @@ class KeyframePolicy:
                 self.pending_reason = self.pending_reason or "scene_cut"
         self.last_signature = signature
 
-    def observe_instances(self, instances: Instances) -> None:
-        """Record a propagated frame's tracks; low confidence or area jumps request a keyframe."""
+    def observe_instances(self, instances: Instances, flow_support: np.ndarray | None = None) -> None:
+        """Record a propagated frame's tracks; low confidence or area jumps request a keyframe.
+
+        ``flow_support``: per instance, the share of its mask under measured flow
+        (:meth:`operators.propagation.FlowPropagator.flow_support`).
+        """
+        self.ill_posed = flow_support is not None and bool(np.any(flow_support < self.config.ill_posed_flow))
         areas = dict(zip(instances.track_ids.tolist(), instances.areas.tolist()))
         for track_id, score in zip(instances.track_ids.tolist(), instances.scores.tolist()):
             streak = self.low_streak.get(track_id, 0) + 1 if score < self.config.low_confidence else 0
@@ -87,6 +101,8 @@ class KeyframePolicy:
             reason = "start"
         elif self.frames_since_keyframe + 1 >= self.config.every:
             reason = "interval"
+        elif self.pending_reason is None and self.ill_posed and self.frames_since_keyframe + 1 >= self.config.ill_posed_every:
+            reason = "ill_posed_flow"
         else:
             reason = self.pending_reason
         if reason is None:
@@ -94,5 +110,6 @@ class KeyframePolicy:
         else:
             self.frames_since_keyframe = 0
             self.pending_reason = None
+            self.ill_posed = False
             self.low_streak.clear()
         return reason

@@ -41,6 +41,11 @@ Window = tuple[slice, slice]
 #: Most flow vectors an object's affine motion is fitted to; more only cost time.
 _MAX_FIT_SAMPLES = 4000
 
+#: Smallest eigenvalue of a patch's structure tensor (``cv2.cornerMinEigenVal``) for its flow to count as
+#: measured. Flat patches and 1-D texture (stripes, straight edges) leave the motion along them unknown:
+#: the aperture problem. On the benchmark clips stripes measure ~3e-4, noise texture ~1.7e-3.
+WELL_POSED_MIN_EIGENVALUE = 8e-4
+
 
 @dataclass(frozen=True)
 class Flow:
@@ -48,12 +53,14 @@ class Flow:
 
     ``backward[y, x]`` is the offset from current pixel ``(x, y)`` to where it was in
     the previous frame; ``consistent`` marks pixels whose round trip through the
-    forward flow comes back, i.e. pixels that were visible in both frames.
+    forward flow comes back, i.e. pixels that were visible in both frames. ``well_posed``
+    marks pixels whose flow was measured rather than guessed (see :func:`well_posed`).
     ``blur_radius`` is how far (full-resolution pixels) flow mixes across an edge.
     """
 
     backward: np.ndarray  # (h, w, 2) float32, working-resolution pixels
     consistent: np.ndarray  # (h, w) bool
+    well_posed: np.ndarray  # (h, w) bool: the patch around the pixel has 2-D texture, so its motion is measured
     frame_size: tuple[int, int]  # full-resolution (H, W)
     blur_radius: int
 
@@ -64,6 +71,11 @@ def _gray(frame: np.ndarray) -> np.ndarray:
 
 def _squared_norm(vectors: np.ndarray) -> np.ndarray:
     return vectors[..., 0] ** 2 + vectors[..., 1] ** 2
+
+
+def well_posed(image: np.ndarray, patch: int) -> np.ndarray:
+    """Pixels of a grey ``image`` whose ``patch``-sized neighbourhood pins motion down in both directions."""
+    return cv2.cornerMinEigenVal(image, patch, 3) > WELL_POSED_MIN_EIGENVALUE
 
 
 @lru_cache(maxsize=4)
@@ -200,7 +212,22 @@ class FlowPropagator:
             consistent = cv2.absdiff(pulled, cur) <= self.photometric_tolerance
         upscale = frame.shape[1] / cur.shape[1]
         blur_radius = math.ceil(dis.getPatchSize() / 2 * upscale)
-        return Flow(backward, consistent, frame.shape[:2], blur_radius)
+        return Flow(backward, consistent, well_posed(cur, dis.getPatchSize()), frame.shape[:2], blur_radius)
+
+    @staticmethod
+    def flow_support(instances: Instances, flow: Flow) -> np.ndarray:
+        """Per instance, the share of its mask where ``flow`` was measured (1.0 for an empty mask).
+
+        Low for a flat or striped object: its propagated mask lags or slips, and only keyframes keep it.
+        """
+        height, width = flow.well_posed.shape
+        support = np.ones(len(instances))
+        for i, mask in enumerate(instances.masks):
+            small = cv2.resize(_as_u8(mask), (width, height), interpolation=cv2.INTER_NEAREST).view(bool)
+            area = np.count_nonzero(small)
+            if area:
+                support[i] = np.count_nonzero(small & flow.well_posed) / area
+        return support
 
     def warp(self, instances: Instances, flow: Flow) -> Instances:
         """``instances`` moved into the flow's current frame, one for one.

@@ -215,7 +215,8 @@ class StreamProcessor:
             return self._emit(frame, "skipped", Instances.empty(height, width), "no_prompt_yet")
         instances = self._warped(flow, frame)
         instances = instances[~np.isin(instances.prompt_ids, list(self.removed_prompt_ids))]
-        self.policy.observe_instances(instances)
+        support = self.propagator.flow_support(instances, flow) if flow is not None else None
+        self.policy.observe_instances(instances, support)
         self.assigner.observe(instances, frame.index)
         return self._emit(frame, "propagated", instances, None)
 

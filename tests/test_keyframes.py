@@ -55,3 +55,21 @@ def test_scene_cut_triggers_on_a_new_shot_only():
     red[..., 0] = 200
     policy.observe_frame(red)
     assert policy.decide(False) == "scene_cut"
+
+
+def test_a_track_with_ill_posed_flow_shortens_the_interval_until_its_flow_is_measured():
+    policy = KeyframePolicy(KeyframeConfig(every=10, ill_posed_flow=0.3, ill_posed_every=3))
+    assert policy.decide(True) == "prompt"
+    decisions = []
+    for _ in range(6):
+        policy.observe_instances(_instances([500, 500], [0.9, 0.9]), flow_support=np.array([0.9, 0.1]))
+        decisions.append(policy.decide(False))
+    assert decisions == [None, None, "ill_posed_flow", None, None, "ill_posed_flow"]
+    for _ in range(5):  # measured again: back to the regular interval
+        policy.observe_instances(_instances([500, 500], [0.9, 0.9]), flow_support=np.array([0.9, 0.5]))
+        assert policy.decide(False) is None
+    off = KeyframePolicy(KeyframeConfig(every=10, ill_posed_flow=0.0))
+    off.decide(True)
+    for _ in range(8):
+        off.observe_instances(_instances([500], [0.9]), flow_support=np.array([0.0]))
+        assert off.decide(False) is None

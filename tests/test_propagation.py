@@ -140,3 +140,20 @@ def test_round_trip_consistency_is_still_available_and_agrees_on_a_clean_transla
         assert warped.scores[0] > 0.9, mode
     with pytest.raises(ValueError, match="consistency"):
         FlowPropagator(consistency="psychic")
+
+
+@pytest.mark.parametrize("kind, expected", [("red_blob", "measured"), ("blue_tile", "guessed")])
+def test_flow_support_tells_a_noise_textured_object_from_a_striped_one(tmp_path, kind, expected):
+    """Stripes leave motion along them unmeasured (the aperture problem): little of the mask is supported."""
+    clip = make_clip(ClipSpec(seed=3, num_frames=2, kinds=(kind,), instances_per_kind=1), tmp_path / f"{kind}.mp4")
+    frames = decode_frames(clip.path)
+    propagator = FlowPropagator()
+    flow = propagator.flow(frames[0], frames[1])
+    tracked = propagator.warp(one(clip.masks[0][1]), flow)
+    support = propagator.flow_support(tracked, flow)
+    assert support.shape == (1,)
+    if expected == "measured":
+        assert support[0] > 0.6
+    else:
+        assert support[0] < 0.3
+    assert propagator.flow_support(Instances.empty(*frames[0].shape[:2]), flow).shape == (0,)
