@@ -39,6 +39,9 @@ class KeyframeRequest:
     image: np.ndarray
     memories: list[PromptMemory]
     new_prompts: list[Prompt]
+    # Refresh the memories from this keyframe's detections. Off for keyframes that only re-anchor masks
+    # optical flow cannot carry (ill-posed flow): the regular interval's keyframes keep the memory fresh.
+    refresh: bool = True
 
 
 @dataclass
@@ -60,7 +63,8 @@ def run_keyframe(segmenter: Segmenter, request: KeyframeRequest) -> KeyframeResu
     height, width = request.image.shape[:2]
     parts = [segmenter.segment(request.image, memory) for memory in memories]
     refreshed = [
-        memory if request.new_prompts and memory is memories[-1] else segmenter.refresh(request.image, memory, part)
+        segmenter.refresh(request.image, memory, part)
+        if request.refresh and not (request.new_prompts and memory is memories[-1]) else memory
         for memory, part in zip(memories, parts)
     ]
     return KeyframeResult(request.frame_index, refreshed, Instances.concatenate(parts, height, width))
@@ -192,7 +196,8 @@ class StreamProcessor:
         self._reason = self.policy.decide(bool(new_prompts))
         if self._reason is None:
             return None
-        return KeyframeRequest(frame.index, frame.image, list(self.memories), new_prompts)
+        return KeyframeRequest(frame.index, frame.image, list(self.memories), new_prompts,
+                               refresh=self._reason != "ill_posed_flow")
 
     def _warped(self, flow: object | None, frame: Frame) -> Instances:
         height, width = frame.image.shape[:2]

@@ -133,3 +133,30 @@ def test_segmenter_failure_names_the_frame(clip):
 
     with pytest.raises(SegmenterError, match="frame 0: segmenter failed: RuntimeError: model exploded"):
         _run(clip, [clip.suggested_prompt("red_blob", "box")], submit=local_submit(Exploding()))
+
+
+class _CountingSegmenter(DefaultSegmenter):
+    refreshes = 0
+
+    def refresh(self, frame, memory, instances):
+        type(self).refreshes += 1
+        return super().refresh(frame, memory, instances)
+
+
+def test_a_striped_object_gets_extra_keyframes_that_do_not_refresh_its_memory(clip):
+    """The blue tile is striped: flow cannot carry it, so keyframes come every 3 frames; only the regular
+    interval's keyframes refresh the prompt memory."""
+    tile = clip.suggested_prompt("blue_tile", "box")
+    segmenter = _CountingSegmenter()
+    submitted = []
+
+    def submit(request):
+        submitted.append(request)
+        return local_submit(segmenter)(request)
+
+    records, _ = _run(clip, [tile], every=10, submit=submit)
+    reasons = [r.reason for r in records if r.kind == "keyframe"]
+    assert reasons.count("ill_posed_flow") >= 5, reasons
+    assert [r.refresh for r in submitted] == [reason != "ill_posed_flow" for reason in reasons]
+    new_prompt_keyframes = sum(1 for r in submitted if r.new_prompts)
+    assert _CountingSegmenter.refreshes == sum(r.refresh for r in submitted) - new_prompt_keyframes
