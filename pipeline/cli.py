@@ -40,6 +40,9 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="X-SAM checkpoint folder, .bin or hub id (with --segmenter xsam)")
     parser.add_argument("--keyframe-every", type=int, metavar="K",
                         help="run the full segmenter every K frames, propagate in between (default 10)")
+    parser.add_argument("--ill-posed-every", type=int, metavar="N",
+                        help="keyframe every N frames while a tracked object is flat or striped, where optical flow "
+                             "cannot measure its motion; 0 turns this off (default 3)")
     parser.add_argument("--sink", action="append", type=_sink_list, metavar="NAMES",
                         help=f"outputs, repeatable or comma-separated: {', '.join(SINK_NAMES)} (default jsonl,mp4)")
     parser.add_argument("--workers", type=int, help="segmenter actors (default: one per GPU, else 1)")
@@ -82,7 +85,7 @@ def _config(args: argparse.Namespace, **given) -> JobConfig:
     sinks = [s for group in args.sink for s in group] if args.sink else None
     overrides = dict(
         out_dir=args.out, segmenter=args.segmenter, segmenter_options=options, keyframe_every=args.keyframe_every,
-        sinks=sinks, decoder=args.decoder, workers=args.workers, segmenter_placement=args.segmenter_placement,
+        ill_posed_every=args.ill_posed_every, sinks=sinks, decoder=args.decoder, workers=args.workers, segmenter_placement=args.segmenter_placement,
         parallel=args.parallel, address=args.address,
         resume=args.resume, progress=args.progress, **given,
     )

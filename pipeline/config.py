@@ -31,6 +31,8 @@ class JobConfig(BaseModel):
     segmenter: str = "default"
     segmenter_options: dict[str, Any] = Field(default_factory=dict)
     keyframe_every: int = Field(default=10, ge=1)
+    ill_posed_every: int = Field(default=3, ge=0, description="keyframe interval while a tracked object is flat or "
+                                 "striped, where optical flow cannot measure its motion; 0: off")
     sinks: list[str] = Field(default_factory=lambda: ["jsonl", "mp4"])
     decoder: Literal["pyav", "decord"] = "pyav"
     segmenter_placement: Literal["auto", "pool", "inline"] = Field(
@@ -54,7 +56,9 @@ class JobConfig(BaseModel):
         return list(dict.fromkeys(sinks))
 
     def keyframe_config(self) -> KeyframeConfig:
-        return KeyframeConfig(every=self.keyframe_every)
+        if self.ill_posed_every == 0:
+            return KeyframeConfig(every=self.keyframe_every, ill_posed_flow=0.0)
+        return KeyframeConfig(every=self.keyframe_every, ill_posed_every=self.ill_posed_every)
 
     def association_config(self) -> AssociationConfig:
         return AssociationConfig()
@@ -65,6 +69,7 @@ class JobConfig(BaseModel):
             "segmenter": self.segmenter,
             "segmenter_options": {k: str(v) for k, v in sorted(self.segmenter_options.items())},
             "keyframe_every": self.keyframe_every,
+            "ill_posed_every": self.ill_posed_every,
             "sinks": sorted(self.sinks),
         }
 

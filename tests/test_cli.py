@@ -109,3 +109,15 @@ def test_killed_job_resubmitted_resumes_from_the_stream_checkpoint(tmp_path):
     assert clean.returncode == 0, clean.stderr
     assert frames.read_text() == (tmp_path / "clean" / "long" / "frames.jsonl").read_text()
     assert not (tmp_path / "out" / "long" / "checkpoint.pkl").exists()
+
+
+def test_ill_posed_every_reaches_the_keyframe_policy_and_zero_turns_it_off():
+    from pipeline.cli import _config, build_parser
+
+    def keyframes(*flags):
+        args = build_parser().parse_args(["run", "a.mp4", "--out", "out", "--prompt", "point:1,1", *flags])
+        return _config(args, sources=args.sources, prompts=args.prompt).keyframe_config()
+
+    assert (keyframes().ill_posed_every, keyframes().ill_posed_flow) == (3, 0.3)
+    assert keyframes("--ill-posed-every", "5").ill_posed_every == 5
+    assert keyframes("--ill-posed-every", "0").ill_posed_flow == 0.0
