@@ -45,8 +45,8 @@ from operators.keyframes import KeyframeConfig
 from operators.records import FrameRecord, Instances, Prompt
 from operators.segmenters import build_segmenter
 from operators.sinks import StreamInfo, build_sinks
-from operators.sinks.writer import SinkWriter
 from operators.sinks.base import prepare_out_dir
+from operators.sinks.writer import SinkWriter
 from operators.stream import StreamProcessor, run_keyframe, run_stream
 from pipeline.sources import LiveFrame, LiveReader, ReconnectPolicy, is_live_source
 
