@@ -474,7 +474,8 @@ def make_clip(spec: ClipSpec, path: str | Path, encode: bool = True) -> Syntheti
     """
     scene = Scene(spec)
     masks, visible = [], []
-    writing = H264Writer(path, spec.fps, spec.width, spec.height, crf=spec.crf, gop=spec.gop) if encode else nullcontext()
+    writing = (H264Writer(path, spec.fps, spec.width, spec.height, crf=spec.crf, gop=spec.gop) if encode
+               else nullcontext())
     with writing as writer:
         for t in range(spec.num_frames):
             frame = scene.render(t)

@@ -32,11 +32,16 @@ class KeyframeConfig:
     ill_posed_flow: float = 0.3
     ill_posed_every: int = 3
 
+    @property
+    def watches_flow(self) -> bool:
+        """Whether the ill-posed-flow trigger is on, i.e. propagated frames need their flow support."""
+        return self.ill_posed_every > 0 and self.ill_posed_flow > 0
+
     def __post_init__(self) -> None:
         if self.every < 1:
             raise ValueError(f"keyframe interval must be >= 1, got {self.every}")
-        if self.ill_posed_every < 1:
-            raise ValueError(f"ill-posed-flow keyframe interval must be >= 1, got {self.ill_posed_every}")
+        if self.ill_posed_every < 0:
+            raise ValueError(f"ill-posed-flow keyframe interval must be >= 0 (0: off), got {self.ill_posed_every}")
 
 
 def colour_signature(image: np.ndarray) -> np.ndarray:
@@ -80,7 +85,8 @@ class KeyframePolicy:
         ``flow_support``: per instance, the share of its mask under measured flow
         (:meth:`operators.propagation.FlowPropagator.flow_support`).
         """
-        self.ill_posed = flow_support is not None and bool(np.any(flow_support < self.config.ill_posed_flow))
+        self.ill_posed = (self.config.watches_flow and flow_support is not None
+                          and bool(np.any(flow_support < self.config.ill_posed_flow)))
         areas = dict(zip(instances.track_ids.tolist(), instances.areas.tolist()))
         for track_id, score in zip(instances.track_ids.tolist(), instances.scores.tolist()):
             streak = self.low_streak.get(track_id, 0) + 1 if score < self.config.low_confidence else 0
@@ -101,10 +107,12 @@ class KeyframePolicy:
             reason = "start"
         elif self.frames_since_keyframe + 1 >= self.config.every:
             reason = "interval"
-        elif self.pending_reason is None and self.ill_posed and self.frames_since_keyframe + 1 >= self.config.ill_posed_every:
+        elif self.pending_reason is not None:
+            reason = self.pending_reason
+        elif self.ill_posed and self.frames_since_keyframe + 1 >= self.config.ill_posed_every:
             reason = "ill_posed_flow"
         else:
-            reason = self.pending_reason
+            reason = None
         if reason is None:
             self.frames_since_keyframe = (self.frames_since_keyframe or 0) + 1
         else:

@@ -220,8 +220,8 @@ class StreamProcessor:
             return self._emit(frame, "skipped", Instances.empty(height, width), "no_prompt_yet")
         instances = self._warped(flow, frame)
         instances = instances[~np.isin(instances.prompt_ids, list(self.removed_prompt_ids))]
-        support = self.propagator.flow_support(instances, flow) if flow is not None else None
-        self.policy.observe_instances(instances, support)
+        watch = flow is not None and self.policy.config.watches_flow
+        self.policy.observe_instances(instances, self.propagator.flow_support(instances, flow) if watch else None)
         self.assigner.observe(instances, frame.index)
         return self._emit(frame, "propagated", instances, None)
 

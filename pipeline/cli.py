@@ -85,8 +85,8 @@ def _config(args: argparse.Namespace, **given) -> JobConfig:
     sinks = [s for group in args.sink for s in group] if args.sink else None
     overrides = dict(
         out_dir=args.out, segmenter=args.segmenter, segmenter_options=options, keyframe_every=args.keyframe_every,
-        ill_posed_every=args.ill_posed_every, sinks=sinks, decoder=args.decoder, workers=args.workers, segmenter_placement=args.segmenter_placement,
-        parallel=args.parallel, address=args.address,
+        ill_posed_every=args.ill_posed_every, sinks=sinks, decoder=args.decoder, workers=args.workers,
+        segmenter_placement=args.segmenter_placement, parallel=args.parallel, address=args.address,
         resume=args.resume, progress=args.progress, **given,
     )
     return load_job_config(args.config, overrides)

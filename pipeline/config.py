@@ -56,8 +56,6 @@ class JobConfig(BaseModel):
         return list(dict.fromkeys(sinks))
 
     def keyframe_config(self) -> KeyframeConfig:
-        if self.ill_posed_every == 0:
-            return KeyframeConfig(every=self.keyframe_every, ill_posed_flow=0.0)
         return KeyframeConfig(every=self.keyframe_every, ill_posed_every=self.ill_posed_every)
 
     def association_config(self) -> AssociationConfig:

@@ -120,4 +120,4 @@ def test_ill_posed_every_reaches_the_keyframe_policy_and_zero_turns_it_off():
 
     assert (keyframes().ill_posed_every, keyframes().ill_posed_flow) == (3, 0.3)
     assert keyframes("--ill-posed-every", "5").ill_posed_every == 5
-    assert keyframes("--ill-posed-every", "0").ill_posed_flow == 0.0
+    assert keyframes("--ill-posed-every", "0").watches_flow is False

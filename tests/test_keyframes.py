@@ -68,8 +68,9 @@ def test_a_track_with_ill_posed_flow_shortens_the_interval_until_its_flow_is_mea
     for _ in range(5):  # measured again: back to the regular interval
         policy.observe_instances(_instances([500, 500], [0.9, 0.9]), flow_support=np.array([0.9, 0.5]))
         assert policy.decide(False) is None
-    off = KeyframePolicy(KeyframeConfig(every=10, ill_posed_flow=0.0))
-    off.decide(True)
-    for _ in range(8):
-        off.observe_instances(_instances([500], [0.9]), flow_support=np.array([0.0]))
-        assert off.decide(False) is None
+    for off_config in (KeyframeConfig(every=10, ill_posed_flow=0.0), KeyframeConfig(every=10, ill_posed_every=0)):
+        off = KeyframePolicy(off_config)
+        off.decide(True)
+        for _ in range(8):
+            off.observe_instances(_instances([500], [0.9]), flow_support=np.array([0.0]))
+            assert off.decide(False) is None
