@@ -51,11 +51,15 @@ DEFINITIONS = """## Definitions
   timed region is the `run_job` call (**wall**, includes the per-job actor start-up: the segmenter pool
   unless segmentation is inline, the stream actors). **steady** = frames / the stream workers' busy time
   (the longest `StreamWorker.run`, or with fewer workers than videos the videos' total seconds / workers;
-  excludes the stream actors' start-up, still includes waiting for a segmenter actor to start). **Capacity**:
+  excludes the stream actors' start-up, still includes waiting for a segmenter actor to start; the gap to
+  wall is start-up plus the tail, where fewer videos than cores are left). **Capacity**:
   1 stream `min(decode_fps, segmenter_fps)`; N streams `min(N, cores) / (1/decode_fps + 1/segmenter_fps)`
   (each frame costs one decode plus the segmenter's amortised per-frame cost on one core; the cores work in
-  parallel). decode (one thread) and segmenter fps are measured right before and right after each timed run
-  and averaged. **efficiency** = e2e fps / capacity. Contention-proof companion: **CPU efficiency** = ideal
+  parallel). **segmenter fps** here is the segmenter doing the same work as the run: each video's keyframe
+  and propagation steps timed on that video's own frames, weighted by the keyframes the run made (its
+  policy adds keyframes where flow is unreliable); the same at the fixed interval K alone is reported
+  beside it. decode (one thread) and the step costs are measured right before and right after each timed
+  run and averaged. **efficiency** = e2e fps / capacity. Contention-proof companion: **CPU efficiency** = ideal
   CPU ms per frame (decode + segmenter formula, in CPU time) / the CPU ms per frame all our processes
   (driver, workers, raylet/GCS/agents; psutil) used during the run; "other users" = the machine's busy CPU
   (`/proc/stat`) minus ours, in cores.

@@ -16,7 +16,7 @@ import pytest
 
 from bench.__main__ import markdown_blocks, replace_blocks
 from bench.clips import ClipSpec, make_clip
-from bench.harness import loop_video, segmenter_fps
+from bench.harness import loop_video, segmenter_fps, segmenter_ms_per_frame
 from pipeline.sources import open_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +105,19 @@ def test_loop_video_is_lossless(tmp_path):
 def test_segmenter_fps_definition():
     assert segmenter_fps(4.0, 1.0, 1) == pytest.approx(250.0)  # K=1: every frame a keyframe
     assert segmenter_fps(4.0, 1.0, 10) == pytest.approx(1000 / (0.4 + 0.9))
+
+
+def test_capacity_weighs_each_video_by_its_own_steps_and_keyframes():
+    steps = {"keyframe_step_ms": 40.0, "propagation_step_ms": 5.0, "stream_extras_ms": 1.0}
+    cost = {"clips": {"a": steps, "b": {k: 2 * v for k, v in steps.items()}}}
+    videos = [{"stream_id": "a", "frames": 100, "keyframes": 10}, {"stream_id": "b", "frames": 100, "keyframes": 25}]
+    # a: 10 keyframes x 40 + 90 x 5 = 850 ms; b: 25 x 80 + 75 x 10 = 2750 ms; over 200 frames
+    assert segmenter_ms_per_frame(cost, videos, None) == pytest.approx(3600 / 200)
+    # fixed K=10: a 10 keyframes, b 10 keyframes: 850 + (800 + 900) = 2550 ms
+    assert segmenter_ms_per_frame(cost, videos, 10) == pytest.approx(2550 / 200)
+    # operator work: flow + warp and the extras on every frame, keyframes on top
+    assert segmenter_ms_per_frame(cost, videos, None, operator=True) == pytest.approx(
+        (10 * 40 + 100 * 6 + 25 * 80 + 100 * 12) / 200)
 
 
 def test_markdown_blocks_replace_only_their_sections():
