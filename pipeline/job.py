@@ -255,6 +255,7 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
                         except (ray.exceptions.RayError, TimeoutError):
                             continue
                         view.update(spec.stream_id, done, expected)
+                workers.share_cores({slot for _, slot in running.values()})
     finally:
         workers.shutdown()
 
@@ -271,6 +272,8 @@ class _WorkerSlots:
         self.sinks, self.out_dir = sinks, out_dir
         self.workers: list[ray.actor.ActorHandle] = []
         self.homes: list[ray.ObjectRef] = []  # each worker's node id, resolved once it has started
+        self.threads: list[int] = []  # the OpenCV threads each worker was last told to use
+        self.node_cpus = {n["NodeID"]: int(n["Resources"].get("CPU", 1)) for n in ray.nodes() if n["Alive"]}
         for _ in range(count):
             self._start("SPREAD")
 
@@ -282,8 +285,9 @@ class _WorkerSlots:
         if slot is None:
             self.workers.append(worker)
             self.homes.append(worker.node_id.remote())
+            self.threads.append(1)
         else:
-            self.workers[slot], self.homes[slot] = worker, worker.node_id.remote()
+            self.workers[slot], self.homes[slot], self.threads[slot] = worker, worker.node_id.remote(), 1
 
     def _node_of(self, slot: int) -> str | None:
         try:
@@ -300,6 +304,19 @@ class _WorkerSlots:
         placed = [self._node_of(s) for s in range(len(self.workers)) if s != slot]
         target = min(others, key=placed.count)
         self._start(NodeAffinitySchedulingStrategy(target, soft=True), slot)
+
+    def share_cores(self, busy: set[int]) -> None:
+        """Split each node's cores among its busy workers: when fewer videos than cores are left (the job's
+        tail, or a single video), the remaining streams run OpenCV's parallel loops on the idle cores."""
+        nodes = {slot: self._node_of(slot) for slot in busy}
+        for slot, node in nodes.items():
+            if node is None:
+                continue  # not started yet: it begins with one thread
+            sharing = sum(1 for other in nodes.values() if other == node)
+            threads = max(1, self.node_cpus.get(node, 1) // sharing)
+            if threads != self.threads[slot]:
+                self.workers[slot].use_threads.remote(threads)
+                self.threads[slot] = threads
 
     def shutdown(self) -> None:
         for worker in self.workers:

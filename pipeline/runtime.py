@@ -141,15 +141,15 @@ class StreamCheckpoint:
         return checkpoint if checkpoint.fingerprint == spec.fingerprint else None
 
 
-def _limit_threads() -> None:
+def _limit_threads(threads: int = 1) -> None:
     """Several actors share few cores: one OpenCV/torch thread each avoids oversubscription.
 
     torch is only touched if something already imported it: importing it costs ~1.5 s and ~110 MB per actor.
     """
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(threads)
     torch = sys.modules.get("torch")
     if torch is not None:
-        torch.set_num_threads(1)
+        torch.set_num_threads(threads)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=3)
@@ -217,6 +217,10 @@ class StreamWorker:
 
     def progress(self) -> tuple[int, int | None]:
         return self.frames_done, self.expected
+
+    def use_threads(self, threads: int) -> None:
+        """Take more cores for OpenCV's (and torch's) parallel loops when the job leaves some idle, or fewer."""
+        _limit_threads(threads)
 
     def add_prompts(self, prompts: list[Prompt]) -> None:
         if self.processor is not None:

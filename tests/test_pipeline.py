@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
@@ -94,6 +95,37 @@ def test_segmenter_placement_inline_for_the_lightweight_default_without_gpus_els
     assert segmenter_pool("tests.test_pipeline:HeavySegmenter", {}, 1, "inline") == [
         InlineSegmenter("tests.test_pipeline:HeavySegmenter")]
     assert isinstance(segmenter_pool("tests.test_pipeline:HeavySegmenter", {}, 1)[0], ray_local.actor.ActorHandle)
+
+
+def test_idle_cores_go_to_the_streams_still_running(ray_local, tmp_path):
+    """Two workers on this 2-CPU node get a thread each; the one left running takes both cores."""
+    from pipeline.job import _WorkerSlots
+
+    cpus = int(ray_local.cluster_resources()["CPU"])
+    assert cpus >= 2
+    workers = _WorkerSlots(2, ["jsonl"], str(tmp_path))
+
+    def threads() -> tuple[int, int]:
+        """Each worker's OpenCV threads, once the told count has landed (a threaded actor may run calls out of order)."""
+        told = tuple(workers.threads)
+        for _ in range(50):
+            now = tuple(ray_local.get([w.__ray_call__.remote(lambda self: __import__("cv2").getNumThreads())
+                                       for w in workers.workers]))
+            if now == told:
+                break
+            time.sleep(0.1)
+        return now
+
+    try:
+        ray_local.get(workers.homes)  # both started: their nodes are known
+        workers.share_cores({0, 1})
+        assert threads() == (cpus // 2, cpus // 2)
+        workers.share_cores({1})
+        assert threads() == (cpus // 2, cpus)
+        workers.share_cores({0, 1})
+        assert threads() == (cpus // 2, cpus // 2)
+    finally:
+        workers.shutdown()
 
 
 class HeavySegmenter:
