@@ -43,3 +43,7 @@ class SegmenterError(PipelineError):
 
 class OutputError(PipelineError):
     """The output location cannot be written."""
+
+
+class SinkWriteError(PipelineError):
+    """A sink could not write a frame's record (disk full, broker gone); records before it were written."""

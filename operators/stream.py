@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Protocol, Sequence
 import numpy as np
 
 from operators.association import AssociationConfig, TrackAssigner
-from operators.errors import InvalidPromptError, PipelineError, SegmenterError
+from operators.errors import InvalidPromptError, PipelineError, SegmenterError, SinkWriteError
 from operators.keyframes import KeyframeConfig, KeyframePolicy
 from operators.propagation import FlowPropagator
 from operators.records import FrameRecord, Instances, Prompt, PromptError
@@ -313,6 +313,8 @@ def run_stream(
             if checkpoint is not None and checkpoint_every and (frame.index + 1) % checkpoint_every == 0:
                 advance(block=True, keep=0)  # a consistent point: every frame so far has its record
                 checkpoint(frame.image)
+    except SinkWriteError:
+        raise  # records cannot be written: stop here
     except PipelineError:
         advance(block=True, keep=0)  # decoding failed part-way: the frames before it still get records
         raise

@@ -252,7 +252,7 @@ class LiveStream:
             info = self.reader.info
             fps = info.fps if info.fps > 0 else 30.0
             writer = SinkWriter(build_sinks(self.sink_names, self.out_dir), name=f"sink-{spec.stream_id}",
-                                on_written=self._written)
+                                source=spec.source, on_written=self._written)
             for sink in writer.sinks:
                 sink.open(StreamInfo(spec.stream_id, spec.source, info.width, info.height, fps))
             keep_images = any(getattr(sink, "needs_image", False) for sink in writer.sinks)
@@ -591,7 +591,11 @@ def add_live_parser(commands: "argparse._SubParsersAction") -> None:
                       help="jsonl, png, mp4 or redis://HOST:PORT/DB?stream=NAME[&maxlen=N]; repeatable or comma-separated "
                            "(default jsonl)")
     live.add_argument("--segmenter", default="default", help="default (weight-free) or package.module:Class")
-    live.add_argument("--keyframe-every", type=int, default=10, metavar="K")
+    live.add_argument("--keyframe-every", type=int, default=10, metavar="K",
+                      help="run the full segmenter every K frames, propagate in between (default 10)")
+    live.add_argument("--ill-posed-every", type=int, default=3, metavar="N",
+                      help="keyframe every N frames while a tracked object is flat or striped, where optical flow "
+                           "cannot measure its motion; 0 turns this off (default 3)")
     live.add_argument("--latency-budget", type=float, default=0.5, metavar="S",
                       help="drop frames older than S seconds when newer ones wait (default 0.5)")
     live.add_argument("--queue-size", type=int, default=4, help="decoded frames waiting per stream (default 4)")
@@ -607,6 +611,13 @@ def add_live_parser(commands: "argparse._SubParsersAction") -> None:
     live.set_defaults(handler=run_live_command)
 
 
+def live_stream_defaults(args: argparse.Namespace) -> dict:
+    """The per-stream settings of ``live``'s options; ValueError names a bad one."""
+    keyframes = KeyframeConfig(every=args.keyframe_every, ill_posed_every=args.ill_posed_every)
+    return dict(mode=args.mode, latency_budget=args.latency_budget, queue_size=args.queue_size,
+                timeout=args.timeout, reconnect=ReconnectPolicy(max_attempts=args.max_reconnects), keyframes=keyframes)
+
+
 def run_live_command(args: argparse.Namespace) -> int:
     from pipeline.prompts import parse_prompt
 
@@ -614,15 +625,17 @@ def run_live_command(args: argparse.Namespace) -> int:
     prompts = [parse_prompt(spec, number) for number, spec in enumerate(args.prompt)]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
+        stream_defaults = live_stream_defaults(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         runner = LiveRunner(sinks, args.out, args.segmenter)
     except ValueError as exc:
         print(f"error: --sink: {exc}", file=sys.stderr)
         return 2
     if args.metrics_port is not None:
         serve_metrics(runner, args.metrics_port)
-    stream_defaults = dict(mode=args.mode, latency_budget=args.latency_budget, queue_size=args.queue_size,
-                           timeout=args.timeout, reconnect=ReconnectPolicy(max_attempts=args.max_reconnects),
-                           keyframes=KeyframeConfig(every=args.keyframe_every))
     control = RedisControl(runner, args.control, stream_defaults).start() if args.control else None
 
     def interrupted(signum: int, _frame: object) -> None:

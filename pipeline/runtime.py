@@ -242,7 +242,8 @@ class StreamWorker:
                 info = reader.info
                 self.expected = report.expected_frames = info.frame_count
                 stream = StreamInfo(spec.stream_id, spec.source, info.width, info.height, info.fps)
-                writer = SinkWriter(build_sinks(self.sink_names, self.out_dir), name=f"sink-{spec.stream_id}")
+                writer = SinkWriter(build_sinks(self.sink_names, self.out_dir), name=f"sink-{spec.stream_id}",
+                                    source=spec.source)
                 for sink in writer.sinks:
                     sink.open(stream, start_frame=start)
                 self.processor = resume.processor if resume else StreamProcessor(

@@ -121,3 +121,20 @@ def test_ill_posed_every_reaches_the_keyframe_policy_and_zero_turns_it_off():
     assert (keyframes().ill_posed_every, keyframes().ill_posed_flow) == (3, 0.3)
     assert keyframes("--ill-posed-every", "5").ill_posed_every == 5
     assert keyframes("--ill-posed-every", "0").watches_flow is False
+
+
+def test_live_takes_the_keyframe_options_and_names_a_bad_one(tmp_path):
+    from pipeline.cli import build_parser
+    from pipeline.live import live_stream_defaults
+
+    def keyframes(*flags):
+        args = build_parser().parse_args(["live", "udp://127.0.0.1:9", "--prompt", "point:1,1", "--out", "o", *flags])
+        return live_stream_defaults(args)["keyframes"]
+
+    assert (keyframes().every, keyframes().ill_posed_every) == (10, 3)
+    assert keyframes("--ill-posed-every", "0").watches_flow is False
+    assert keyframes("--keyframe-every", "4", "--ill-posed-every", "2").every == 4
+    result = cli("live", "udp://127.0.0.1:9", "--prompt", "point:1,1", "--out", str(tmp_path / "out"),
+                 "--ill-posed-every", "-1")
+    assert result.returncode == 2 and "ill-posed-flow keyframe interval must be >= 0" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from loopback import sample_record
+from operators.errors import SinkWriteError
 from operators.sinks.writer import SinkWriter
 
 
@@ -59,15 +60,16 @@ def test_the_queue_is_bounded_so_a_slow_sink_holds_the_producer_back():
 
 def test_a_write_error_reaches_the_producer_and_later_records_are_not_written():
     sink = ListSink(fail_at=5)
-    writer = SinkWriter([sink], capacity=2)
-    with pytest.raises(OSError, match="disk full at frame 5"):
+    writer = SinkWriter([sink], capacity=2, source="clip.mp4")
+    with pytest.raises(SinkWriteError, match="ListSink failed: OSError: disk full at frame 5") as raised:
         for i in range(50):
             writer.put(sample_record(i))
         writer.drain()
+    assert raised.value.frame_index == 5 and raised.value.source == "clip.mp4"  # the frame that failed, not the last put
+    assert isinstance(raised.value.__cause__, OSError)
     assert sink.frames == [0, 1, 2, 3, 4]
     writer.close()
     assert sink.closed and sink.frames == [0, 1, 2, 3, 4]
-    assert isinstance(writer.error, OSError)
 
 
 def test_drain_waits_for_the_queued_records():

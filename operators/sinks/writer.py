@@ -12,6 +12,7 @@ import queue
 import threading
 from typing import Any, Callable, Sequence
 
+from operators.errors import PipelineError, SinkWriteError
 from operators.records import FrameRecord
 from operators.sinks.base import Sink
 
@@ -22,7 +23,8 @@ class SinkWriter:
     """Writes records to ``sinks`` on one background thread, in order.
 
     ``on_written(record, meta)`` runs on that thread after every sink took ``record`` (``meta`` is what
-    :meth:`put` was given with it: a capture time, say).
+    :meth:`put` was given with it: a capture time, say). ``source`` (the video or URL) names a write
+    error, with the sink and the frame that failed.
     """
 
     def __init__(
@@ -31,9 +33,11 @@ class SinkWriter:
         *,
         capacity: int = 32,
         name: str = "sink-writer",
+        source: str = "",
         on_written: Callable[[FrameRecord, Any], None] | None = None,
     ) -> None:
         self.sinks = list(sinks)
+        self.source = source
         self.written = 0
         self.error: BaseException | None = None
         self._on_written = on_written
@@ -48,16 +52,24 @@ class SinkWriter:
                 if item is _STOP:
                     return
                 if self.error is None:  # after an error, records are taken but not written: the producer stops
-                    record, meta = item
-                    for sink in self.sinks:
-                        sink.write(record)
-                    self.written += 1
-                    if self._on_written is not None:
-                        self._on_written(record, meta)
+                    self._write(*item)
             except BaseException as exc:  # noqa: BLE001 - raised to the producer
                 self.error = exc
             finally:
                 self._queue.task_done()
+
+    def _write(self, record: FrameRecord, meta: Any) -> None:
+        for sink in self.sinks:
+            try:
+                sink.write(record)
+            except PipelineError:
+                raise  # the sink named it already
+            except Exception as exc:  # noqa: BLE001 - named with the sink and the frame, raised to the producer
+                reason = f"{type(sink).__name__} failed: {type(exc).__name__}: {exc}"
+                raise SinkWriteError(self.source or record.stream_id, reason, record.frame_index) from exc
+        self.written += 1
+        if self._on_written is not None:
+            self._on_written(record, meta)
 
     def _raise(self) -> None:
         if self.error is not None:
