@@ -21,7 +21,6 @@ from bench.clips import ClipSpec, make_clip
 from loopback import RedisServer, StreamServer, free_port, read_entries
 from operators.errors import VideoOpenError
 from operators.keyframes import KeyframeConfig
-from operators.records import FrameRecord
 from pipeline.live import DROP_LATENCY, DROP_QUEUE_FULL, FreshestFrameQueue, LiveRunner, LiveStreamSpec
 from pipeline.sources import LiveFrame, LiveReader, ReconnectPolicy, is_live_source
 

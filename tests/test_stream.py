@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from bench.clips import ClipSpec, make_clip
@@ -11,7 +10,7 @@ from operators.keyframes import KeyframeConfig
 from operators.records import Prompt
 from operators.segmenters import build_segmenter
 from operators.segmenters.default import DefaultSegmenter
-from operators.stream import KeyframeRequest, LocalFuture, StreamProcessor, local_submit, run_keyframe, run_stream
+from operators.stream import KeyframeRequest, StreamProcessor, local_submit, run_keyframe, run_stream
 from pipeline.sources import open_video
 
 
