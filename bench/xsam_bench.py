@@ -74,6 +74,8 @@ def bench_tiny(repeats: int, device: torch.device) -> dict:
     memory = predictor.encode_prompts(frame, [prompt])
     full = _best_seconds(lambda: predictor.predict(frame, "vgd", prompt_masks=[prompt]), repeats, device)
     cached = _best_seconds(lambda: predictor.segment(frame, memory), repeats, device)
+    # Four streams' keyframes in one pass, as a segmenter actor batches them.
+    batch = _best_seconds(lambda: predictor.segment_batch([frame] * 4, [memory] * 4), repeats, device) / 4
     encode = _best_seconds(lambda: predictor.encode_prompts(frame, [prompt]), repeats, device)
 
     # The networks alone, without pre/post-processing at frame resolution.
@@ -102,6 +104,8 @@ def bench_tiny(repeats: int, device: torch.device) -> dict:
         "full_path_ms": round(full * 1e3, 2),
         "cached_segment_ms": round(cached * 1e3, 2),
         "speedup": round(full / cached, 2),
+        "cached_segment_batch_of_4_ms_per_frame": round(batch * 1e3, 2),
+        "batch_of_4_speedup": round(cached / batch, 2),
         "full_networks_ms": round(full_net * 1e3, 2),
         "cached_networks_ms": round(cached_net * 1e3, 2),
         "speedup_networks": round(full_net / cached_net, 2),

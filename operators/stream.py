@@ -22,7 +22,7 @@ from operators.errors import InvalidPromptError, PipelineError, SegmenterError, 
 from operators.keyframes import KeyframeConfig, KeyframePolicy
 from operators.propagation import FlowPropagator
 from operators.records import FrameRecord, Instances, Prompt, PromptError
-from operators.segmenters.base import PromptMemory, Segmenter
+from operators.segmenters.base import PromptMemory, Segmenter, segment_many
 
 
 class Frame(Protocol):
@@ -57,17 +57,30 @@ def run_keyframe(segmenter: Segmenter, request: KeyframeRequest) -> KeyframeResu
     Prompts given on the same frame share one memory; prompts added later get
     their own, so adding a prompt never re-encodes the others.
     """
-    memories = list(request.memories)
-    if request.new_prompts:
-        memories.append(segmenter.encode_prompts(request.image, request.new_prompts))
-    height, width = request.image.shape[:2]
-    parts = [segmenter.segment(request.image, memory) for memory in memories]
-    refreshed = [
-        segmenter.refresh(request.image, memory, part)
-        if request.refresh and not (request.new_prompts and memory is memories[-1]) else memory
-        for memory, part in zip(memories, parts)
-    ]
-    return KeyframeResult(request.frame_index, refreshed, Instances.concatenate(parts, height, width))
+    return run_keyframes(segmenter, [request])[0]
+
+
+def run_keyframes(segmenter: Segmenter, requests: Sequence[KeyframeRequest]) -> list[KeyframeResult]:
+    """:func:`run_keyframe` for several requests (keyframes of several streams): every frame and memory
+    goes to the segmenter in one :func:`segment_many` call, batched where the model can."""
+    memories = []
+    for request in requests:
+        memories.append(list(request.memories))
+        if request.new_prompts:
+            memories[-1].append(segmenter.encode_prompts(request.image, request.new_prompts))
+    pairs = [(request.image, memory) for request, own in zip(requests, memories) for memory in own]
+    parts = iter(segment_many(segmenter, [image for image, _ in pairs], [memory for _, memory in pairs]))
+    results = []
+    for request, own in zip(requests, memories):
+        found = [next(parts) for _ in own]
+        refreshed = [
+            segmenter.refresh(request.image, memory, part)
+            if request.refresh and not (request.new_prompts and memory is own[-1]) else memory
+            for memory, part in zip(own, found)
+        ]
+        height, width = request.image.shape[:2]
+        results.append(KeyframeResult(request.frame_index, refreshed, Instances.concatenate(found, height, width)))
+    return results
 
 
 class Future(Protocol):

@@ -36,8 +36,9 @@ from operators.segmenters import Segmenter, build_segmenter, is_lightweight
 from operators.sinks import StreamInfo, build_sinks
 from operators.sinks.writer import SinkWriter
 from operators.stream import (
-    Future, KeyframeRequest, KeyframeResult, StreamProcessor, local_submit, run_keyframe, run_stream,
+    Future, KeyframeRequest, KeyframeResult, StreamProcessor, local_submit, run_keyframes, run_stream,
 )
+from pipeline.batching import MicroBatcher
 from pipeline.sources import open_video
 
 DONE_FILE = "done.json"
@@ -152,16 +153,30 @@ def _limit_threads(threads: int = 1) -> None:
         torch.set_num_threads(threads)
 
 
-@ray.remote(max_restarts=-1, max_task_retries=3)
+#: Keyframes a segmenter actor takes at once: that many streams' calls can wait on its threads.
+SEGMENTER_MAX_BATCH = 8
+
+
+@ray.remote(max_restarts=-1, max_task_retries=3, max_concurrency=SEGMENTER_MAX_BATCH + 1)
 class SegmenterWorker:
-    """A segmenter model serving keyframes of any stream; stateless, so retries are safe."""
+    """A segmenter model serving keyframes of any stream; stateless, so retries are safe.
+
+    Keyframes that arrive while the model is busy go to it together, in one batched call
+    (:class:`pipeline.batching.MicroBatcher`, :func:`operators.stream.run_keyframes`).
+    """
 
     def __init__(self, name: str, options: dict[str, Any]) -> None:
         _limit_threads()
         self.segmenter = build_segmenter(name, **options)
+        self.batcher = MicroBatcher(lambda requests: run_keyframes(self.segmenter, requests), SEGMENTER_MAX_BATCH,
+                                    name="keyframe-batches")
 
     def keyframe(self, request: KeyframeRequest) -> KeyframeResult:
-        return run_keyframe(self.segmenter, request)
+        return self.batcher.submit(request)
+
+    def batch_sizes(self) -> dict[int, int]:
+        """How many batches of each size this worker ran."""
+        return dict(self.batcher.batch_sizes)
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,35 @@ def test_idle_cores_go_to_the_streams_still_running(ray_local, tmp_path):
         workers.shutdown()
 
 
+class SlowSegmenter(DefaultSegmenter):
+    """The default segmenter taking 0.3 s per keyframe, as a model on a busy GPU: other streams' keyframes queue."""
+
+    def segment(self, frame, memory):
+        time.sleep(0.3)
+        return super().segment(frame, memory)
+
+
+def test_a_segmenter_actor_batches_keyframes_of_several_streams_and_results_stay_each_streams(ray_local, clips):
+    from bench.clips import decode_frames
+    from operators.stream import KeyframeRequest, run_keyframe
+    from pipeline.runtime import SegmenterWorker
+
+    requests = [KeyframeRequest(0, decode_frames(clip.path)[0], [], [clip.suggested_prompt(clip.kinds[1], "box")])
+                for clip in clips]
+    worker = SegmenterWorker.remote("tests.test_pipeline:SlowSegmenter", {})
+    try:
+        results = ray_local.get([worker.keyframe.remote(request) for request in requests])
+        sizes = ray_local.get(worker.batch_sizes.remote())
+    finally:
+        ray_local.kill(worker)
+    assert sum(size * count for size, count in sizes.items()) == len(requests)
+    assert max(sizes) > 1, f"no keyframes were batched: {sizes}"
+    for request, result in zip(requests, results):
+        alone = run_keyframe(DefaultSegmenter(), request)
+        assert result.frame_index == 0 and len(result.detections) == len(alone.detections) > 0
+        np.testing.assert_array_equal(result.detections.masks, alone.detections.masks)
+
+
 class HeavySegmenter:
     """Stands for a model-backed segmenter: not lightweight, so auto placement gives it actors."""
 

@@ -43,10 +43,10 @@ class _Counting:
 def test_prompt_encoded_once_and_cached_segment_on_every_keyframe(checkpoint, clip):
     segmenter = build_segmenter("xsam", checkpoint=str(checkpoint), device="cpu", score_threshold=0.3)
     predictor = segmenter.predictor
-    encode, segment = _Counting(predictor.encode_prompts), _Counting(predictor.segment)
+    encode, segment = _Counting(predictor.encode_prompts), _Counting(predictor.segment_batch)
     decoder = predictor.model.llm.get_decoder()
     siglip, llm = _Counting(predictor.model.encode_siglip), _Counting(decoder.forward)
-    predictor.encode_prompts, predictor.segment = encode, segment
+    predictor.encode_prompts, predictor.segment_batch = encode, segment
     predictor.model.encode_siglip, decoder.forward = siglip, llm
 
     processor = StreamProcessor("clip", str(clip.path), [clip.suggested_prompt(clip.kinds[1], "box")],

@@ -83,6 +83,27 @@ def test_cached_path_equals_the_full_model_without_running_siglip_or_the_llm(pre
     np.testing.assert_allclose(result.embeddings, expected.embeddings, rtol=1e-6, atol=1e-7)
 
 
+def test_a_batch_of_frames_equals_each_frame_alone(predictor, frame):
+    """Several streams' keyframes in one pass: frames of other sizes, memories with other prompt counts."""
+    other = np.random.default_rng(4).integers(0, 256, (60, 96, 3), dtype=np.uint8)
+    other_prompt = np.zeros((60, 96), bool)
+    other_prompt[10:50, 20:70] = True
+    memories = [predictor.encode_prompts(frame, PROMPTS, [7, 9]), predictor.encode_prompts(other, [other_prompt], [3])]
+    assert len(memories[0].conditions) != len(memories[1].conditions)  # the batch pads one of them
+    images = [frame, other, frame]
+    memories.append(memories[0])
+    batched = predictor.segment_batch(images, memories, threshold=0.0)
+    for image, memory, together in zip(images, memories, batched):
+        alone = predictor.segment(image, memory, threshold=0.0)
+        assert len(alone.masks) > 0 and together.masks.shape == alone.masks.shape
+        np.testing.assert_array_equal(together.labels, alone.labels)
+        assert set(together.labels.tolist()) <= set(memory.prompt_ids)
+        np.testing.assert_allclose(together.scores, alone.scores, atol=1e-5)
+        assert np.mean(together.masks != alone.masks) < 1e-3
+    with pytest.raises(ValueError, match="one memory per image"):
+        predictor.segment_batch(images, memories[:2])
+
+
 def test_vgd_result_structure(predictor, frame):
     result = predictor.predict(frame, "vgd", prompt_masks=PROMPTS, threshold=0.0)
     assert result.masks.shape[1:] == (HEIGHT, WIDTH) and result.masks.dtype == bool

@@ -178,25 +178,49 @@ class XSamPredictor:
         embeddings = self._embed_regions(image, sam_tokens, region_tokens)
         return self._memory(prompt_ids, region_tokens, labels, embeddings)
 
-    @torch.inference_mode()
     def segment(self, image: np.ndarray, memory: XSamPromptMemory, threshold: float = 0.5) -> XSamPrediction:
         """VGD on one frame from cached prompts: SAM, connector, pixel decoder and mask decoder only.
 
         Labels are prompt ids; ``embeddings`` are the kept queries' decoder states (for association).
         """
-        sam = self.processor.sam_inputs(image)
-        features = self.model.encode_sam(self._to_device(sam.pixel_values), with_llm_tokens=False)
+        return self.segment_batch([image], [memory], threshold)[0]
+
+    @torch.inference_mode()
+    def segment_batch(
+        self, images: Sequence[np.ndarray], memories: Sequence[XSamPromptMemory], threshold: float = 0.5
+    ) -> list[XSamPrediction]:
+        """:meth:`segment` for several frames at once (keyframes of several streams): one SAM pass and one
+        decoder pass over the batch, where a GPU does most of its work per launch, not per image.
+
+        Frames may differ in size (each keeps its own resize geometry); memories may hold different numbers
+        of conditions, padded to the longest and masked out of the class head, as X-SAM pads its classes.
+        """
+        if len(images) != len(memories) or not images:
+            raise ValueError(f"need one memory per image, got {len(images)} images and {len(memories)} memories")
+        sams = [self.processor.sam_inputs(image) for image in images]
+        features = self.model.encode_sam(self._to_device(torch.cat([s.pixel_values for s in sams])), with_llm_tokens=False)
+        counts = [len(memory.conditions) for memory in memories]
+        conditions = torch.zeros(len(memories), max(counts), memories[0].conditions.shape[1])
+        class_mask = torch.zeros(len(memories), max(counts), dtype=torch.bool)
+        for i, memory in enumerate(memories):
+            conditions[i, : counts[i]] = torch.from_numpy(memory.conditions)
+            class_mask[i, : counts[i]] = True
+        seg_embeddings = torch.stack([torch.from_numpy(memory.seg_embedding) for memory in memories])
         segmentation = self.model.decode(
-            features.pyramid,
-            torch.from_numpy(memory.seg_embedding).to(self.device)[None],
-            torch.from_numpy(memory.conditions).to(self.device)[None],
+            features.pyramid, seg_embeddings.to(self.device), conditions.to(self.device), class_mask.to(self.device)
         )
-        probs = postprocessing.class_probabilities(segmentation.class_logits[0], torch.from_numpy(memory.region_labels))
-        result = postprocessing.instances(
-            probs, segmentation.mask_logits[0], segmentation.query_states[0], sam.geometry, threshold
-        )
-        result.labels = np.asarray(memory.prompt_ids, np.int64)[result.labels]
-        return result
+        results = []
+        for i, (memory, sam) in enumerate(zip(memories, sams)):
+            own_classes = torch.cat([torch.arange(counts[i]), torch.tensor([-1])]).to(self.device)  # and background
+            probs = postprocessing.class_probabilities(
+                segmentation.class_logits[i][:, own_classes], torch.from_numpy(memory.region_labels)
+            )
+            result = postprocessing.instances(
+                probs, segmentation.mask_logits[i], segmentation.query_states[i], sam.geometry, threshold
+            )
+            result.labels = np.asarray(memory.prompt_ids, np.int64)[result.labels]
+            results.append(result)
+        return results
 
     @torch.inference_mode()
     def refresh(

@@ -34,7 +34,8 @@ class Segmenter(Protocol):
 
     An implementation may set the class attribute ``lightweight = True`` (no weights, a few ms per frame
     on one CPU core): the pipeline then runs it inside each stream's own process, where a round trip to a
-    shared model actor would cost more than the call.
+    shared model actor would cost more than the call. A model that runs faster on a batch may also define
+    ``segment_batch(frames, memories) -> list[Instances]``; :func:`segment_many` uses it.
     """
 
     name: str
@@ -50,3 +51,11 @@ class Segmenter(Protocol):
     def refresh(self, frame: np.ndarray, memory: PromptMemory, instances: Instances) -> PromptMemory:
         """Update the memory from confident ``instances`` of a keyframe; the user's prompts stay pinned."""
         ...
+
+
+def segment_many(segmenter: Segmenter, frames: Sequence[np.ndarray], memories: Sequence[PromptMemory]) -> list[Instances]:
+    """``segment`` each frame with its memory: in one ``segment_batch`` call where the segmenter has one."""
+    batch = getattr(segmenter, "segment_batch", None)
+    if batch is None or len(frames) < 2:
+        return [segmenter.segment(frame, memory) for frame, memory in zip(frames, memories)]
+    return batch(frames, memories)

@@ -50,9 +50,15 @@ class XSamSegmenter:
         return self.predictor.encode_prompts(frame, masks, [prompt.prompt_id for prompt in prompts])
 
     def segment(self, frame: np.ndarray, memory: XSamPromptMemory) -> Instances:
-        result = self.predictor.segment(frame, memory, threshold=self.score_threshold)
-        height, width = frame.shape[:2]
-        return Instances.from_masks(result.masks, result.scores, result.labels, height, width, result.embeddings)
+        return self.segment_batch([frame], [memory])[0]
+
+    def segment_batch(self, frames: Sequence[np.ndarray], memories: Sequence[XSamPromptMemory]) -> list[Instances]:
+        """Several keyframes in one SAM and one decoder pass (:meth:`xsam.XSamPredictor.segment_batch`)."""
+        results = self.predictor.segment_batch(frames, memories, threshold=self.score_threshold)
+        return [
+            Instances.from_masks(r.masks, r.scores, r.labels, *frame.shape[:2], r.embeddings)
+            for frame, r in zip(frames, results)
+        ]
 
     def refresh(self, frame: np.ndarray, memory: XSamPromptMemory, instances: Instances) -> XSamPromptMemory:
         return self.predictor.refresh(
