@@ -20,6 +20,7 @@ import pickle
 import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -36,7 +37,7 @@ from operators.segmenters import Segmenter, build_segmenter, is_lightweight
 from operators.sinks import StreamInfo, build_sinks
 from operators.sinks.writer import SinkWriter
 from operators.stream import (
-    Future, KeyframeRequest, KeyframeResult, StreamProcessor, local_submit, run_keyframes, run_stream,
+    Future, KeyframeRequest, KeyframeResult, StreamProcessor, run_keyframe, run_keyframes, run_stream,
 )
 from pipeline.batching import MicroBatcher
 from pipeline.sources import open_video
@@ -222,13 +223,17 @@ class StreamWorker:
         self.frames_done = 0
         self.expected: int | None = None
         self.inline: tuple[InlineSegmenter, Segmenter] | None = None  # built once, kept for the next video
+        self.keyframe_thread = ThreadPoolExecutor(1, thread_name_prefix="keyframes")  # the inline segmenter's
 
     def _submitter(self, segmenter: "ray.actor.ActorHandle | InlineSegmenter") -> Callable[[KeyframeRequest], Future]:
         if not isinstance(segmenter, InlineSegmenter):
             return lambda request: _RayFuture(segmenter.keyframe.remote(request))
         if self.inline is None or self.inline[0] != segmenter:
             self.inline = (segmenter, build_segmenter(segmenter.name, **segmenter.options))
-        return local_submit(self.inline[1])
+        # On a thread, as a remote segmenter would be: the next frames are decoded and their flows computed
+        # meanwhile (OpenCV releases the GIL). One video alone: 64.5 / 65.4 -> 71.2 / 72.1 fps.
+        inline = self.inline[1]
+        return lambda request: self.keyframe_thread.submit(run_keyframe, inline, request)
 
     def progress(self) -> tuple[int, int | None]:
         return self.frames_done, self.expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
@@ -155,6 +156,22 @@ def test_a_segmenter_actor_batches_keyframes_of_several_streams_and_results_stay
         alone = run_keyframe(DefaultSegmenter(), request)
         assert result.frame_index == 0 and len(result.detections) == len(alone.detections) > 0
         np.testing.assert_array_equal(result.detections.masks, alone.detections.masks)
+
+
+class OffThreadSegmenter(DefaultSegmenter):
+    """Fails unless called off the stream's own thread, where the next frames' flows are computed meanwhile."""
+
+    def segment(self, frame, memory):
+        if not threading.current_thread().name.startswith("keyframes"):
+            raise RuntimeError(f"keyframe ran on {threading.current_thread().name}")
+        return super().segment(frame, memory)
+
+
+def test_inline_keyframes_run_on_their_own_thread_of_the_stream_worker(ray_local, clips, tmp_path):
+    summary = run_job(_job(clips[:1], tmp_path / "out", segmenter="tests.test_pipeline:OffThreadSegmenter",
+                           segmenter_placement="inline"))
+    assert not summary.failures, summary.to_dict()["failures"]
+    assert summary.videos[0].keyframes >= FRAMES // 10
 
 
 class HeavySegmenter:
