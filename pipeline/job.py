@@ -219,7 +219,7 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
     for spec in todo:  # streams sharing few cores decode with one thread each: FFmpeg's threads only contend
         spec.decode_threads = max(1, cpus // parallel)
 
-    queue = list(todo)
+    queue = longest_first(todo)
     attempts: dict[str, int] = {}
     workers = _WorkerSlots(parallel, config.sinks, str(config.out_dir))
     running: dict[ray.ObjectRef, tuple[StreamSpec, int]] = {}
@@ -258,6 +258,20 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
                 workers.share_cores({slot for _, slot in running.values()})
     finally:
         workers.shutdown()
+
+
+def longest_first(specs: Sequence[StreamSpec]) -> list[StreamSpec]:
+    """The biggest files first: a long video started last would keep one worker busy after the others end.
+
+    File size stands for a video's work (length times resolution), known without opening it.
+    """
+    def size(spec: StreamSpec) -> int:
+        try:
+            return Path(spec.source).stat().st_size
+        except OSError:
+            return 0
+
+    return sorted(specs, key=size, reverse=True)
 
 
 class _WorkerSlots:

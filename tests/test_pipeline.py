@@ -158,6 +158,19 @@ def test_a_segmenter_actor_batches_keyframes_of_several_streams_and_results_stay
         np.testing.assert_array_equal(result.detections.masks, alone.detections.masks)
 
 
+def test_the_biggest_videos_start_first(tmp_path):
+    """Longest first: a long video started last would run alone on one worker after the others end."""
+    from pipeline.job import longest_first
+    from pipeline.runtime import StreamSpec
+
+    sizes = {"short": 10, "long": 1000, "medium": 100}
+    for name, size in sizes.items():
+        (tmp_path / f"{name}.mp4").write_bytes(b"x" * size)
+    names = ["short", "gone", "long", "medium"]  # "gone" no longer exists: it goes last and fails when run
+    specs = [StreamSpec(name, str(tmp_path / f"{name}.mp4"), [], str(tmp_path), ["jsonl"]) for name in names]
+    assert [spec.stream_id for spec in longest_first(specs)] == ["long", "medium", "short", "gone"]
+
+
 class OffThreadSegmenter(DefaultSegmenter):
     """Fails unless called off the stream's own thread, where the next frames' flows are computed meanwhile."""
 
