@@ -10,6 +10,7 @@ call is injected (``submit``), so the same loop runs in-process or on Ray.
 
 from __future__ import annotations
 
+import concurrent.futures
 import queue
 from collections import deque
 from dataclasses import dataclass, field
@@ -349,6 +350,12 @@ class LocalFuture:
         if self.error is not None:
             raise self.error
         return self.value
+
+
+def thread_submit(segmenter: Segmenter, executor: concurrent.futures.Executor) -> Callable[[KeyframeRequest], Future]:
+    """Keyframes on ``executor``'s thread, as a remote segmenter's would be: :func:`run_stream` decodes the
+    next frames and computes their flows meanwhile (OpenCV releases the GIL)."""
+    return lambda request: executor.submit(run_keyframe, segmenter, request)
 
 
 def local_submit(segmenter: Segmenter) -> Callable[[KeyframeRequest], Future]:

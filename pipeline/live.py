@@ -47,7 +47,7 @@ from operators.segmenters import build_segmenter
 from operators.sinks import StreamInfo, build_sinks
 from operators.sinks.base import prepare_out_dir
 from operators.sinks.writer import SinkWriter
-from operators.stream import StreamProcessor, run_keyframe, run_stream
+from operators.stream import StreamProcessor, run_stream, thread_submit
 from pipeline.sources import LiveFrame, LiveReader, ReconnectPolicy, is_live_source
 
 log = logging.getLogger("pipeline.live")
@@ -351,7 +351,7 @@ class LiveStream:
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"segment-{spec.stream_id}") as pool:
             reader_thread.start()
             try:
-                run_stream(frames(), processor, lambda request: pool.submit(run_keyframe, segmenter, request), emit,
+                run_stream(frames(), processor, thread_submit(segmenter, pool), emit,
                            max_pending=spec.max_pending)
                 emit_dropped_before(float("inf"))
             finally:
