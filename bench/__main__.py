@@ -57,7 +57,8 @@ DEFINITIONS = """## Definitions
   (each frame costs one decode plus the segmenter's amortised per-frame cost on one core; the cores work in
   parallel). **segmenter fps** here is the segmenter doing the same work as the run: each video's keyframe
   and propagation steps timed on that video's own frames, weighted by the keyframes the run made (its
-  policy adds keyframes where flow is unreliable); the same at the fixed interval K alone is reported
+  policy adds re-anchoring keyframes where flow is unreliable, costed at the **re-anchor step**: `segment`
+  searching only around the last frame's objects, no refresh); the same at the fixed interval K alone is reported
   beside it. decode (one thread) and the step costs are measured right before and right after each timed
   run and averaged. **efficiency** = e2e fps / capacity. Contention-proof companion: **CPU efficiency** = ideal
   CPU ms per frame (decode + segmenter formula, in CPU time) / the CPU ms per frame all our processes

@@ -31,8 +31,8 @@ Sections and their definitions (also written to BENCHMARKS.md):
     ``capacity_N = min(N, cores) / (1 / decode_fps + 1 / segmenter_fps)``: every frame costs one
     decode plus the segmenter's amortised per-frame cost on one core, and the cores work in parallel.
     ``segmenter_fps`` is the segmenter doing the run's work: each video's step costs on its own frames,
-    weighted by the keyframes the run made (:func:`segmenter_ms_per_frame`; the fixed interval K alone is
-    reported beside it). ``decode_fps`` (one thread) and the step costs are measured right before and
+    weighted by the keyframes the run made, re-anchoring ones at their own cost (:func:`segmenter_ms_per_frame`;
+    the fixed interval K alone is reported beside it). ``decode_fps`` (one thread) and the step costs are measured right before and
     right after each timed run and averaged. With psutil, the CPU time of every process of the cluster is accounted
     too (``cpu_efficiency`` = ideal CPU ms per frame / actual; robust to other users of the machine).
 ``naive``
@@ -377,9 +377,10 @@ def measure_segmenter(clip: BenchClip, frames: int, keyframe_every: int) -> dict
     Every step is timed in wall time (``mean``, ``p50``) and in the calling thread's CPU time
     (``cpu_mean``); the fps figures use wall means, the ``*_cpu_*`` figures CPU means.
     """
-    from operators.keyframes import colour_signature
+    from operators.keyframes import colour_signature, reanchor_regions
     from operators.propagation import FlowPropagator
     from operators.segmenters import build_segmenter
+    from operators.segmenters.base import segment_within
 
     images = read_frames(clip.path, limit=frames + 1)
     n = len(images) - 1
@@ -390,10 +391,16 @@ def measure_segmenter(clip: BenchClip, frames: int, keyframe_every: int) -> dict
     with cv2_threads(1):
         for _ in range(3):
             memory = steps.time("encode_prompts", lambda: segmenter.encode_prompts(images[0], [clip.prompt]))
+        before = None
         for image in images[:n]:
             instances = steps.time("segment", lambda: segmenter.segment(image, memory))
             found.append(len(instances))
             steps.time("refresh", lambda: segmenter.refresh(image, memory, instances))
+            regions = reanchor_regions(before) if before is not None and len(before) else None
+            # A re-anchoring keyframe (ill-posed flow) searches around the last frame's objects, no refresh.
+            steps.time("reanchor", lambda: segment_within(segmenter, image, memory, regions) if regions
+                       else segmenter.segment(image, memory))
+            before = instances
         last = segmenter.segment(images[0], memory)
         last = last.with_track_ids(range(1, len(last) + 1))
         for index, (prev, cur) in enumerate(zip(images[:n], images[1 : n + 1]), start=1):
@@ -419,11 +426,14 @@ def measure_segmenter(clip: BenchClip, frames: int, keyframe_every: int) -> dict
         "frames_timed": n,
         "size": f"{images[0].shape[1]}x{images[0].shape[0]}",
         "instances_mean": round(statistics.fmean(found), 2),
-        **{f"{name}_ms": steps.ms(name) for name in ("encode_prompts", "segment", "refresh", "flow", "warp", "signature", "record_encode")},
+        **{f"{name}_ms": steps.ms(name) for name in ("encode_prompts", "segment", "refresh", "reanchor", "flow", "warp",
+                                                      "signature", "record_encode")},
         "keyframe_step_ms": round(seg, 3),
+        "reanchor_step_ms": round(steps.mean("reanchor"), 3),
         "propagation_step_ms": round(prop, 3),
         "stream_extras_ms": round(extras[False], 3),
         "keyframe_step_cpu_ms": round(seg_cpu, 3),
+        "reanchor_step_cpu_ms": round(steps.mean("reanchor", cpu=True), 3),
         "propagation_step_cpu_ms": round(prop_cpu, 3),
         "stream_extras_cpu_ms": round(extras[True], 3),
         "keyframe_every": k,
@@ -561,7 +571,7 @@ def _e2e_figures(wall: float, summary: dict[str, Any], workers: int) -> dict[str
     }
 
 
-_STEP_COSTS = ("keyframe_step", "propagation_step", "stream_extras")
+_STEP_COSTS = ("keyframe_step", "reanchor_step", "propagation_step", "stream_extras")
 
 
 def _capacity_probe(clips: Sequence[BenchClip], cfg: BenchConfig) -> dict[str, Any]:
@@ -592,19 +602,22 @@ def segmenter_ms_per_frame(cost: dict[str, Any], videos: Sequence[dict[str, Any]
     """The segmenter's ms per frame for the videos a run processed, each at its own clip's step costs.
 
     ``k=None`` counts the keyframes the run really made (its policy adds keyframes where propagation
-    is unreliable); an int uses the fixed interval ``k``. ``operator=True`` adds what a stream runs
-    besides: flow and warp on keyframes too, the scene-cut signature and the record encoding.
+    is unreliable), the re-anchoring ones (``ill_posed_flow``) at their own cost; an int uses the fixed
+    interval ``k``. ``operator=True`` adds what a stream runs besides: flow and warp on keyframes too,
+    the scene-cut signature and the record encoding.
     """
     total = frames = 0.0
     for video in videos:
         step = cost["clips"][video["stream_id"]]
         n = video["frames"]
         keyframes = video["keyframes"] if k is None else n / k
-        seg, prop = step[f"keyframe_step{unit}"], step[f"propagation_step{unit}"]
+        reanchors = video["keyframe_reasons"].get("ill_posed_flow", 0) if k is None else 0
+        keyframe_ms = (keyframes - reanchors) * step[f"keyframe_step{unit}"] + reanchors * step[f"reanchor_step{unit}"]
+        prop = step[f"propagation_step{unit}"]
         if operator:
-            total += keyframes * seg + n * (prop + step[f"stream_extras{unit}"])
+            total += keyframe_ms + n * (prop + step[f"stream_extras{unit}"])
         else:
-            total += keyframes * seg + (n - keyframes) * prop
+            total += keyframe_ms + (n - keyframes) * prop
         frames += n
     return total / frames
 
@@ -1152,6 +1165,7 @@ def summary_rows(result: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
         rows["segmenter"] = [
             (f"encode_prompts once, {g['size']} (ms)", _fmt(g["encode_prompts_ms"]["mean"])),
             ("keyframe step: segment + refresh (ms/frame)", f"{_fmt(g['keyframe_step_ms'])} ({_fmt(g['segment_ms']['mean'])} + {_fmt(g['refresh_ms']['mean'])})"),
+            ("re-anchoring keyframe (ill-posed flow): segment around the objects (ms/frame)", _fmt(g["reanchor_step_ms"])),
             ("propagation step: flow + warp (ms/frame)", f"{_fmt(g['propagation_step_ms'])} ({_fmt(g['flow_ms']['mean'])} + {_fmt(g['warp_ms']['mean'])})"),
             (f"segmenter fps at K={k}", _fmt(g["segmenter_fps"])),
             ("segmenter fps at K=1 (segment every frame)", _fmt(g["segment_every_frame_fps"])),

@@ -3,8 +3,11 @@
 A keyframe every ``every`` frames, plus adaptive triggers: a track whose
 confidence stays low for a few frames, a large jump in a track's mask area, a
 scene cut, or a track whose motion optical flow cannot measure (a flat or
-striped object: the aperture problem), which shortens the interval to
-``ill_posed_every``. Decisions carry a reason so each frame record can say why.
+striped object: the aperture problem). The last re-anchors the tracked objects
+every ``ill_posed_every`` frames: a keyframe that searches only around them
+(:func:`reanchor_regions`) and leaves finding new instances and refreshing the
+prompt memory to the regular interval, which it does not delay. Decisions carry
+a reason so each frame record can say why.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from operators.records import Instances
+from operators.records import Box, Instances
 
 #: Reasons a frame became a keyframe, in the order they are checked.
 KEYFRAME_REASONS = ("prompt", "start", "interval", "low_confidence", "area_jump", "scene_cut", "ill_posed_flow")
@@ -58,12 +61,48 @@ def colour_signature(image: np.ndarray) -> np.ndarray:
     return cv2.normalize(hist, None).astype(np.float32)
 
 
+#: A re-anchoring keyframe searches each tracked object's box grown on every side by this share of its
+#: longer side, and at least ``REANCHOR_MIN_MARGIN`` pixels: room for motion the flow could not measure.
+REANCHOR_MARGIN = 0.5
+REANCHOR_MIN_MARGIN = 32
+#: Regions covering more of the frame than this save too little: the whole frame is searched.
+REANCHOR_MAX_SHARE = 0.5
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def reanchor_regions(instances: Instances) -> list[Box] | None:
+    """Disjoint boxes around the tracked ``instances`` for a re-anchoring keyframe to search; None to
+    search the whole frame (nothing tracked, or the boxes would cover most of it)."""
+    height, width = instances.shape
+    regions: list[Box] = []
+    for x0, y0, x1, y1 in instances.boxes_xyxy.astype(int).tolist():
+        if x1 <= x0:
+            continue  # an empty mask: nothing to search around
+        margin = max(REANCHOR_MIN_MARGIN, round(REANCHOR_MARGIN * max(x1 - x0, y1 - y0)))
+        box = (max(0, x0 - margin), max(0, y0 - margin), min(width, x1 + margin), min(height, y1 + margin))
+        # Merge with every region it overlaps, until the regions are disjoint (a search of each finds an
+        # instance once).
+        while (hits := [r for r in regions if _overlap(r, box)]):
+            for r in hits:
+                regions.remove(r)
+                box = (min(box[0], r[0]), min(box[1], r[1]), max(box[2], r[2]), max(box[3], r[3]))
+        regions.append(box)
+    covered = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in regions)
+    if not regions or covered > REANCHOR_MAX_SHARE * height * width:
+        return None
+    return sorted(regions)
+
+
 @dataclass
 class KeyframePolicy:
     """Stateful per-stream keyframe decisions; constant-size state."""
 
     config: KeyframeConfig = field(default_factory=KeyframeConfig)
     frames_since_keyframe: int | None = None
+    frames_since_full: int = 0  # since the last keyframe that was not a re-anchoring one: the interval's clock
     low_streak: dict[int, int] = field(default_factory=dict)
     last_areas: dict[int, int] = field(default_factory=dict)
     last_signature: np.ndarray | None = None
@@ -105,7 +144,7 @@ class KeyframePolicy:
             reason: str | None = "prompt"
         elif self.frames_since_keyframe is None:
             reason = "start"
-        elif self.frames_since_keyframe + 1 >= self.config.every:
+        elif self.frames_since_full + 1 >= self.config.every:
             reason = "interval"
         elif self.pending_reason is not None:
             reason = self.pending_reason
@@ -115,8 +154,10 @@ class KeyframePolicy:
             reason = None
         if reason is None:
             self.frames_since_keyframe = (self.frames_since_keyframe or 0) + 1
+            self.frames_since_full += 1
         else:
             self.frames_since_keyframe = 0
+            self.frames_since_full = self.frames_since_full + 1 if reason == "ill_posed_flow" else 0
             self.pending_reason = None
             self.ill_posed = False
             self.low_streak.clear()

@@ -17,6 +17,7 @@ from operators import rle
 
 PromptKind = Literal["point", "box", "scribble", "mask"]
 FrameKind = Literal["keyframe", "propagated", "skipped"]
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, max exclusive
 
 #: Radius of the disk a point prompt is drawn as; X-SAM's point prompts are disks of radius 10 px.
 POINT_RADIUS = 10
@@ -192,6 +193,15 @@ class Instances:
             if w:
                 boxes[i] = (x, y, x + w, y + h)
         return boxes
+
+    def placed(self, box: Box, height: int, width: int) -> "Instances":
+        """These instances, found in the crop ``box`` (x0, y0, x1, y1) of a ``height`` x ``width`` frame, on that frame."""
+        x0, y0, x1, y1 = box
+        if self.shape != (y1 - y0, x1 - x0):
+            raise ValueError(f"masks are {self.shape}, the box {box} is {(y1 - y0, x1 - x0)}")
+        masks = np.zeros((len(self), height, width), bool)
+        masks[:, y0:y1, x0:x1] = self.masks
+        return replace(self, masks=masks)
 
     def with_track_ids(self, track_ids: Sequence[int]) -> "Instances":
         return replace(self, track_ids=np.asarray(track_ids, np.int64))

@@ -20,10 +20,10 @@ import numpy as np
 
 from operators.association import AssociationConfig, TrackAssigner
 from operators.errors import InvalidPromptError, PipelineError, SegmenterError, SinkWriteError
-from operators.keyframes import KeyframeConfig, KeyframePolicy
+from operators.keyframes import KeyframeConfig, KeyframePolicy, reanchor_regions
 from operators.propagation import FlowPropagator
-from operators.records import FrameRecord, Instances, Prompt, PromptError
-from operators.segmenters.base import PromptMemory, Segmenter, segment_many
+from operators.records import Box, FrameRecord, Instances, Prompt, PromptError
+from operators.segmenters.base import PromptMemory, Segmenter, segment_many, segment_within
 
 
 class Frame(Protocol):
@@ -43,6 +43,8 @@ class KeyframeRequest:
     # Refresh the memories from this keyframe's detections. Off for keyframes that only re-anchor masks
     # optical flow cannot carry (ill-posed flow): the regular interval's keyframes keep the memory fresh.
     refresh: bool = True
+    # Where the tracked objects are, for a re-anchoring keyframe: the segmenter need search only there.
+    regions: list[Box] | None = None
 
 
 @dataclass
@@ -69,8 +71,12 @@ def run_keyframes(segmenter: Segmenter, requests: Sequence[KeyframeRequest]) -> 
         memories.append(list(request.memories))
         if request.new_prompts:
             memories[-1].append(segmenter.encode_prompts(request.image, request.new_prompts))
-    pairs = [(request.image, memory) for request, own in zip(requests, memories) for memory in own]
-    parts = iter(segment_many(segmenter, [image for image, _ in pairs], [memory for _, memory in pairs]))
+    pairs = [(request, memory) for request, own in zip(requests, memories) for memory in own]
+    whole = [(request.image, memory) for request, memory in pairs if request.regions is None]
+    whole_found = iter(segment_many(segmenter, [image for image, _ in whole], [memory for _, memory in whole]))
+    parts = iter([next(whole_found) if request.regions is None
+                  else segment_within(segmenter, request.image, memory, request.regions)
+                  for request, memory in pairs])
     results = []
     for request, own in zip(requests, memories):
         found = [next(parts) for _ in own]
@@ -210,8 +216,9 @@ class StreamProcessor:
         self._reason = self.policy.decide(bool(new_prompts))
         if self._reason is None:
             return None
-        return KeyframeRequest(frame.index, frame.image, list(self.memories), new_prompts,
-                               refresh=self._reason != "ill_posed_flow")
+        reanchor = self._reason == "ill_posed_flow"
+        return KeyframeRequest(frame.index, frame.image, list(self.memories), new_prompts, refresh=not reanchor,
+                               regions=reanchor_regions(self.last) if reanchor and self.last is not None else None)
 
     def _warped(self, flow: object | None, frame: Frame) -> Instances:
         height, width = frame.image.shape[:2]

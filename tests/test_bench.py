@@ -56,10 +56,11 @@ def test_cheap_sections_report_positive_figures(tmp_path):
     assert 1 <= keyframes["frames"] < 4 * 60 and positive(keyframes["covered_fps"])
 
     seg = result["sections"]["segmenter"]
-    for key in ("encode_prompts_ms", "segment_ms", "refresh_ms", "flow_ms", "warp_ms"):
+    for key in ("encode_prompts_ms", "segment_ms", "refresh_ms", "reanchor_ms", "flow_ms", "warp_ms"):
         assert positive(seg[key]["mean"]) and positive(seg[key]["p50"]), key
     for key in ("keyframe_step_ms", "propagation_step_ms", "segmenter_fps", "operator_fps", "segment_every_frame_fps"):
         assert positive(seg[key]), key
+    assert 0 < seg["reanchor_step_ms"] < seg["keyframe_step_ms"]  # searching around the objects costs less
     assert seg["instances_mean"] > 0  # the prompt found its object
     assert seg["segmenter_fps"] == seg["segmenter_fps_by_k"][str(seg["keyframe_every"])]
 
@@ -108,16 +109,17 @@ def test_segmenter_fps_definition():
 
 
 def test_capacity_weighs_each_video_by_its_own_steps_and_keyframes():
-    steps = {"keyframe_step_ms": 40.0, "propagation_step_ms": 5.0, "stream_extras_ms": 1.0}
+    steps = {"keyframe_step_ms": 40.0, "reanchor_step_ms": 8.0, "propagation_step_ms": 5.0, "stream_extras_ms": 1.0}
     cost = {"clips": {"a": steps, "b": {k: 2 * v for k, v in steps.items()}}}
-    videos = [{"stream_id": "a", "frames": 100, "keyframes": 10}, {"stream_id": "b", "frames": 100, "keyframes": 25}]
-    # a: 10 keyframes x 40 + 90 x 5 = 850 ms; b: 25 x 80 + 75 x 10 = 2750 ms; over 200 frames
-    assert segmenter_ms_per_frame(cost, videos, None) == pytest.approx(3600 / 200)
+    videos = [{"stream_id": "a", "frames": 100, "keyframes": 10, "keyframe_reasons": {"interval": 10}},
+              {"stream_id": "b", "frames": 100, "keyframes": 25, "keyframe_reasons": {"interval": 10, "ill_posed_flow": 15}}]
+    # a: 10 keyframes x 40 + 90 x 5 = 850 ms; b: 10 x 80 + 15 re-anchoring x 16 + 75 x 10 = 1790 ms; over 200 frames
+    assert segmenter_ms_per_frame(cost, videos, None) == pytest.approx(2640 / 200)
     # fixed K=10: a 10 keyframes, b 10 keyframes: 850 + (800 + 900) = 2550 ms
     assert segmenter_ms_per_frame(cost, videos, 10) == pytest.approx(2550 / 200)
     # operator work: flow + warp and the extras on every frame, keyframes on top
     assert segmenter_ms_per_frame(cost, videos, None, operator=True) == pytest.approx(
-        (10 * 40 + 100 * 6 + 25 * 80 + 100 * 12) / 200)
+        (10 * 40 + 100 * 6 + 10 * 80 + 15 * 16 + 100 * 12) / 200)
 
 
 def test_markdown_blocks_replace_only_their_sections():

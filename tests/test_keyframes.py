@@ -57,17 +57,20 @@ def test_scene_cut_triggers_on_a_new_shot_only():
     assert policy.decide(False) == "scene_cut"
 
 
-def test_a_track_with_ill_posed_flow_shortens_the_interval_until_its_flow_is_measured():
+def test_a_track_with_ill_posed_flow_is_reanchored_between_regular_keyframes_until_its_flow_is_measured():
     policy = KeyframePolicy(KeyframeConfig(every=10, ill_posed_flow=0.3, ill_posed_every=3))
     assert policy.decide(True) == "prompt"
     decisions = []
-    for _ in range(6):
+    for _ in range(12):
         policy.observe_instances(_instances([500, 500], [0.9, 0.9]), flow_support=np.array([0.9, 0.1]))
         decisions.append(policy.decide(False))
-    assert decisions == [None, None, "ill_posed_flow", None, None, "ill_posed_flow"]
-    for _ in range(5):  # measured again: back to the regular interval
+    # Re-anchoring keyframes do not delay the interval's (frames 10 and 20 after the prompt's).
+    assert decisions == [None, None, "ill_posed_flow", None, None, "ill_posed_flow", None, None, "ill_posed_flow",
+                         "interval", None, None]
+    for _ in range(7):  # measured again: back to the regular interval alone
         policy.observe_instances(_instances([500, 500], [0.9, 0.9]), flow_support=np.array([0.9, 0.5]))
         assert policy.decide(False) is None
+    assert policy.decide(False) == "interval"
     for off_config in (KeyframeConfig(every=10, ill_posed_flow=0.0), KeyframeConfig(every=10, ill_posed_every=0)):
         off = KeyframePolicy(off_config)
         off.decide(True)

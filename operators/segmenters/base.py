@@ -13,7 +13,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from operators.records import Instances, Prompt
+from operators.records import Box, Instances, Prompt
 
 
 @runtime_checkable
@@ -35,7 +35,9 @@ class Segmenter(Protocol):
     An implementation may set the class attribute ``lightweight = True`` (no weights, a few ms per frame
     on one CPU core): the pipeline then runs it inside each stream's own process, where a round trip to a
     shared model actor would cost more than the call. A model that runs faster on a batch may also define
-    ``segment_batch(frames, memories) -> list[Instances]``; :func:`segment_many` uses it.
+    ``segment_batch(frames, memories) -> list[Instances]``; :func:`segment_many` uses it. One whose cost
+    follows the area searched may define ``segment_regions(frame, memory, regions) -> Instances``;
+    :func:`segment_within` uses it.
     """
 
     name: str
@@ -59,3 +61,10 @@ def segment_many(segmenter: Segmenter, frames: Sequence[np.ndarray], memories: S
     if batch is None or len(frames) < 2:
         return [segmenter.segment(frame, memory) for frame, memory in zip(frames, memories)]
     return batch(frames, memories)
+
+
+def segment_within(segmenter: Segmenter, frame: np.ndarray, memory: PromptMemory, regions: Sequence[Box]) -> Instances:
+    """The instances within ``regions`` of ``frame``: searched there alone where the segmenter can
+    (``segment_regions``), else the whole frame, a superset."""
+    regional = getattr(segmenter, "segment_regions", None)
+    return segmenter.segment(frame, memory) if regional is None else regional(frame, memory, regions)

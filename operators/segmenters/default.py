@@ -24,13 +24,12 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from operators.records import POINT_RADIUS, Instances, Prompt
+from operators.records import POINT_RADIUS, Box, Instances, Prompt
 
 #: Lab histogram bins (L, a, b) for the posterior; the descriptor halves each axis.
 COLOUR_BINS = (8, 16, 16)
 DESCRIPTOR_BINS = (4, 8, 8)
 N_COLOURS = int(np.prod(COLOUR_BINS))
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
 #: Background density floor: a colour the prompt frame hardly shows (e.g. a blackout) is background
 #: unless the object's own density there is well above an even spread over all bins.
 UNSEEN_COLOUR_DENSITY = 2 / N_COLOURS
@@ -296,28 +295,46 @@ class DefaultSegmenter:
 
     def segment(self, frame: np.ndarray, memory: DefaultPromptMemory) -> Instances:
         h, w = frame.shape[:2]
-        bins = colour_bins(frame)
-        found = [
-            self._find_instances(bins, model.prompt_id, model.pinned.blend(model.adaptive, self.adapt_weight))
-            for model in memory.models
-        ]
+        return self._search(frame, memory, (0, 0, w, h))
+
+    def segment_regions(self, frame: np.ndarray, memory: DefaultPromptMemory, regions: Sequence[Box]) -> Instances:
+        """:meth:`segment` searching only ``regions`` (disjoint boxes), at a cost that follows their area.
+
+        Sizes are still judged against the whole frame, so an instance inside a region is found as the
+        full search finds it.
+        """
+        h, w = frame.shape[:2]
+        found = [self._search(frame, memory, region).placed(region, h, w) for region in regions]
         return Instances.concatenate(found, h, w)
 
-    def _find_instances(self, bins: np.ndarray, prompt_id: int, model: Appearance) -> Instances:
+    def _search(self, frame: np.ndarray, memory: DefaultPromptMemory, region: Box) -> Instances:
+        """Instances within ``region`` of ``frame``, as masks of that region."""
+        x0, y0, x1, y1 = region
+        bins = colour_bins(frame[y0:y1, x0:x1])
+        found = [
+            self._find_instances(bins, model.prompt_id, model.pinned.blend(model.adaptive, self.adapt_weight),
+                                 frame.shape[:2])
+            for model in memory.models
+        ]
+        return Instances.concatenate(found, y1 - y0, x1 - x0)
+
+    def _find_instances(self, bins: np.ndarray, prompt_id: int, model: Appearance,
+                        frame_shape: tuple[int, int]) -> Instances:
         """Every group of blobs of ``model``'s colours with a plausible size, best first.
 
+        ``bins`` may cover part of a frame of ``frame_shape``, which the model's sizes are relative to.
         Score = colour match (Bhattacharyya coefficient with the model's descriptor)
         x size match (1 at the expected area, 0.61 at half or double, 0.08 at a fifth).
         """
         h, w = bins.shape
-        expected_area = model.area * h * w
+        expected_area = model.area * frame_shape[0] * frame_shape[1]
         labels, stats = self._blobs(bins, model.posterior, expected_area)
         areas = stats[:, cv2.CC_STAT_AREA]
         fragments = np.flatnonzero(areas >= self.min_fragment_ratio * expected_area)
         fragments = fragments[fragments > 0]  # label 0 is the background
         groups = [
             g
-            for g in _group_fragments(stats, fragments, 1.2 * model.extent * math.hypot(h, w))
+            for g in _group_fragments(stats, fragments, 1.2 * model.extent * math.hypot(*frame_shape))
             if areas[g].sum() >= self.min_area_ratio * expected_area
         ]
         if not groups:
