@@ -14,6 +14,7 @@ from operators.metrics import evaluate_clip, iou_matrix, region_similarity
 from operators.propagation import FlowPropagator
 from operators.records import Instances, Prompt
 from operators.segmenters import PromptMemory, Segmenter, build_segmenter
+from operators.segmenters.base import segment_within
 from operators.segmenters.default import (
     N_COLOURS,
     DefaultPromptMemory,
@@ -126,6 +127,34 @@ def test_scores_rank_true_instances_above_poor_matches(line_up):
     assert score_of("exemplar") > 0.8 and score_of("twin") > 0.8
     assert score_of("small") < 0.5 * score_of("twin")
     assert score_of("orange") < 0.5 * score_of("twin")
+
+
+def test_a_search_of_regions_finds_the_instances_there_as_the_full_search_does(line_up):
+    frame, masks, prompt = line_up
+    segmenter = DefaultSegmenter()
+    memory = segmenter.encode_prompts(frame, [prompt])
+    full = segmenter.segment(frame, memory)
+    regions = [(40, 30, 120, 110), (195, 30, 285, 110)]  # around the exemplar and its twin only
+    found = segmenter.segment_regions(frame, memory, regions)
+    assert found.shape == full.shape and len(found) == 2
+    for mask, score in zip(found.masks, found.scores):
+        overlaps = [region_similarity(mask, m) for m in full.masks]
+        best = int(np.argmax(overlaps))
+        assert overlaps[best] > 0.97 and score == pytest.approx(full.scores[best], abs=0.05)
+    assert max(region_similarity(m, masks["exemplar"]) for m in found.masks) > 0.8
+    assert max(region_similarity(m, masks["small"]) for m in found.masks) == 0  # outside every region
+    # A region cutting through the exemplar cannot say where it ends: the whole frame is searched.
+    cut = segmenter.segment_regions(frame, memory, [(40, 30, 80, 110)])
+    np.testing.assert_array_equal(cut.masks, full.masks)
+
+    class WholeFrameOnly:
+        name = "whole"
+
+        def segment(self, frame, memory):
+            return segmenter.segment(frame, memory)
+
+    everywhere = segment_within(WholeFrameOnly(), frame, memory, regions)  # no regional search: a superset
+    np.testing.assert_array_equal(everywhere.masks, full.masks)
 
 
 def test_embeddings_are_unit_colour_descriptors_closer_within_a_kind(line_up):

@@ -1,6 +1,6 @@
 import numpy as np
 
-from operators.keyframes import KeyframeConfig, KeyframePolicy
+from operators.keyframes import KeyframeConfig, KeyframePolicy, reanchor_regions
 from operators.records import Instances
 
 
@@ -77,3 +77,24 @@ def test_a_track_with_ill_posed_flow_is_reanchored_between_regular_keyframes_unt
         for _ in range(8):
             off.observe_instances(_instances([500], [0.9]), flow_support=np.array([0.0]))
             assert off.decide(False) is None
+
+
+def _boxes(shape, boxes):
+    masks = np.zeros((len(boxes),) + shape, bool)
+    for mask, (x0, y0, x1, y1) in zip(masks, boxes):
+        mask[y0:y1, x0:x1] = True
+    return Instances.from_masks(masks, [0.9] * len(boxes), [0] * len(boxes), *shape)
+
+
+def test_reanchor_regions_surround_each_object_merge_when_they_overlap_and_give_up_on_most_of_the_frame():
+    # Two 100-px objects far apart: each box grown by half its side (50 px), clipped to the frame.
+    assert reanchor_regions(_boxes((720, 1280), [(100, 100, 200, 200), (1000, 500, 1100, 600)])) == [
+        (50, 50, 250, 250), (950, 450, 1150, 650)]
+    # Small objects get at least 32 px; grown boxes that overlap become one.
+    assert reanchor_regions(_boxes((720, 1280), [(100, 100, 110, 110), (150, 100, 160, 110)])) == [(68, 68, 192, 142)]
+    # Three boxes where the third bridges the first two: all merge.
+    assert reanchor_regions(_boxes((720, 1280), [(100, 100, 120, 120), (300, 100, 320, 120), (160, 100, 260, 120)])) == [
+        (68, 50, 352, 170)]
+    assert reanchor_regions(_boxes((200, 200), [(40, 40, 160, 160)])) is None  # would cover most of the frame
+    assert reanchor_regions(Instances.empty(720, 1280)) is None
+    assert reanchor_regions(_boxes((720, 1280), [(0, 0, 0, 0)])) is None  # an empty mask has nowhere to search

@@ -3,6 +3,7 @@
 import pickle
 
 import numpy as np
+import pytest
 
 from operators.records import FrameRecord, Instances
 
@@ -40,3 +41,16 @@ def test_a_small_object_in_an_hd_frame_pickles_to_its_own_size():
     masks[0, 100:164, 200:264] = True  # 64 x 64 pixels
     size = len(pickle.dumps(_instances(masks)))
     assert size < 64 * 64 // 8 + 2048, size  # its box's bits plus a fixed overhead; the frame's bits are 115 kB
+
+
+def test_instances_found_in_a_crop_are_placed_on_the_frame():
+    crop = np.zeros((2, 20, 30), bool)
+    crop[0, 5:10, 0:4] = True
+    crop[1, 19, 29] = True
+    placed = _instances(crop).placed((100, 50, 130, 70), 120, 160)
+    assert placed.shape == (120, 160)
+    np.testing.assert_array_equal(placed.masks[:, 50:70, 100:130], crop)
+    assert placed.areas.tolist() == crop.sum(axis=(1, 2)).tolist()
+    np.testing.assert_array_equal(placed.scores, _instances(crop).scores)
+    with pytest.raises(ValueError, match="masks are"):
+        _instances(crop).placed((0, 0, 10, 10), 120, 160)

@@ -156,6 +156,17 @@ def test_a_striped_object_gets_extra_keyframes_that_do_not_refresh_its_memory(cl
     records, _ = _run(clip, [tile], every=10, submit=submit)
     reasons = [r.reason for r in records if r.kind == "keyframe"]
     assert reasons.count("ill_posed_flow") >= 5, reasons
+    assert [r.frame_index for r in records if r.reason in ("prompt", "interval")] == [0, 10, 20]  # not delayed
     assert [r.refresh for r in submitted] == [reason != "ill_posed_flow" for reason in reasons]
     new_prompt_keyframes = sum(1 for r in submitted if r.new_prompts)
     assert _CountingSegmenter.refreshes == sum(r.refresh for r in submitted) - new_prompt_keyframes
+    # Re-anchoring keyframes search around the previous frame's object only, and the object keeps its id.
+    by_index = {r.frame_index: r for r in records}
+    for request, reason in zip(submitted, reasons):
+        assert (request.regions is not None) == (reason == "ill_posed_flow")
+        if request.regions:
+            (x0, y0, x1, y1), = request.regions
+            bx0, by0, bx1, by1 = by_index[request.frame_index - 1].instances.boxes_xyxy[0]
+            assert x0 < bx0 and y0 < by0 and x1 > bx1 and y1 > by1
+            assert (x1 - x0) * (y1 - y0) < 0.5 * clip.spec.width * clip.spec.height
+    assert {tuple(r.instances.track_ids) for r in records[1:]} == {(1,)}

@@ -301,10 +301,16 @@ class DefaultSegmenter:
         """:meth:`segment` searching only ``regions`` (disjoint boxes), at a cost that follows their area.
 
         Sizes are still judged against the whole frame, so an instance inside a region is found as the
-        full search finds it.
+        full search finds it. An instance cut by a region's side (one that is not the frame's) may reach
+        beyond it: then the whole frame is searched.
         """
         h, w = frame.shape[:2]
-        found = [self._search(frame, memory, region).placed(region, h, w) for region in regions]
+        found = []
+        for region in regions:
+            placed = self._search(frame, memory, region).placed(region, h, w)
+            if any(self._reaches_edge(mask, region, h, w) for mask in placed.masks):
+                return self.segment(frame, memory)
+            found.append(placed)
         return Instances.concatenate(found, h, w)
 
     def _search(self, frame: np.ndarray, memory: DefaultPromptMemory, region: Box) -> Instances:
