@@ -114,14 +114,28 @@ def jf_mean(scores: Iterable[ObjectScores]) -> float:
     return (_mean_of_object_means(s.j for s in scores) + _mean_of_object_means(s.f for s in scores)) / 2
 
 
+def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    x, y, w, h = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+    return x, y, x + w, y + h
+
+
 def iou_matrix(pred_masks: np.ndarray, gt_masks: np.ndarray) -> np.ndarray:
-    """``(N, M)`` IoU between N predicted and M ground-truth ``(H, W)`` masks."""
-    pixels = int(np.prod(pred_masks.shape[1:]))
-    pred = pred_masks.reshape(len(pred_masks), pixels).astype(np.float32)
-    gt = gt_masks.reshape(len(gt_masks), pixels).astype(np.float32)
-    inter = pred @ gt.T
-    union = pred.sum(1)[:, None] + gt.sum(1)[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    """``(N, M)`` IoU between N predicted and M ground-truth ``(H, W)`` boolean masks.
+
+    Intersections are counted only where the two masks' boxes overlap: the cost follows the objects'
+    size, not the frame's.
+    """
+    pred_boxes, gt_boxes = [_box(m) for m in pred_masks], [_box(m) for m in gt_masks]
+    pred_areas = np.array([np.count_nonzero(m) for m in pred_masks], np.float64)
+    gt_areas = np.array([np.count_nonzero(m) for m in gt_masks], np.float64)
+    inter = np.zeros((len(pred_masks), len(gt_masks)))
+    for i, (pred, (px0, py0, px1, py1)) in enumerate(zip(pred_masks, pred_boxes)):
+        for j, (gt, (gx0, gy0, gx1, gy1)) in enumerate(zip(gt_masks, gt_boxes)):
+            x0, y0, x1, y1 = max(px0, gx0), max(py0, gy0), min(px1, gx1), min(py1, gy1)
+            if x0 < x1 and y0 < y1:
+                inter[i, j] = np.count_nonzero(pred[y0:y1, x0:x1] & gt[y0:y1, x0:x1])
+    union = pred_areas[:, None] + gt_areas[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0).astype(np.float32)
 
 
 def hungarian_match(similarity: np.ndarray, min_similarity: float = 0.0) -> list[tuple[int, int]]:
