@@ -117,6 +117,17 @@ class TestMatching:
         ious = iou_matrix(np.stack([square(10, 10, 10), square(60, 60, 10)]), np.stack([square(12, 10, 10)]))
         np.testing.assert_allclose(ious, [[80 / 120], [0.0]])
 
+    def test_iou_matrix_equals_counting_every_pixel(self):
+        rng = np.random.default_rng(3)
+        for _ in range(100):
+            h, w = rng.integers(1, 40, 2)
+            pred = rng.random((rng.integers(0, 4), h, w)) < rng.random()
+            truth = rng.random((rng.integers(0, 4), h, w)) < rng.random()
+            inter = (pred[:, None] & truth[None]).sum(axis=(2, 3))
+            union = (pred[:, None] | truth[None]).sum(axis=(2, 3))
+            expected = np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
+            np.testing.assert_allclose(iou_matrix(pred, truth), expected, rtol=1e-6)
+
     def test_hungarian_maximises_total_and_drops_zero_pairs(self):
         assert sorted(hungarian_match(np.array([[0.1, 0.9], [0.8, 0.2]]))) == [(0, 1), (1, 0)]
         assert hungarian_match(np.array([[0.0, 0.0], [0.0, 0.7]])) == [(1, 1)]
