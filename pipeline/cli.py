@@ -41,8 +41,9 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keyframe-every", type=int, metavar="K",
                         help="run the full segmenter every K frames, propagate in between (default 10)")
     parser.add_argument("--ill-posed-every", type=int, metavar="N",
-                        help="keyframe every N frames while a tracked object is flat or striped, where optical flow "
-                             "cannot measure its motion; 0 turns this off (default 3)")
+                        help="re-anchor a tracked object that is flat or striped (optical flow cannot measure its "
+                             "motion) every N frames, searching only around the tracked objects; 0 turns this off "
+                             "(default 3)")
     parser.add_argument("--sink", action="append", type=_sink_list, metavar="NAMES",
                         help=f"outputs, repeatable or comma-separated: {', '.join(SINK_NAMES)} (default jsonl,mp4)")
     parser.add_argument("--workers", type=int, help="segmenter actors (default: one per GPU, else 1)")

@@ -31,8 +31,8 @@ class JobConfig(BaseModel):
     segmenter: str = "default"
     segmenter_options: dict[str, Any] = Field(default_factory=dict)
     keyframe_every: int = Field(default=10, ge=1)
-    ill_posed_every: int = Field(default=3, ge=0, description="keyframe interval while a tracked object is flat or "
-                                 "striped, where optical flow cannot measure its motion; 0: off")
+    ill_posed_every: int = Field(default=3, ge=0, description="re-anchoring keyframe interval while a tracked object "
+                                 "is flat or striped, where optical flow cannot measure its motion; 0: off")
     sinks: list[str] = Field(default_factory=lambda: ["jsonl", "mp4"])
     decoder: Literal["pyav", "decord"] = "pyav"
     segmenter_placement: Literal["auto", "pool", "inline"] = Field(

@@ -594,8 +594,9 @@ def add_live_parser(commands: "argparse._SubParsersAction") -> None:
     live.add_argument("--keyframe-every", type=int, default=10, metavar="K",
                       help="run the full segmenter every K frames, propagate in between (default 10)")
     live.add_argument("--ill-posed-every", type=int, default=3, metavar="N",
-                      help="keyframe every N frames while a tracked object is flat or striped, where optical flow "
-                           "cannot measure its motion; 0 turns this off (default 3)")
+                      help="re-anchor a tracked object that is flat or striped (optical flow cannot measure its "
+                           "motion) every N frames, searching only around the tracked objects; 0 turns this off "
+                           "(default 3)")
     live.add_argument("--latency-budget", type=float, default=0.5, metavar="S",
                       help="drop frames older than S seconds when newer ones wait (default 0.5)")
     live.add_argument("--queue-size", type=int, default=4, help="decoded frames waiting per stream (default 4)")
