@@ -274,12 +274,25 @@ def longest_first(specs: Sequence[StreamSpec]) -> list[StreamSpec]:
     return sorted(specs, key=size, reverse=True)
 
 
-class _WorkerSlots:
-    """The job's stream workers, spread over the nodes; a dead one is replaced away from its node.
+def spread_over(node_cpus: dict[str, int], count: int) -> list[str | None]:
+    """Nodes for ``count`` workers, round by round: in round r every node with more than r CPUs takes one,
+    so workers go one per core across the cluster (again from the start when they outnumber the cores).
+    None where no node has a CPU (let Ray choose)."""
+    nodes = [n for n, cpus in sorted(node_cpus.items(), key=lambda kv: -kv[1]) if cpus > 0]
+    if not nodes:
+        return [None] * count
+    one_pass = [n for r in range(node_cpus[nodes[0]]) for n in nodes if node_cpus[n] > r]
+    return [one_pass[i % len(one_pass)] for i in range(count)]
 
-    When a node dies, Ray may still offer it to ``SPREAD`` for a moment, and a replacement placed there
-    dies too, costing the video another attempt. Each worker's node is asked when it starts, so its
-    replacement can be pinned (softly) to the live node holding the fewest of the job's workers.
+
+class _WorkerSlots:
+    """The job's stream workers, one per core over the nodes; a dead one is replaced away from its node.
+
+    Workers need no CPU of Ray's (they share cores with the segmenter), so Ray's ``SPREAD`` may pack them
+    on one node: each is pinned (softly) to the node :func:`spread_over` gives it. When a node dies, Ray
+    may still offer it for a moment, and a replacement placed there dies too, costing the video another
+    attempt. Each worker's node is asked when it starts, so its replacement can be pinned (softly) to the
+    live node holding the fewest of the job's workers.
     """
 
     def __init__(self, count: int, sinks: list[str], out_dir: str) -> None:
@@ -287,9 +300,9 @@ class _WorkerSlots:
         self.workers: list[ray.actor.ActorHandle] = []
         self.homes: list[ray.ObjectRef] = []  # each worker's node id, resolved once it has started
         self.threads: list[int] = []  # the OpenCV threads each worker was last told to use
-        self.node_cpus = {n["NodeID"]: int(n["Resources"].get("CPU", 1)) for n in ray.nodes() if n["Alive"]}
-        for _ in range(count):
-            self._start("SPREAD")
+        self.node_cpus = {n["NodeID"]: int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]}
+        for node in spread_over(self.node_cpus, count):
+            self._start("SPREAD" if node is None else NodeAffinitySchedulingStrategy(node, soft=True))
 
     def __getitem__(self, slot: int) -> "ray.actor.ActorHandle":
         return self.workers[slot]

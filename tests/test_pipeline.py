@@ -171,6 +171,16 @@ def test_the_biggest_videos_start_first(tmp_path):
     assert [spec.stream_id for spec in longest_first(specs)] == ["long", "medium", "short", "gone"]
 
 
+def test_stream_workers_go_one_per_core_across_the_nodes():
+    from pipeline.job import spread_over
+
+    assert spread_over({"a": 2, "b": 1, "c": 1}, 4) == ["a", "b", "c", "a"]
+    assert spread_over({"a": 2, "b": 1, "c": 1}, 2) == ["a", "b"]  # fewer workers than cores: still spread
+    assert spread_over({"a": 1, "b": 2}, 6) == ["b", "a", "b", "b", "a", "b"]  # more: round again
+    assert spread_over({"head": 0, "a": 1}, 2) == ["a", "a"]  # a node without CPUs takes none
+    assert spread_over({"head": 0}, 2) == [None, None]
+
+
 class OffThreadSegmenter(DefaultSegmenter):
     """Fails unless called off the stream's own thread, where the next frames' flows are computed meanwhile."""
 
