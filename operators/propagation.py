@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -80,15 +79,6 @@ def well_posed(image: np.ndarray, patch: int) -> np.ndarray:
     return cv2.cornerMinEigenVal(image, patch, 3) > WELL_POSED_MIN_EIGENVALUE
 
 
-@lru_cache(maxsize=4)
-def _pixel_grid(h: int, w: int) -> np.ndarray:
-    """``(h, w, 2)`` float32 pixel coordinates x, y; cached and shared, so never written to."""
-    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    grid = np.stack([xs, ys], axis=-1)
-    grid.flags.writeable = False
-    return grid
-
-
 def _as_u8(mask: np.ndarray) -> np.ndarray:
     """0/1 ``uint8`` view of a boolean mask, for OpenCV; bilinear results round at 0.5 back to 0/1."""
     return np.ascontiguousarray(mask).view(np.uint8)
@@ -99,15 +89,36 @@ def _square(radius: int) -> np.ndarray:
     return np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
 
 
-def _pull_mask(mask: np.ndarray, coords: np.ndarray) -> np.ndarray:
-    """Bilinear pull of a boolean mask from ``coords`` ``(H, W, 2)``."""
-    pulled = cv2.remap(_as_u8(mask), coords, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return pulled.view(bool)
+def _pull(image: np.ndarray, offsets: np.ndarray, interpolation: int, border: int) -> np.ndarray:
+    """``image`` sampled, at each pixel, ``offsets`` (``(h, w, 2)`` float32, x then y) away from it.
+
+    OpenCV's relative maps spare building absolute coordinates (a pixel grid plus the offsets) per call.
+    """
+    return cv2.remap(image, offsets, None, interpolation | cv2.WARP_RELATIVE_MAP, borderMode=border, borderValue=0)
+
+
+def _pull_mask(mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Bilinear pull of a boolean mask, each pixel from ``offsets`` away; outside ``mask`` counts as empty."""
+    return _pull(_as_u8(mask), offsets, cv2.INTER_LINEAR, cv2.BORDER_CONSTANT).view(bool)
 
 
 def _upsample(field: np.ndarray, window: Window, scale: np.ndarray, interpolation: int) -> np.ndarray:
-    """``field`` (working resolution) sampled at the full-resolution pixels of ``window``, as a resize would."""
+    """``field`` (working resolution) sampled at the full-resolution pixels of ``window``, as a resize would.
+
+    Full-resolution pixel ``x`` is working-resolution ``(x + 0.5) / scale - 0.5``. Where the frame is a whole
+    multiple of the working size (720p, 1080p, 480p and 4K are), that is a resize of the part of ``field``
+    under the window, one working pixel wider on each side so its edge interpolates as inside the frame
+    (6x faster than sampling the map); otherwise a remap samples it.
+    """
     rows, cols = window
+    factor = int(scale[0])
+    if factor == scale[0] == scale[1]:
+        height, width = field.shape[:2]
+        top, left = max(0, rows.start // factor - 1), max(0, cols.start // factor - 1)
+        bottom, right = min(height, -(-rows.stop // factor) + 1), min(width, -(-cols.stop // factor) + 1)
+        part = cv2.resize(field[top:bottom, left:right], None, fx=factor, fy=factor, interpolation=interpolation)
+        y0, x0 = rows.start - factor * top, cols.start - factor * left
+        return part[y0 : y0 + rows.stop - rows.start, x0 : x0 + cols.stop - cols.start]
     xs = (np.arange(cols.start, cols.stop, dtype=np.float32) + 0.5) / scale[0] - 0.5
     ys = (np.arange(rows.start, rows.stop, dtype=np.float32) + 0.5) / scale[1] - 0.5
     map_x, map_y = np.meshgrid(xs, ys)
@@ -123,11 +134,9 @@ def _window(mask: np.ndarray, reach: int) -> Window | None:
     return slice(max(0, y - reach), min(height, y + h + reach)), slice(max(0, x - reach), min(width, x + w + reach))
 
 
-def _object_motion(backward: np.ndarray, region: np.ndarray, origin: tuple[int, int]) -> np.ndarray | None:
-    """Least-squares affine map (2x3) from window positions to full-frame previous positions; None if too small.
-
-    ``backward`` and ``region`` are cropped to a window whose top-left pixel is ``origin`` (x, y).
-    """
+def _object_motion(backward: np.ndarray, region: np.ndarray) -> np.ndarray | None:
+    """Least-squares affine map (2x3) from positions to previous positions, fitted to ``backward`` over
+    ``region`` (both cropped to one window, positions in it); None if the region is too small."""
     points = cv2.findNonZero(_as_u8(region))
     if points is None or len(points) < 6:
         return None
@@ -136,8 +145,9 @@ def _object_motion(backward: np.ndarray, region: np.ndarray, origin: tuple[int, 
     ys, xs = ys[::step], xs[::step]
     offsets = backward[ys, xs]
     here = np.stack([xs, ys, np.ones_like(xs)], axis=1).astype(np.float64)
-    there = np.stack([xs + origin[0] + offsets[:, 0], ys + origin[1] + offsets[:, 1]], axis=1)
-    return np.linalg.lstsq(here, there, rcond=None)[0].T
+    there = np.stack([xs + offsets[:, 0], ys + offsets[:, 1]], axis=1)
+    # Least squares through the 3x3 normal equations: the same solution, a third of the time for 4000 points.
+    return np.linalg.lstsq(here.T @ here, here.T @ there, rcond=None)[0].T
 
 
 class FlowPropagator:
@@ -200,17 +210,16 @@ class FlowPropagator:
         self._last = (frame, cur)
         dis = self._estimator()
         backward = dis.calc(cur, prev, None)
-        came_from = _pixel_grid(*cur.shape) + backward
         if self.consistency == "round_trip":
             forward = dis.calc(prev, cur, None)
-            forward_there = cv2.remap(forward, came_from, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            forward_there = _pull(forward, backward, cv2.INTER_LINEAR, cv2.BORDER_REPLICATE)
             # Sundaram et al. (ECCV 2010): the round trip may err by a fraction of the motion plus half a pixel.
             round_trip = _squared_norm(backward + forward_there)
             consistent = round_trip <= 0.01 * (_squared_norm(backward) + _squared_norm(forward_there)) + 0.5
         else:
             # One flow instead of two: a pixel is consistent if the previous frame, pulled along the flow,
             # looks like it. Occluded or lost pixels do not.
-            pulled = cv2.remap(prev, came_from, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            pulled = _pull(prev, backward, cv2.INTER_LINEAR, cv2.BORDER_REPLICATE)
             consistent = cv2.absdiff(pulled, cur) <= self.photometric_tolerance
         upscale = frame.shape[1] / cur.shape[1]
         blur_radius = math.ceil(dis.getPatchSize() / 2 * upscale)
@@ -251,6 +260,8 @@ class FlowPropagator:
         fh, fw = flow.consistent.shape
         scale = np.array([w / fw, h / fh], np.float32)
         reach = math.ceil(float(np.abs(flow.backward).max()) * float(scale.max())) + 2 * flow.blur_radius + 2
+        # In full-resolution pixels once per frame, at working resolution: a bilinear upsample commutes with it.
+        backward_full = cv2.multiply(flow.backward, (float(scale[0]), float(scale[1]), 0.0, 0.0))
         masks = np.zeros_like(instances.masks)
         consistency = np.zeros(len(masks))
         for i, (mask, warped) in enumerate(zip(instances.masks, masks)):
@@ -258,9 +269,10 @@ class FlowPropagator:
             if window is None:
                 continue
             # Only the window around each mask is brought to full resolution: cost follows object size.
-            backward = _upsample(flow.backward, window, scale, cv2.INTER_LINEAR) * scale
-            coords = _pixel_grid(h, w)[window] + backward
-            moved = self._warp_mask(mask, backward, coords, window, flow.blur_radius)
+            backward = _upsample(backward_full, window, scale, cv2.INTER_LINEAR)
+            # The window holds every pixel the mask can be pulled from (its box plus the reach), so pulling
+            # from the window's part of the mask equals pulling from the whole frame.
+            moved = self._warp_mask(mask[window], backward, flow.blur_radius)
             warped[window] = moved
             consistent = _upsample(_as_u8(flow.consistent), window, scale, cv2.INTER_NEAREST).view(bool)
             area = np.count_nonzero(moved)
@@ -269,19 +281,16 @@ class FlowPropagator:
         return replace(instances, masks=masks, scores=scores)
 
     @staticmethod
-    def _warp_mask(
-        mask: np.ndarray, backward: np.ndarray, coords: np.ndarray, window: Window, band_radius: int
-    ) -> np.ndarray:
-        """The warped mask inside ``window`` (``backward`` and ``coords`` are cropped to it).
+    def _warp_mask(mask: np.ndarray, backward: np.ndarray, band_radius: int) -> np.ndarray:
+        """The warped mask inside a window (``mask`` and ``backward`` are cropped to it).
 
         Per-pixel flow inside the object, the object's affine motion within
         ``band_radius`` of its outline.
         """
-        pulled = _pull_mask(mask, coords)
+        pulled = _pull_mask(mask, backward)
         square = _square(band_radius)
         interior = cv2.erode(_as_u8(pulled), square).view(bool)
-        origin = (window[1].start, window[0].start)
-        motion = _object_motion(backward, interior if np.count_nonzero(interior) >= 6 else pulled, origin)
+        motion = _object_motion(backward, interior if np.count_nonzero(interior) >= 6 else pulled)
         if motion is None:
             return pulled
         size = pulled.shape[::-1]

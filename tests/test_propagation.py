@@ -157,3 +157,39 @@ def test_flow_support_tells_a_noise_textured_object_from_a_striped_one(tmp_path,
     else:
         assert support[0] < 0.3
     assert propagator.flow_support(Instances.empty(*frames[0].shape[:2]), flow).shape == (0,)
+
+
+def bilinear(field: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """``field`` sampled at rows ``ys`` x columns ``xs`` (working pixels), edges replicated, in float64."""
+    height, width = field.shape[:2]
+    ys, xs = np.clip(ys, 0, height - 1), np.clip(xs, 0, width - 1)
+    y0, x0 = np.minimum(ys.astype(int), height - 2), np.minimum(xs.astype(int), width - 2)
+    wy, wx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    f = field.astype(np.float64)
+    top = (1 - wx) * f[y0][:, x0] + wx * f[y0][:, x0 + 1]
+    bottom = (1 - wx) * f[y0 + 1][:, x0] + wx * f[y0 + 1][:, x0 + 1]
+    return (1 - wy) * top + wy * bottom
+
+
+@pytest.mark.parametrize("frame, working, tolerance", [
+    ((720, 1280), (180, 320), 1e-3), ((1080, 1920), (180, 320), 1e-3), ((150, 200), (150, 200), 1e-3),
+    # Not a whole multiple: OpenCV's remap places each sample to 1/32 pixel (here up to 0.19 on a rough field).
+    ((750, 1000), (240, 320), 0.25),
+])
+def test_flow_is_upsampled_inside_a_window_as_sampling_every_pixel_centre(frame, working, tolerance):
+    """A window's full-resolution flow is the working flow sampled at each pixel's centre, as a whole-frame
+    resize gives it, at the frame's edges too."""
+    from operators.propagation import _upsample
+
+    rng = np.random.default_rng(1)
+    (height, width), (fh, fw) = frame, working
+    field = (rng.random((fh, fw, 2), np.float32) - 0.5) * 8
+    scale = np.array([width / fw, height / fh], np.float32)
+    for _ in range(50):
+        r0, c0 = int(rng.integers(0, height - 1)), int(rng.integers(0, width - 1))
+        rows, cols = slice(r0, int(rng.integers(r0 + 1, height + 1))), slice(c0, int(rng.integers(c0 + 1, width + 1)))
+        ys = (np.arange(rows.start, rows.stop) + 0.5) / scale[1] - 0.5
+        xs = (np.arange(cols.start, cols.stop) + 0.5) / scale[0] - 0.5
+        got = _upsample(field, (rows, cols), scale, cv2.INTER_LINEAR)
+        assert got.shape == (rows.stop - rows.start, cols.stop - cols.start, 2)
+        assert np.abs(got - bilinear(field, ys, xs)).max() < tolerance
