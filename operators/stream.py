@@ -226,9 +226,15 @@ class StreamProcessor:
             return Instances.empty(height, width)
         return self.propagator.warp(self.last, flow)
 
+    def _without_removed_prompts(self, instances: Instances) -> Instances:
+        """``instances`` less those of prompts removed meanwhile; the same object (no copy of the masks,
+        2 MB a frame at 720p) when there are none."""
+        removed = np.isin(instances.prompt_ids, list(self.removed_prompt_ids))
+        return instances[~removed] if removed.any() else instances
+
     def finish_keyframe(self, frame: Frame, flow: object | None, result: KeyframeResult) -> FrameRecord:
         self.memories = result.memories
-        detections = result.detections[~np.isin(result.detections.prompt_ids, list(self.removed_prompt_ids))]
+        detections = self._without_removed_prompts(result.detections)
         # Optical flow across a cut is meaningless: match the new shot against the last masks as they were.
         reference = self.last if self._reason == "scene_cut" and self.last is not None else self._warped(flow, frame)
         instances = self.assigner.assign_keyframe(detections, reference, frame.index)
@@ -239,8 +245,7 @@ class StreamProcessor:
         if not self.memories:
             height, width = frame.image.shape[:2]
             return self._emit(frame, "skipped", Instances.empty(height, width), "no_prompt_yet")
-        instances = self._warped(flow, frame)
-        instances = instances[~np.isin(instances.prompt_ids, list(self.removed_prompt_ids))]
+        instances = self._without_removed_prompts(self._warped(flow, frame))
         watch = flow is not None and self.policy.config.watches_flow
         self.policy.observe_instances(instances, self.propagator.flow_support(instances, flow) if watch else None)
         self.assigner.observe(instances, frame.index)
