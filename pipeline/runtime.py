@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -346,9 +347,28 @@ def init_ray(address: str | None) -> None:
         return
     root = str(Path(__file__).resolve().parent.parent)
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    runtime_env = {"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}}
+    worker_env = {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
-    else:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+        ray.init(address=address, runtime_env={"env_vars": worker_env}, log_to_driver=False)
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # A local cluster's workers inherit the environment its raylet starts in. Given there rather than as a
+    # runtime_env, it is every worker's, so the workers Ray starts ahead of time serve the job's actors:
+    # a stream worker is ready in ~0.1 s instead of a fresh process's ~0.8 s.
+    with _environment(worker_env):
+        ray.init(include_dashboard=False, log_to_driver=False)
+
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """``variables`` set in this process's environment for the duration, then restored."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -347,3 +347,24 @@ def test_segmenter_process_killed_mid_job_leaves_the_results_unchanged(ray_local
         b = (tmp_path / "clean" / clip.path.stem / "frames.jsonl").read_text()
         assert a == b, f"{clip.path.stem}: results differ after the {placement} segmenter died"
 
+
+
+def test_local_workers_inherit_the_project_environment_and_the_driver_keeps_its_own(ray_local):
+    """A local cluster's workers get PYTHONPATH and one OpenMP thread from the raylet's environment (no
+    runtime_env, so Ray's prestarted workers can serve the job's actors); the driver's own environment is
+    left as it was."""
+    import os
+
+    from pipeline.runtime import _environment
+
+    root = str(Path(__file__).resolve().parent.parent)
+    env = ray_local.get(ray_local.remote(lambda: (os.environ.get("OMP_NUM_THREADS"), os.environ.get("PYTHONPATH")))
+                        .remote())
+    assert env[0] == "1" and root in env[1].split(os.pathsep)
+    assert ray_local.get_runtime_context().runtime_env == {}
+
+    os.environ["XSAM_TEST_SET"] = "before"
+    os.environ.pop("XSAM_TEST_UNSET", None)
+    with _environment({"XSAM_TEST_SET": "during", "XSAM_TEST_UNSET": "during"}):
+        assert os.environ["XSAM_TEST_SET"] == os.environ["XSAM_TEST_UNSET"] == "during"
+    assert os.environ.pop("XSAM_TEST_SET") == "before" and "XSAM_TEST_UNSET" not in os.environ
