@@ -249,16 +249,17 @@ class FrameRecord:
         (``counts`` as an ASCII string), decodable by ``pycocotools.mask.decode``.
         """
         objects = []
-        encoded = rle.encode(self.instances.masks)
-        for i, box in enumerate(self.instances.boxes_xyxy):
-            x0, y0, x1, y1 = (float(v) for v in box)
+        boxes = self.instances.boxes_xyxy
+        encoded = rle.encode(self.instances.masks, boxes)
+        for i, box in enumerate(boxes):
+            x0, y0, x1, y1 = (int(v) for v in box)
             objects.append(
                 {
                     "track_id": int(self.instances.track_ids[i]),
                     "prompt_id": int(self.instances.prompt_ids[i]),
                     "score": round(float(self.instances.scores[i]), 4),
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "area": int(np.count_nonzero(self.instances.masks[i])),
+                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                    "area": int(np.count_nonzero(self.instances.masks[i, y0:y1, x0:x1])),  # inside its box
                     "rle": encoded[i],
                 }
             )

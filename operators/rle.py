@@ -7,16 +7,25 @@ Fortran-order ``uint8`` stack ``pycocotools.mask.encode`` wants costs ~2 ms per 
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
 
 
-def run_lengths(mask: np.ndarray) -> list[int]:
-    """Uncompressed COCO counts of a boolean ``(H, W)`` mask: column-major runs, starting with a 0-run."""
+def run_lengths(mask: np.ndarray, box: Sequence[float] | None = None) -> list[int]:
+    """Uncompressed COCO counts of a boolean ``(H, W)`` mask: column-major runs, starting with a 0-run.
+
+    ``box``: the mask's tight ``x0, y0, x1, y1`` box (``Instances.boxes_xyxy``) where the caller has it.
+    """
     height, width = mask.shape
-    x, y, box_w, box_h = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
-    if box_w == 0:
+    if box is None:
+        x, y, box_w, box_h = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+    else:
+        x, y = int(box[0]), int(box[1])
+        box_w, box_h = int(box[2]) - x, int(box[3]) - y
+    if box_w <= 0:
         return [height * width]
     columns = np.zeros((box_w, box_h + 2), np.int8)  # the box's columns, each between two background pixels
     columns[:, 1:-1] = mask[y : y + box_h, x : x + box_w].T
@@ -30,12 +39,16 @@ def run_lengths(mask: np.ndarray) -> list[int]:
     return np.diff(changes, prepend=0, append=height * width).tolist()
 
 
-def encode(masks: np.ndarray) -> list[dict]:
-    """Encode ``(N, H, W)`` boolean masks to JSON-ready COCO RLE dicts (``counts`` as str)."""
+def encode(masks: np.ndarray, boxes: np.ndarray | None = None) -> list[dict]:
+    """Encode ``(N, H, W)`` boolean masks to JSON-ready COCO RLE dicts (``counts`` as str).
+
+    ``boxes``: their tight ``(N, 4)`` boxes, where the caller has them (each costs a pass over an HD frame).
+    """
     encoded = []
-    for mask in masks:
+    for i, mask in enumerate(masks):
         height, width = mask.shape
-        compressed = coco_mask.frPyObjects({"size": [height, width], "counts": run_lengths(mask)}, height, width)
+        counts = run_lengths(mask, None if boxes is None else boxes[i])
+        compressed = coco_mask.frPyObjects({"size": [height, width], "counts": counts}, height, width)
         encoded.append({"size": [height, width], "counts": compressed["counts"].decode("ascii")})
     return encoded
 

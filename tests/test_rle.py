@@ -35,6 +35,11 @@ def test_encode_matches_pycocotools_byte_for_byte_and_round_trips(height, width)
     assert [e["counts"] for e in encoded] == [_reference(m) for m in masks]
     assert all(e["size"] == [height, width] for e in encoded)
     np.testing.assert_array_equal(rle.decode(encoded), masks)
+    # The boxes a record already has give the same bytes (the empty mask's box is all zeros).
+    from operators.records import Instances
+
+    boxes = Instances.from_masks(masks, [1.0] * len(masks), [0] * len(masks), height, width).boxes_xyxy
+    assert rle.encode(masks, boxes) == encoded
 
 
 def test_run_lengths_start_with_background_and_sum_to_the_frame():
