@@ -45,6 +45,12 @@ DEFINITIONS = """## Definitions
   **operator fps** = what a stream really runs per frame: flow + warp on every frame (keyframes too, for
   association), the keyframe step / K, the scene-cut signature and the record encoding
   (RLE + JSON); decode excluded.
+- **stream breakdown**: every clip through `run_stream` on one thread (keyframes in-process, the sink's
+  record encoding in the emit callback), each step timed by wrapping its functions. The capacity below
+  counts decode, `segment` + `refresh` on keyframes and flow + warp on propagated frames; it does not
+  count the flow and warp to keyframes, association, the scene-cut signature, flow support or the
+  record encoding, which every stream also runs. counted / all is the best efficiency one stream on
+  one thread could reach.
 - **pipeline end to end**: N videos in one `run_job(JobConfig(..., sinks=["jsonl"], progress=False))` on
   Ray, archive mode, `parallel` unset as `xsam-pipeline run` leaves it: min(N, cluster CPUs) stream workers,
   each taking the next video when one ends. Ray is started and warmed with a tiny job before timing; the
@@ -166,6 +172,7 @@ def markdown_blocks(result: dict[str, Any], command: str) -> dict[str, str]:
     }
     titles = {
         "decode": "Decode ceiling", "segmenter": "Segmenter alone",
+        "breakdown": "One stream's frame, step by step (what the capacity counts and what it does not)",
         "xsam": "X-SAM tiny, full vs cached path (bench.xsam_bench; full-size: `python -m bench.xsam_bench`)",
         "pipeline": "Pipeline end to end (Ray, archive mode)", "naive": "Naive baseline",
         "memory": "Memory vs video length",

@@ -19,6 +19,12 @@ Sections and their definitions (also written to BENCHMARKS.md):
     prop_ms * (K - 1) / K)``. ``operator_fps(K)`` is what the pipeline really runs per frame: flow and
     warp on every frame (keyframes too, for association), ``segment`` + ``refresh`` on keyframes, the
     scene-cut signature and the sink's record encoding (RLE + JSON); decode excluded.
+``breakdown``
+    One stream's frame by step: every clip through ``run_stream`` on one thread (keyframes in-process with
+    ``local_submit``, the sink's record encoding done in ``emit``), each step's functions wrapped with a
+    timer. Says which steps the capacity formula counts (decode, ``segment`` + ``refresh``, flow and warp
+    on propagated frames) and which it does not (flow and warp to keyframes, association, the scene-cut
+    signature, flow support, record encoding), and so the efficiency one thread could reach at best.
 ``xsam``
     Delegated to ``bench.xsam_bench`` (owned elsewhere) when that module exposes a function returning
     a dict; skipped otherwise, with the reason.
@@ -82,11 +88,11 @@ from bench.clips import ClipSpec, SyntheticClip, make_clip
 from operators.records import FrameRecord, Instances, Prompt
 from pipeline.sources import open_video
 
-SECTIONS = ("decode", "segmenter", "xsam", "pipeline", "naive", "memory")
+SECTIONS = ("decode", "segmenter", "breakdown", "xsam", "pipeline", "naive", "memory")
 #: X-SAM tiny alone takes ~15 s on 2 cores: --quick runs it only when named in --only.
 QUICK_SECTIONS = tuple(s for s in SECTIONS if s != "xsam")
 #: Sections that need neither Ray nor long clips (what the fast test runs).
-CHEAP_SECTIONS = ("decode", "segmenter")
+CHEAP_SECTIONS = ("decode", "segmenter", "breakdown")
 
 #: Clip variants cycled over the streams: plain, occluded, another kind, faster motion.
 _VARIANTS: tuple[dict[str, Any], ...] = ({}, {"occlusion": True}, {"kinds": ("blue_tile",)}, {"speed": 2.5})
@@ -449,6 +455,101 @@ def measure_segmenter(clip: BenchClip, frames: int, keyframe_every: int) -> dict
 
 def section_segmenter(ctx: "Context") -> dict[str, Any]:
     return measure_segmenter(ctx.clips()[0], ctx.cfg.micro_frames, ctx.cfg.keyframe_every)
+
+
+# --------------------------------------------------------------------------- stream breakdown
+
+
+@contextlib.contextmanager
+def _timers(targets: dict[str, tuple[Any, str]], totals: dict[str, float]) -> Iterator[None]:
+    """Each ``owner.attribute`` callable wrapped so its seconds add up in ``totals[name]``; restored after."""
+    saved = []
+    for name, (owner, attribute) in targets.items():
+        raw = inspect.getattr_static(owner, attribute)
+        function = raw.__func__ if isinstance(raw, staticmethod) else raw
+
+        def timed(*args: Any, _function: Callable = function, _name: str = name, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return _function(*args, **kwargs)
+            finally:
+                totals[_name] += time.perf_counter() - started
+
+        saved.append((owner, attribute, raw))
+        setattr(owner, attribute, staticmethod(timed) if isinstance(raw, staticmethod) else timed)
+    try:
+        yield
+    finally:
+        for owner, attribute, raw in saved:
+            setattr(owner, attribute, raw)
+
+
+def stream_breakdown(clips: Sequence[BenchClip], keyframe_every: int) -> dict[str, Any]:
+    """ms per frame of each step of one stream, all on one thread (see the module docstring)."""
+    import operators.stream as stream
+    from operators.association import TrackAssigner
+    from operators.keyframes import KeyframeConfig, KeyframePolicy
+    from operators.propagation import FlowPropagator
+    from operators.segmenters import build_segmenter
+
+    totals: dict[str, float] = {name: 0.0 for name in (
+        "decode", "scene_cut_signature", "flow", "segment_refresh", "finish_keyframe", "association",
+        "finish_propagated", "warp", "flow_support", "record_encoding")}
+    targets = {
+        "scene_cut_signature": (KeyframePolicy, "observe_frame"), "flow": (FlowPropagator, "flow"),
+        "segment_refresh": (stream, "run_keyframes"), "finish_keyframe": (stream.StreamProcessor, "finish_keyframe"),
+        "association": (TrackAssigner, "assign_keyframe"), "finish_propagated": (stream.StreamProcessor, "finish_other"),
+        "warp": (FlowPropagator, "warp"), "flow_support": (FlowPropagator, "flow_support"),
+    }
+    frames = keyframes = 0
+    seconds = 0.0
+
+    def emit(record: FrameRecord) -> None:
+        started = time.perf_counter()
+        json.dumps(record.to_dict())
+        totals["record_encoding"] += time.perf_counter() - started
+
+    with cv2_threads(1), _timers(targets, totals):
+        for clip in clips:
+            with open_video(clip.path) as video:
+                decoded = video.frames()
+
+                def timed_frames() -> Iterator[Any]:
+                    while True:
+                        started = time.perf_counter()
+                        frame = next(decoded, None)
+                        totals["decode"] += time.perf_counter() - started
+                        if frame is None:
+                            return
+                        yield frame
+
+                processor = stream.StreamProcessor(clip.path.stem, str(clip.path), [clip.prompt],
+                                                   keyframes=KeyframeConfig(every=keyframe_every))
+                started = time.perf_counter()
+                stream.run_stream(timed_frames(), processor, stream.local_submit(build_segmenter("default")), emit)
+                seconds += time.perf_counter() - started
+            frames += processor.stats.frames
+            keyframes += processor.stats.keyframes
+    ms = {name: 1e3 * total / frames for name, total in totals.items()}
+    # Flow runs on every frame before its kind is known; the capacity counts it on propagated frames only.
+    keyframe_flow = ms["flow"] * keyframes / frames
+    uncounted = (keyframe_flow + ms["finish_keyframe"] + ms["scene_cut_signature"] + ms["record_encoding"]
+                 + ms["finish_propagated"] - ms["warp"] * (1 - keyframes / frames))
+    total = 1e3 * seconds / frames
+    return {
+        "frames": frames, "keyframes": keyframes, "total_ms": round(total, 3),
+        "steps_ms": {name: round(value, 3) for name, value in ms.items()},
+        "keyframe_flow_ms": round(keyframe_flow, 3),
+        "rest_ms": round(total - sum(ms[n] for n in ("decode", "scene_cut_signature", "flow", "segment_refresh",
+                                                      "finish_keyframe", "finish_propagated", "record_encoding")), 3),
+        "uncounted_ms": round(uncounted, 3),
+        # What the capacity formula leaves out sets the best efficiency one stream on one thread can reach.
+        "single_thread_ceiling": round((total - uncounted) / total, 3),
+    }
+
+
+def section_breakdown(ctx: "Context") -> dict[str, Any]:
+    return stream_breakdown(ctx.clips(), ctx.cfg.keyframe_every)
 
 
 # --------------------------------------------------------------------------- X-SAM (delegated)
@@ -1099,6 +1200,7 @@ class Context:
 RUNNERS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "decode": section_decode,
     "segmenter": section_segmenter,
+    "breakdown": section_breakdown,
     "xsam": section_xsam,
     "pipeline": section_pipeline,
     "naive": section_naive,
@@ -1170,6 +1272,25 @@ def summary_rows(result: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
             (f"segmenter fps at K={k}", _fmt(g["segmenter_fps"])),
             ("segmenter fps at K=1 (segment every frame)", _fmt(g["segment_every_frame_fps"])),
             (f"operator fps at K={k} (all per-frame work in the stream, no decode)", _fmt(g["operator_fps"])),
+        ]
+    if "breakdown" in s:
+        b = s["breakdown"]
+        steps = b["steps_ms"]
+        rows["breakdown"] = [
+            (f"one stream on one thread, all steps ({b['frames']} frames, {b['keyframes']} keyframes), ms/frame",
+             _fmt(b["total_ms"])),
+            ("decode (counted)", _fmt(steps["decode"])),
+            ("segment + refresh on keyframes (counted)", _fmt(steps["segment_refresh"])),
+            ("flow on every frame (counted on propagated frames; on keyframes)", f"{_fmt(steps['flow'])} ({_fmt(b['keyframe_flow_ms'])})"),
+            ("propagated frames: warp (counted), flow support, record", f"{_fmt(steps['finish_propagated'])} "
+             f"(flow support {_fmt(steps['flow_support'])})"),
+            ("keyframes: warp to the keyframe, association, record", f"{_fmt(steps['finish_keyframe'])} "
+             f"(association {_fmt(steps['association'])})"),
+            ("scene-cut signature", _fmt(steps["scene_cut_signature"])),
+            ("record encoding, RLE + JSON (the sink's work)", _fmt(steps["record_encoding"])),
+            ("the rest (loop, policy, prompts)", _fmt(b["rest_ms"])),
+            ("**not counted by the capacity** (ms/frame)", _fmt(b["uncounted_ms"])),
+            ("best efficiency of one stream on one thread (counted / all)", f"{b['single_thread_ceiling']:.3f}"),
         ]
     if "xsam" in s:
         x = s["xsam"]

@@ -43,11 +43,11 @@ def positive(value) -> bool:
 
 
 def test_cheap_sections_report_positive_figures(tmp_path):
-    result = run_bench(tmp_path, "--only", "decode", "segmenter", timeout=180)
+    result = run_bench(tmp_path, "--only", "decode", "segmenter", "breakdown", timeout=180)
     machine = result["machine"]
     assert machine["cores"] >= 1 and machine["cpu_model"] and machine["ram_gb"] > 0
     assert {"torch", "ray", "av", "opencv"} <= set(machine["versions"])
-    assert set(result["sections"]) == {"decode", "segmenter"}
+    assert set(result["sections"]) == {"decode", "segmenter", "breakdown"}
 
     decode = result["sections"]["decode"]
     for mode in ("threads_1", "threads_auto"):
@@ -63,6 +63,19 @@ def test_cheap_sections_report_positive_figures(tmp_path):
     assert positive(seg["reanchor_step_ms"])
     assert seg["instances_mean"] > 0  # the prompt found its object
     assert seg["segmenter_fps"] == seg["segmenter_fps_by_k"][str(seg["keyframe_every"])]
+
+    breakdown = result["sections"]["breakdown"]
+    assert breakdown["frames"] == 4 * 60 and 4 <= breakdown["keyframes"] < 4 * 60
+    steps = breakdown["steps_ms"]
+    assert all(positive(steps[name]) for name in steps), steps
+    # Nested steps sit inside their callers; the callers and the rest make up the whole frame.
+    assert steps["warp"] <= steps["finish_keyframe"] + steps["finish_propagated"]
+    assert steps["association"] <= steps["finish_keyframe"] and steps["flow_support"] <= steps["finish_propagated"]
+    outer = ("decode", "scene_cut_signature", "flow", "segment_refresh", "finish_keyframe", "finish_propagated",
+             "record_encoding")
+    assert sum(steps[name] for name in outer) + breakdown["rest_ms"] == pytest.approx(breakdown["total_ms"], abs=0.01)
+    assert 0 < breakdown["uncounted_ms"] < breakdown["total_ms"]
+    assert 0 < breakdown["single_thread_ceiling"] < 1
 
 
 @pytest.mark.slow
