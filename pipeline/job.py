@@ -228,11 +228,11 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
         with view.progress:
             while queue or running:
                 busy = {slot for _, slot in running.values()}
-                for slot in (s for s in range(parallel) if s not in busy):
-                    if not queue:
-                        break
-                    spec = queue.pop(0)
-                    running[workers[slot].run.remote(spec, pool[launched % len(pool)])] = (spec, slot)
+                free = [slot for slot in range(parallel) if slot not in busy]
+                starting = [(slot, queue.pop(0)) for slot in free[: len(queue)]]
+                busy |= {slot for slot, _ in starting}
+                for slot, spec in starting:
+                    running[workers.run(slot, spec, pool[launched % len(pool)], busy)] = (spec, slot)
                     launched += 1
                     view.start(spec.stream_id)
                 finished, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
@@ -301,6 +301,7 @@ class _WorkerSlots:
         self.homes: list[ray.ObjectRef] = []  # each worker's node id, resolved once it has started
         self.threads: list[int] = []  # the OpenCV threads each worker was last told to use
         self.node_cpus = {n["NodeID"]: int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]}
+        self.placed_on: list[str | None] = []  # the node each worker was pinned to, if any
         for node in spread_over(self.node_cpus, count):
             self._start("SPREAD" if node is None else NodeAffinitySchedulingStrategy(node, soft=True))
 
@@ -309,12 +310,15 @@ class _WorkerSlots:
 
     def _start(self, strategy: "str | NodeAffinitySchedulingStrategy", slot: int | None = None) -> None:
         worker = StreamWorker.options(num_cpus=0, scheduling_strategy=strategy).remote(self.sinks, self.out_dir)
+        node = strategy.node_id if isinstance(strategy, NodeAffinitySchedulingStrategy) else None
         if slot is None:
             self.workers.append(worker)
             self.homes.append(worker.node_id.remote())
             self.threads.append(1)
+            self.placed_on.append(node)
         else:
             self.workers[slot], self.homes[slot], self.threads[slot] = worker, worker.node_id.remote(), 1
+            self.placed_on[slot] = node
 
     def _node_of(self, slot: int) -> str | None:
         try:
@@ -332,15 +336,22 @@ class _WorkerSlots:
         target = min(others, key=placed.count)
         self._start(NodeAffinitySchedulingStrategy(target, soft=True), slot)
 
+    def shares(self, busy: set[int]) -> dict[int, int]:
+        """OpenCV threads for each of the ``busy`` workers: its node's cores split among the node's busy
+        workers. A worker not yet started counts on the node it was placed on."""
+        nodes = {slot: self._node_of(slot) or self.placed_on[slot] for slot in busy}
+        return {slot: max(1, self.node_cpus.get(node, 1) // sum(1 for other in nodes.values() if other == node))
+                for slot, node in nodes.items() if node is not None}
+
+    def run(self, slot: int, spec: StreamSpec, segmenter: object, busy: set[int]) -> ray.ObjectRef:
+        """Start ``spec`` on worker ``slot`` with its share of the cores while ``busy`` (itself included) run."""
+        self.threads[slot] = self.shares(busy).get(slot, 1)
+        return self.workers[slot].run.remote(spec, segmenter, self.threads[slot])
+
     def share_cores(self, busy: set[int]) -> None:
         """Split each node's cores among its busy workers: when fewer videos than cores are left (the job's
         tail, or a single video), the remaining streams run OpenCV's parallel loops on the idle cores."""
-        nodes = {slot: self._node_of(slot) for slot in busy}
-        for slot, node in nodes.items():
-            if node is None:
-                continue  # not started yet: it begins with one thread
-            sharing = sum(1 for other in nodes.values() if other == node)
-            threads = max(1, self.node_cpus.get(node, 1) // sharing)
+        for slot, threads in self.shares(busy).items():
             if threads != self.threads[slot]:
                 self.workers[slot].use_threads.remote(threads)
                 self.threads[slot] = threads

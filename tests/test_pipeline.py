@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -197,6 +198,40 @@ def test_inline_keyframes_run_on_their_own_thread_of_the_stream_worker(ray_local
     assert summary.videos[0].keyframes >= FRAMES // 10
 
 
+class ThreadLoggingSegmenter(DefaultSegmenter):
+    """Appends ``<process id> <thread name>`` to ``log`` at every keyframe it segments."""
+
+    def __init__(self, log: str, **options) -> None:
+        super().__init__(**options)
+        self.log = log
+
+    def segment(self, frame, memory):
+        with open(self.log, "a") as log:
+            log.write(f"{os.getpid()} {threading.current_thread().name}\n")
+        return super().segment(frame, memory)
+
+
+def test_inline_keyframes_take_their_own_thread_only_where_a_core_is_free(ray_local, clips, tmp_path):
+    """Two videos on this 2-CPU node keep both cores busy: their first keyframes run in the streams' own
+    threads (a second thread would only contend). One video alone has a core to spare: its keyframes
+    overlap on their own thread from the first."""
+    log = tmp_path / "threads.log"
+    options = {"segmenter": "tests.test_pipeline:ThreadLoggingSegmenter", "segmenter_options": {"log": str(log)},
+               "segmenter_placement": "inline"}
+    summary = run_job(_job(clips[:2], tmp_path / "two", parallel=2, **options))
+    assert not summary.failures, summary.to_dict()["failures"]
+    first = {}
+    for line in log.read_text().splitlines():
+        process, thread = line.split(" ", 1)
+        first.setdefault(process, thread)  # each stream worker's first keyframe: its video's prompt
+    assert len(first) == 2 and not any(thread.startswith("keyframes") for thread in first.values()), first
+    log.unlink()
+    summary = run_job(_job(clips[:1], tmp_path / "one", **options))
+    assert not summary.failures
+    threads = [line.split(" ", 1)[1] for line in log.read_text().splitlines()]
+    assert threads and all(thread.startswith("keyframes") for thread in threads), threads
+
+
 class HeavySegmenter:
     """Stands for a model-backed segmenter: not lightweight, so auto placement gives it actors."""
 
@@ -368,3 +403,22 @@ def test_local_workers_inherit_the_project_environment_and_the_driver_keeps_its_
     with _environment({"XSAM_TEST_SET": "during", "XSAM_TEST_UNSET": "during"}):
         assert os.environ["XSAM_TEST_SET"] == os.environ["XSAM_TEST_UNSET"] == "during"
     assert os.environ.pop("XSAM_TEST_SET") == "before" and "XSAM_TEST_UNSET" not in os.environ
+
+
+def test_ray_address_in_the_environment_is_joined_with_the_workers_environment(monkeypatch):
+    """``RAY_ADDRESS`` (set by ``ray job submit`` for its entrypoint) is a cluster to join, as Ray itself reads
+    it: the project's environment then travels as a runtime_env, since a remote raylet's is not ours."""
+    import ray
+
+    from pipeline import runtime
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6399")
+    runtime.init_ray(None)
+    monkeypatch.delenv("RAY_ADDRESS")
+    runtime.init_ray(None)
+    joined, local = calls
+    assert joined["address"] == "127.0.0.1:6399" and joined["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "1"
+    assert "address" not in local and "runtime_env" not in local
