@@ -88,7 +88,9 @@ from bench.clips import ClipSpec, SyntheticClip, make_clip
 from operators.records import FrameRecord, Instances, Prompt
 from pipeline.sources import open_video
 
-SECTIONS = ("decode", "segmenter", "breakdown", "xsam", "pipeline", "naive", "memory")
+#: In run order. The breakdown runs last: what its frames leave in the driver's heap would otherwise be
+#: returned to the system during the memory section and read as the driver shrinking with video length.
+SECTIONS = ("decode", "segmenter", "xsam", "pipeline", "naive", "memory", "breakdown")
 #: X-SAM tiny alone takes ~15 s on 2 cores: --quick runs it only when named in --only.
 QUICK_SECTIONS = tuple(s for s in SECTIONS if s != "xsam")
 #: Sections that need neither Ray nor long clips (what the fast test runs).
