@@ -25,6 +25,7 @@ from operators.sinks.base import prepare_out_dir
 from pipeline.config import JobConfig
 from pipeline.prompts import PromptBook
 from pipeline.runtime import (
+    InlineSegmenter,
     StreamReport,
     StreamSpec,
     StreamWorker,
@@ -343,7 +344,8 @@ class _WorkerSlots:
         return {slot: max(1, self.node_cpus.get(node, 1) // sum(1 for other in nodes.values() if other == node))
                 for slot, node in nodes.items() if node is not None}
 
-    def run(self, slot: int, spec: StreamSpec, segmenter: object, busy: set[int]) -> ray.ObjectRef:
+    def run(self, slot: int, spec: StreamSpec, segmenter: "ray.actor.ActorHandle | InlineSegmenter",
+            busy: set[int]) -> ray.ObjectRef:
         """Start ``spec`` on worker ``slot`` with its share of the cores while ``busy`` (itself included) run."""
         self.threads[slot] = self.shares(busy).get(slot, 1)
         return self.workers[slot].run.remote(spec, segmenter, self.threads[slot])
