@@ -13,6 +13,11 @@ class PipelineError(Exception):
         where = self.source if frame_index is None else f"{self.source}, frame {frame_index}"
         super().__init__(f"{where}: {reason}")
 
+    def __reduce__(self) -> tuple:
+        """Pickles with its own arguments (Exception's default replays only the message), so it survives a
+        process boundary: a Ray worker's, or a child process's."""
+        return type(self), (self.source, self.reason, self.frame_index)
+
     @property
     def kind(self) -> str:
         return type(self).__name__
