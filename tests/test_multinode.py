@@ -24,9 +24,12 @@ def long_clips(tmp_path_factory):
 
 
 def _config(clips, out, address=None):
+    """Keyframes take 0.3 s (``SlowSegmenter``), so a video lasts ~5 s and the node removed below still has a
+    video in progress: at full speed a 150-frame video could end before the node was gone."""
     box = clips[0].suggested_prompt(clips[0].kinds[1], "box").box
     return JobConfig(sources=[str(c.path) for c in clips], out_dir=out, prompts=["box:" + ",".join(map(str, box))],
-                     sinks=["jsonl"], progress=False, parallel=4, address=address, checkpoint_every=25)
+                     sinks=["jsonl"], progress=False, parallel=4, address=address, checkpoint_every=25,
+                     segmenter="tests.test_pipeline:SlowSegmenter")
 
 
 def _alive_on(actor_class: str) -> list[str]:
