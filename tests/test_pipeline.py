@@ -383,7 +383,6 @@ def test_segmenter_process_killed_mid_job_leaves_the_results_unchanged(ray_local
         assert a == b, f"{clip.path.stem}: results differ after the {placement} segmenter died"
 
 
-
 def test_local_workers_inherit_the_project_environment_and_the_driver_keeps_its_own(ray_local):
     """A local cluster's workers get PYTHONPATH and one OpenMP thread from the raylet's environment (no
     runtime_env, so Ray's prestarted workers can serve the job's actors); the driver's own environment is
