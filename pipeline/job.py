@@ -290,10 +290,12 @@ class _WorkerSlots:
     """The job's stream workers, one per core over the nodes; a dead one is replaced away from its node.
 
     Workers need no CPU of Ray's (they share cores with the segmenter), so Ray's ``SPREAD`` may pack them
-    on one node: each is pinned (softly) to the node :func:`spread_over` gives it. When a node dies, Ray
-    may still offer it for a moment, and a replacement placed there dies too, costing the video another
-    attempt. Each worker's node is asked when it starts, so its replacement can be pinned (softly) to the
-    live node holding the fewest of the job's workers.
+    on one node: each is pinned to the node :func:`spread_over` gives it. The pin is hard: Ray did not
+    honour a soft one for these zero-CPU actors (three of four on one node of three, seen here). A worker
+    pinned to a node that dies before it starts fails like one on a node that dies later, and is replaced.
+    When a node dies, Ray may still offer it for a moment, and a replacement placed there dies too,
+    costing the video another attempt. Each worker's node is asked when it starts, so its replacement can
+    be pinned (softly) to the live node holding the fewest of the job's workers.
     """
 
     def __init__(self, count: int, sinks: list[str], out_dir: str) -> None:
@@ -304,7 +306,7 @@ class _WorkerSlots:
         self.node_cpus = {n["NodeID"]: int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]}
         self.placed_on: list[str | None] = []  # the node each worker was pinned to, if any
         for node in spread_over(self.node_cpus, count):
-            self._start("SPREAD" if node is None else NodeAffinitySchedulingStrategy(node, soft=True))
+            self._start("SPREAD" if node is None else NodeAffinitySchedulingStrategy(node, soft=False))
 
     def __getitem__(self, slot: int) -> "ray.actor.ActorHandle":
         return self.workers[slot]

@@ -48,6 +48,7 @@ def test_archive_job_spreads_over_nodes_and_finishes_every_video_when_a_node_die
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
+    job = None
     try:
         init_ray(cluster.address)
         driver_node = ray.get_runtime_context().get_node_id()
@@ -70,6 +71,8 @@ def test_archive_job_spreads_over_nodes_and_finishes_every_video_when_a_node_die
         assert [v.status for v in summary.videos] == ["done"] * 4, summary.to_dict()["failures"]
         assert max(v.attempts for v in summary.videos) == 2, "the videos on the lost node ran again"
     finally:
+        if job is not None:
+            job.join(timeout=300)  # a job still running after a failed check would restart Ray by using it
         ray.shutdown()
         cluster.shutdown()
     single = run_job(_config(long_clips, tmp_path / "single"))
