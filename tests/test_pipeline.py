@@ -387,8 +387,6 @@ def test_local_workers_inherit_the_project_environment_and_the_driver_keeps_its_
     """A local cluster's workers get PYTHONPATH and one OpenMP thread from the raylet's environment (no
     runtime_env, so Ray's prestarted workers can serve the job's actors); the driver's own environment is
     left as it was."""
-    import os
-
     from pipeline.runtime import _environment
 
     root = str(Path(__file__).resolve().parent.parent)

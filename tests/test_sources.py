@@ -98,16 +98,9 @@ def _decode_all(path: Path, backend: str = "pyav", **kwargs) -> list[DecodedFram
 #: dies and the video is retried, then reported failed.)
 _DECODE_IN_CHILD = """
 import pickle, sys
-from operators.errors import PipelineError
-from pipeline.sources import open_video
-delivered, error = [], None
-try:
-    with open_video(sys.argv[1], "decord") as reader:
-        delivered.extend(reader.frames())
-except PipelineError as exc:
-    error = exc
+from tests.test_sources import _decode_here
 with open(sys.argv[2], "wb") as out:
-    pickle.dump((delivered, error), out)
+    pickle.dump(_decode_here(sys.argv[1], "decord"), out)
 """
 
 
@@ -126,8 +119,11 @@ def _decord_until_error(path: Path) -> tuple[list[DecodedFrame], PipelineError |
 
 def _decode_until_error(path: Path, backend: str = "pyav") -> tuple[list[DecodedFrame], PipelineError | None]:
     """Frames delivered before a failure, and the failure (``None`` if the file decoded to the end)."""
-    if backend == "decord":
-        return _decord_until_error(path)
+    return _decord_until_error(path) if backend == "decord" else _decode_here(path, backend)
+
+
+def _decode_here(path: Path, backend: str) -> tuple[list[DecodedFrame], PipelineError | None]:
+    """:func:`_decode_until_error` in this process."""
     delivered: list[DecodedFrame] = []
     try:
         with open_video(path, backend) as reader:
