@@ -197,20 +197,51 @@ def test_generation_mode_returns_text(predictor, frame):
     assert len(answer) == 0
 
 
-def test_generation_with_a_seg_token_uses_its_state(predictor, frame, monkeypatch):
-    """Force the greedy answer 'sure <SEG> .' and check the masks come from the <SEG> position's state."""
+def _force_answer(monkeypatch, predictor, answer: str) -> None:
+    """Make greedy generation answer ``answer`` (then stop), with the states the LLM gives that answer."""
     processor, model = predictor.processor, predictor.model
-    forced = torch.tensor(
-        processor.tokenizer.encode("sure <SEG> .", add_special_tokens=False) + processor.stop_token_ids[:1]
-    )
+    forced = torch.tensor(processor.tokenizer.encode(answer, add_special_tokens=False) + processor.stop_token_ids[:1])
 
     def generate_states(inputs_embeds, max_new_tokens, eos_token_ids):
         embeds = torch.cat([inputs_embeds, model.llm.get_input_embeddings()(forced[None, :-1])], dim=1)
         return forced, model.language_states(embeds)[0]
 
     monkeypatch.setattr(model, "generate_states", generate_states)
+
+
+def test_generation_with_a_seg_token_uses_its_state(predictor, frame, monkeypatch):
+    """Force the greedy answer 'sure <SEG> .' and check the masks come from the <SEG> position's state."""
+    _force_answer(monkeypatch, predictor, "sure <SEG> .")
     result = predictor.predict(frame, "referring", text="the dog", generate=True)
     assert result.text.startswith("sure <SEG>") and len(result) == 1
+
+
+@pytest.mark.parametrize("answer", ["sure <SEG> .", "<p> dog </p> <SEG> ."])
+def test_chat_answers_in_text_even_when_the_answer_holds_a_seg_token(predictor, frame, monkeypatch, answer):
+    _force_answer(monkeypatch, predictor, answer)
+    with _counter(predictor) as counter:
+        result = predictor.predict(frame, "chat", text="what is this?")
+    assert result.text.startswith(answer.split()[0]) and len(result) == 0
+    assert counter.counts["decoder"] == 0  # chat never runs the mask decoder
+
+
+def test_siglip_input_is_the_image_centred_on_a_mean_grey_square(predictor, frame):
+    """X-SAM's demo and evaluation pad to a square of SigLIP's mean colour (127) before resizing, not squash."""
+    processor, config = predictor.processor, predictor.model.config
+    size = config.siglip_config.image_size
+    padded = processor.siglip_inputs(frame)[0]
+    assert padded.shape == (3, size, size)
+    band = (WIDTH - HEIGHT) // 2 * size // WIDTH  # rows of the square above the image, after the resize
+    grey = (127 / 255 - 0.5) / 0.5
+    torch.testing.assert_close(padded[:, : band - 1], torch.full_like(padded[:, : band - 1], grey), atol=1e-6, rtol=0)
+    torch.testing.assert_close(padded[:, -(band - 1) :], torch.full_like(padded[:, : band - 1], grey), atol=1e-6, rtol=0)
+    assert padded[:, band + 1 : -(band + 1)].std() > 0.1  # the random frame in the middle (std ~0.18 after the resize)
+    config.siglip_pad_to_square = False
+    try:
+        squashed = processor.siglip_inputs(frame)[0]
+    finally:
+        config.siglip_pad_to_square = True
+    assert squashed[:, : band - 1].std() > 0.1  # the frame fills the whole square
 
 
 def test_input_errors_are_named(predictor, frame):
@@ -224,3 +255,7 @@ def test_input_errors_are_named(predictor, frame):
         predictor.segment(frame.astype(np.float32), predictor.encode_prompts(frame, PROMPTS[:1]))
     with pytest.raises(ValueError, match="unknown task"):
         predictor.predict(frame, "detect")
+    budget = predictor.processor.text_budget
+    assert budget == 480  # the tiny checkpoint's 512-token context less 7.4² SigLIP and 16 SAM tokens
+    with pytest.raises(ValueError, match=rf"the prompt is \d+ tokens; X-SAM's text budget is {budget}"):
+        predictor.predict(frame, "referring", text=" ".join(["dog"] * budget))

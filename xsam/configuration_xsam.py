@@ -121,8 +121,11 @@ class XSamConfig(PreTrainedConfig):
     #: Cosine class logits are clamped to this magnitude, padded classes set to ``padded_class_logit``.
     class_logit_clamp: float = 500.0
     padded_class_logit: float = -1e9
-    #: Resampling filter of the SigLIP 384x384 squash-resize (``preprocessor_config.json`` of the SigLIP2 tower).
+    #: Resampling filter of the SigLIP 384x384 resize (``preprocessor_config.json`` of the SigLIP2 tower).
     siglip_resample: str = "bilinear"
+    #: Centre the image on a square of SigLIP's mean colour before that resize, as X-SAM's demo and evaluation
+    #: do (``pad_image_to_square=True``, xtuner's ``expand2square``): the published model never saw a squashed image.
+    siglip_pad_to_square: bool = True
 
     @property
     def num_siglip_tokens(self) -> int:

@@ -139,7 +139,9 @@ class XSamPredictor:
         sam = self.processor.sam_inputs(image)
         canvas_masks = None if masks is None else self.processor.prompt_masks(masks).to(self.device)
         if generate or task == "chat":
-            segmentation, answer = self._generate(image, sam, instruction, canvas_masks, max_new_tokens)
+            segmentation, answer = self._generate(
+                image, sam, instruction, canvas_masks, max_new_tokens, segment=task != "chat"
+            )
             if segmentation is None:
                 return XSamPrediction.empty(sam.geometry.image_size, text=answer)
         else:
@@ -314,8 +316,12 @@ class XSamPredictor:
         instruction: str,
         canvas_masks: torch.Tensor | None,
         max_new_tokens: int,
+        segment: bool = True,
     ) -> tuple[XSamSegmentationOutput | None, str]:
-        """Demo-style greedy generation. Returns the segmentation (None without exactly one ``<SEG>``) and the text.
+        """Demo-style greedy generation. Returns the segmentation and the text.
+
+        The segmentation is None for chat (``segment=False``: the decoder is not run, whatever the answer holds)
+        and where there is nothing to condition it on: not exactly one ``<SEG>``, or no ``<p>...</p>`` span.
 
         Conditions come from the prompt's spans unless the answer holds ``<p>...</p>`` spans (grounded captions),
         which then replace them, as in X-SAM's ``predict``.
@@ -338,13 +344,15 @@ class XSamPredictor:
         answer = self.processor.decode(new_ids[~torch.isin(new_ids, torch.tensor(self.processor.stop_token_ids))])
         fed_back = new_ids[:-1].cpu()  # the last generated token is never fed back, so it has no state
         seg_positions = self.processor.seg_positions(fed_back)
-        if len(seg_positions) != 1:
+        if not segment or len(seg_positions) != 1:
             return None, answer
         output_phrase_ids = self.processor.phrase_ids(fed_back).to(self.device)
         if (output_phrase_ids >= 0).any():
             phrase_ids = torch.cat([torch.full_like(inputs.phrase_ids, -1), output_phrase_ids])
         else:
             phrase_ids = torch.cat([inputs.phrase_ids, torch.full_like(output_phrase_ids, -1)])
+        if not (phrase_ids >= 0).any():
+            return None, answer
         prompt_length = inputs.inputs_embeds.shape[1]
         embeddings = self.model.prompt_embeddings(states, phrase_ids, prompt_length + seg_positions[0])
         segmentation = self.model.decode(features.pyramid, embeddings.seg_embedding[None], embeddings.conditions[None])

@@ -94,8 +94,12 @@ class XSamProcessor:
         return SamInputs(encoded["pixel_values"], geometry)
 
     def siglip_inputs(self, image: np.ndarray) -> torch.Tensor:
-        """Squash-resize to SigLIP's square input, mean/std 0.5: ``(1, 3, 384, 384)``."""
-        return self.siglip_processor(images=check_image(image), return_tensors="pt")["pixel_values"]
+        """Padded to a square (``siglip_pad_to_square``), resized to SigLIP's input, mean/std 0.5: ``(1, 3, 384, 384)``."""
+        image = check_image(image)
+        if self.config.siglip_pad_to_square:
+            fill = tuple(int(m * 255) for m in self.siglip_processor.image_mean)
+            image = pad_to_square(image, fill)
+        return self.siglip_processor(images=image, return_tensors="pt")["pixel_values"]
 
     def prompt_masks(self, masks: np.ndarray | list[np.ndarray]) -> torch.Tensor:
         """Boolean ``(N, H, W)`` prompt masks -> ``(N, canvas, canvas)``: nearest resize as the image, zero padding."""
@@ -120,8 +124,24 @@ class XSamProcessor:
         ids += self.encode(PHI3_CHAT_TEMPLATE.format(input=f"{IMAGE_TOKEN}\n{instruction}"))
         if answer is not None:
             ids += self.tokenizer.encode(answer, add_special_tokens=False)
+        if len(ids) > self.text_budget:
+            raise ValueError(
+                f"the prompt is {len(ids)} tokens; X-SAM's text budget is {self.text_budget} (its context less the "
+                "image tokens): shorten the text, or split the categories over several queries"
+            )
         input_ids = torch.tensor(ids)
         return TextInputs(input_ids, self.phrase_ids(input_ids), self.seg_positions(input_ids))
+
+    @property
+    def text_budget(self) -> int:
+        """Text tokens a prompt may hold: X-SAM's ``max_length``, the LLM's context less the image's tokens (2319).
+
+        X-SAM truncates longer prompts, which cuts off the answer's ``<SEG>`` or silently drops categories;
+        :meth:`text_inputs` refuses them instead.
+        """
+        siglip = self.config.siglip_config
+        context = self.config.text_config.max_position_embeddings
+        return int(context - (siglip.image_size / siglip.patch_size) ** 2 - self.config.num_sam_tokens)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` with ``<image>``/``<region>`` as sentinel ids; whitespace-only chunks are dropped."""
@@ -146,6 +166,19 @@ class XSamProcessor:
 
     def decode(self, token_ids: torch.Tensor) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=False)
+
+
+def pad_to_square(image: np.ndarray, fill: tuple[int, int, int]) -> np.ndarray:
+    """``image`` centred on a ``fill``-coloured square of its longer side (the offset rounded down)."""
+    height, width = image.shape[:2]
+    side = max(height, width)
+    if height == width:
+        return image
+    square = np.empty((side, side, 3), np.uint8)
+    square[:] = fill
+    top, left = (side - height) // 2, (side - width) // 2
+    square[top : top + height, left : left + width] = image
+    return square
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
