@@ -50,7 +50,10 @@ DEFINITIONS = """## Definitions
   counts decode, `segment` + `refresh` on keyframes and flow + warp on propagated frames; it does not
   count the flow and warp to keyframes, association, the scene-cut signature, flow support or the
   record encoding, which every stream also runs. counted / all is the best efficiency one stream on
-  one thread could reach.
+  one thread could reach. Decode runs on one FFmpeg thread, as each of several streams decodes. When the
+  pipeline section ran too, the N-stream run's wall efficiency is split into three factors: this
+  one-thread ceiling x (steady efficiency / ceiling: the streams in parallel on shared cores against one
+  thread alone) x (wall / steady: start-up and tail).
 - **pipeline end to end**: N videos in one `run_job(JobConfig(..., sinks=["jsonl"], progress=False))` on
   Ray, archive mode, `parallel` unset as `xsam-pipeline run` leaves it: min(N, cluster CPUs) stream workers,
   each taking the next video when one ends. Ray is started and warmed with a tiny job before timing; the

@@ -16,7 +16,7 @@ import pytest
 
 from bench.__main__ import markdown_blocks, replace_blocks
 from bench.clips import ClipSpec, make_clip
-from bench.harness import loop_video, segmenter_fps, segmenter_ms_per_frame
+from bench.harness import efficiency_factors, loop_video, segmenter_fps, segmenter_ms_per_frame
 from pipeline.sources import open_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,11 +76,12 @@ def test_cheap_sections_report_positive_figures(tmp_path):
     assert sum(steps[name] for name in outer) + breakdown["rest_ms"] == pytest.approx(breakdown["total_ms"], abs=0.01)
     assert 0 < breakdown["uncounted_ms"] < breakdown["total_ms"]
     assert 0 < breakdown["single_thread_ceiling"] < 1
+    assert "efficiency_factors" not in breakdown  # no pipeline run to explain
 
 
 @pytest.mark.slow
 def test_ray_sections_report_positive_figures(tmp_path):
-    result = run_bench(tmp_path, "--only", "pipeline", "naive", "memory", timeout=600)
+    result = run_bench(tmp_path, "--only", "pipeline", "naive", "memory", "breakdown", timeout=600)
     pipeline = result["sections"]["pipeline"]
     for label, frames in (("streams_1", 60), ("streams_4", 240)):
         run = pipeline[label]
@@ -100,6 +101,10 @@ def test_ray_sections_report_positive_figures(tmp_path):
         assert run["peak_rss_by_role_mb"]["driver"] > 0 and any(k.startswith("worker:") for k in run["peak_rss_by_role_mb"])
         assert run["peak_object_store_mb"] >= 0
     assert isinstance(memory["peak_rss_diff_mb"], float)
+    factors = result["sections"]["breakdown"]["efficiency_factors"]
+    assert factors["efficiency"] == pipeline["streams_4"]["efficiency"]
+    assert factors["single_thread_ceiling"] * factors["parallel_vs_one_thread"] * factors["wall_vs_steady"] == (
+        pytest.approx(factors["efficiency"], abs=0.005))
 
 
 def test_loop_video_is_lossless(tmp_path):
@@ -133,6 +138,13 @@ def test_capacity_weighs_each_video_by_its_own_steps_and_keyframes():
     # operator work: flow + warp and the extras on every frame, keyframes on top
     assert segmenter_ms_per_frame(cost, videos, None, operator=True) == pytest.approx(
         (10 * 40 + 100 * 6 + 10 * 80 + 15 * 16 + 100 * 12) / 200)
+
+
+def test_efficiency_factors_multiply_to_the_wall_efficiency():
+    run = {"efficiency": 0.6, "efficiency_steady": 0.72}
+    factors = efficiency_factors({"single_thread_ceiling": 0.8}, run)
+    assert factors == {"single_thread_ceiling": 0.8, "parallel_vs_one_thread": 0.9, "wall_vs_steady": 0.833,
+                       "efficiency": 0.6}
 
 
 def test_markdown_blocks_replace_only_their_sections():
