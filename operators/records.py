@@ -67,8 +67,9 @@ class Prompt:
                 raise PromptError(f"{where}: point ({x:g},{y:g}) is outside the {width}x{height} frame")
         if self.box is not None:
             x0, y0, x1, y1 = self.box
-            if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-                raise PromptError(f"{where}: box {self.box} is outside the {width}x{height} frame")
+            # A box reaching past an edge (an object cut by it, a sloppy drag) is clipped by to_mask.
+            if x0 >= width or y0 >= height or x1 <= 0 or y1 <= 0:
+                raise PromptError(f"{where}: box {self.box} lies entirely outside the {width}x{height} frame")
         if self.mask is not None and self.mask.shape != (height, width):
             raise PromptError(
                 f"{where}: mask is {self.mask.shape[1]}x{self.mask.shape[0]}, the frame is {width}x{height}"
@@ -81,7 +82,8 @@ class Prompt:
             return self.mask.astype(bool)
         canvas = np.zeros((height, width), np.uint8)
         if self.kind == "box":
-            x0, y0, x1, y1 = (int(round(v)) for v in self.box)  # type: ignore[union-attr]
+            x0, x1 = (min(max(int(round(v)), 0), width) for v in self.box[::2])  # type: ignore[index]
+            y0, y1 = (min(max(int(round(v)), 0), height) for v in self.box[1::2])  # type: ignore[index]
             canvas[y0:y1, x0:x1] = 1
         else:
             for x, y in self.points:

@@ -65,7 +65,7 @@ def _build(prompt_id: int, kind: str, frame: int, body: Any, base: Path, source:
                 raise InvalidPromptError(source, f"a point is x,y; got {body!r}")
             return Prompt(prompt_id, "point", frame, points=tuple((p[0], p[1]) for p in pairs))
         if kind == "box":
-            values = [float(v) for v in body] if isinstance(body, list) else _numbers(str(body), source)
+            values = _numbers(",".join(map(str, body)), source) if isinstance(body, list) else _numbers(str(body), source)
             if len(values) != 4:
                 raise InvalidPromptError(source, f"a box is x0,y0,x1,y1; got {body!r}")
             return Prompt(prompt_id, "box", frame, box=tuple(values))  # type: ignore[arg-type]
@@ -99,11 +99,25 @@ def _parse_entry(entry: Any, prompt_id: int, base: Path, source: str) -> Prompt:
     if body is None:
         needed = {"point": "points", "box": "box"}.get(kind, "path")
         raise InvalidPromptError(source, f"prompt {prompt_id} ({kind}) needs '{needed}'")
-    if kind == "point" and body and not isinstance(body[0], (list, tuple)):
-        body = [body]
     if kind == "point":
-        body = [",".join(str(v) for v in p) for p in body]
-    return _build(prompt_id, kind, int(entry.get("frame", 0)), body, base, source)
+        body = _point_strings(body, prompt_id, source)
+    frame = entry.get("frame", 0)
+    if isinstance(frame, bool) or not isinstance(frame, int):
+        raise InvalidPromptError(source, f"prompt {prompt_id}: 'frame' must be an integer, got {frame!r}")
+    return _build(prompt_id, kind, frame, body, base, source)
+
+
+def _point_strings(body: Any, prompt_id: int, source: str) -> list[str]:
+    """A prompt file's points as ``"x,y"`` strings: ``[x, y]``, ``[[x, y], ...]`` or the command line's
+    ``"x,y;x,y"``."""
+    if isinstance(body, str):
+        return body.split(";")
+    if isinstance(body, (list, tuple)) and body and all(isinstance(v, (int, float)) for v in body):
+        body = [body]
+    if not isinstance(body, (list, tuple)) or not all(isinstance(p, (list, tuple, str)) for p in body):
+        raise InvalidPromptError(source, f"prompt {prompt_id}: points are [x, y], [[x, y], ...] or \"x,y;x,y\"; "
+                                         f"got {body!r}")
+    return [p if isinstance(p, str) else ",".join(str(v) for v in p) for p in body]
 
 
 class PromptBook:

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -73,3 +74,25 @@ def test_prompt_file_errors(tmp_path):
     (tmp_path / "nobox.json").write_text(json.dumps({"a.mp4": [{"type": "box"}]}))
     with pytest.raises(InvalidPromptError, match="needs 'box'"):
         PromptBook.from_cli([], tmp_path / "nobox.json")
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"type": "box", "box": [1, "a", 3, 4]}, "expected comma-separated numbers, got '1,a,3,4'"),
+        ({"type": "box", "box": [1, 2, 3, 4], "frame": "x"}, "prompt 0: 'frame' must be an integer, got 'x'"),
+        ({"type": "point", "points": 5}, "prompt 0: points are [x, y]"),
+    ],
+)
+def test_prompt_file_values_of_the_wrong_kind_are_named(tmp_path, entry, message):
+    (tmp_path / "p.json").write_text(json.dumps({"a.mp4": [entry]}))
+    with pytest.raises(InvalidPromptError, match=re.escape(message)):
+        PromptBook.from_cli([], tmp_path / "p.json")
+
+
+def test_prompt_file_points_take_every_spelling(tmp_path):
+    points = {"1,2": ((1.0, 2.0),), "1,2;3,4": ((1.0, 2.0), (3.0, 4.0)), (1, 2): ((1.0, 2.0),),
+              ((1, 2), (3, 4)): ((1.0, 2.0), (3.0, 4.0))}
+    for given, expected in points.items():
+        (tmp_path / "p.json").write_text(json.dumps({"a.mp4": [{"type": "point", "points": given}]}))
+        assert PromptBook.from_cli([], tmp_path / "p.json").for_video("a.mp4")[0].points == expected, given

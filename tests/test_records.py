@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from operators.records import FrameRecord, Instances
+from operators.records import FrameRecord, Instances, Prompt, PromptError
 
 
 def _instances(masks: np.ndarray) -> Instances:
@@ -54,3 +54,11 @@ def test_instances_found_in_a_crop_are_placed_on_the_frame():
     np.testing.assert_array_equal(placed.scores, _instances(crop).scores)
     with pytest.raises(ValueError, match="masks are"):
         _instances(crop).placed((0, 0, 10, 10), 120, 160)
+
+
+def test_a_box_reaching_past_the_frame_is_clipped_and_one_wholly_outside_is_refused():
+    box = Prompt(0, "box", box=(-10.0, 30.0, 50.0, 200.0))
+    mask = box.to_mask(100, 80)
+    assert mask.shape == (100, 80) and mask.sum() == 50 * 70 and mask[30:100, 0:50].all()
+    with pytest.raises(PromptError, match=r"box \(90.0, 0.0, 120.0, 10.0\) lies entirely outside the 80x100 frame"):
+        Prompt(0, "box", box=(90.0, 0.0, 120.0, 10.0)).validate(100, 80)
