@@ -4,29 +4,46 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Sequence
 
 import av
 import numpy as np
 
 
 class H264Writer:
-    """Writes RGB ``uint8`` frames to an H.264 MP4; width and height are rounded down to even."""
+    """Writes RGB ``uint8`` frames to an H.264 MP4; width and height are rounded down to even.
+
+    ``first_frame``: the index of the first frame written, its timestamp in frames. ``joinable``: no
+    B-frames, so each file's decode order ends before the next one's begins, and files written with the
+    same settings for consecutive frame ranges join into one video (:func:`join_mp4`).
+    """
 
     def __init__(
-        self, path: str | Path, fps: float, width: int, height: int, crf: int = 23, gop: int | None = None
+        self,
+        path: str | Path,
+        fps: float,
+        width: int,
+        height: int,
+        crf: int = 23,
+        gop: int | None = None,
+        first_frame: int = 0,
+        joinable: bool = False,
     ) -> None:
         self.path = Path(path)
         self.width, self.height = width - width % 2, height - height % 2
+        self.first_frame = first_frame
         self._container = av.open(str(self.path), mode="w")
         rate = Fraction(fps).limit_denominator(1001)
         self._stream = self._container.add_stream("libx264", rate=rate)
         self._stream.width, self._stream.height = self.width, self.height
         self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(crf), "preset": "veryfast", **({"g": str(gop)} if gop else {})}
+        self._stream.options = {"crf": str(crf), "preset": "veryfast", **({"g": str(gop)} if gop else {}),
+                                **({"bf": "0"} if joinable else {})}
         self.frames_written = 0
 
     def write(self, rgb: np.ndarray) -> None:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[: self.height, : self.width]), format="rgb24")
+        frame.pts = self.first_frame + self.frames_written
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames_written += 1
@@ -41,3 +58,27 @@ class H264Writer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def join_mp4(parts: Sequence[str | Path], path: str | Path) -> int:
+    """Copy the packets of ``parts`` (:class:`H264Writer` files of consecutive frame ranges, same settings) into
+    one MP4 at ``path``, without re-encoding; returns the frames joined. Parts without frames are left out."""
+    inputs = [av.open(str(part)) for part in parts]
+    try:
+        sources = [i for i in inputs if i.streams.video and i.streams.video[0].frames]
+        frames = 0
+        with av.open(str(path), mode="w") as output:
+            if not sources:
+                return 0
+            stream = output.add_stream_from_template(sources[0].streams.video[0])
+            for source in sources:
+                for packet in source.demux(source.streams.video[0]):
+                    if packet.dts is None:  # the demuxer's end-of-stream marker
+                        continue
+                    packet.stream = stream
+                    output.mux(packet)
+                    frames += 1
+        return frames
+    finally:
+        for source in inputs:
+            source.close()

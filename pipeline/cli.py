@@ -25,7 +25,8 @@ DEMO_PROMPT = "box:800,270,1160,430"  # the large rock right of the burrow, fram
 
 
 #: How job-config fields are spelled on the command line, for error messages.
-OPTION_NAMES = {"out_dir": "--out", "sources": "SOURCES", "sinks": "--sink", "prompts": "--prompt"}
+OPTION_NAMES = {"out_dir": "--out", "sources": "SOURCES", "sinks": "--sink", "prompts": "--prompt",
+                "segmenter_options": "--checkpoint"}
 
 
 def _sink_list(text: str) -> list[str]:
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("sources", nargs="*", help="video files, folders or globs (mp4, avi, mkv, mov, webm)")
     run.add_argument("--prompt", action="append", metavar="SPEC",
                      help="point:X,Y[;X,Y] | box:X0,Y0,X1,Y1 | scribble:PNG | mask:PNG, optional @FRAME; repeatable")
-    run.add_argument("--prompts-file", type=Path, help="JSON prompts per video (see README)")
+    run.add_argument("--prompts-file", type=Path, help="JSON or YAML prompts per video (see README)")
     _add_job_options(run)
     run.set_defaults(handler=_run)
 
@@ -131,9 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[red]error:[/red] {exc}")
     except ValidationError as exc:
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else ""
+            # A check of the whole config names its field as the error's type (JobConfig._checkpoint_on_this_machine).
+            field = str(err["loc"][0]) if err["loc"] else err["type"] if err["type"] in JobConfig.model_fields else ""
             where = OPTION_NAMES.get(field, f"--{field.replace('_', '-')}" if field else "options")
-            console.print(f"[red]error:[/red] {where}: {err['msg']}")
+            console.print(f"[red]error:[/red] {where}: {err['msg'].removeprefix('Value error, ')}")
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: finished videos are kept; re-run to resume")
         return 130

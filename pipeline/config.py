@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from operators.errors import PipelineError
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from operators.association import AssociationConfig
+from operators.errors import PipelineError
 from operators.keyframes import KeyframeConfig
+from operators.segmenters import check_segmenter, segmenter_class
 from operators.sinks import SINKS, sink_kind
 
 SINK_NAMES = ("jsonl", "png", "mp4")
@@ -29,11 +30,11 @@ class JobConfig(BaseModel):
     prompts: list[str] = Field(default_factory=list, description="prompt specs applied to every video")
     prompts_file: Path | None = None
     segmenter: str = "default"
-    segmenter_options: dict[str, Any] = Field(default_factory=dict)
+    segmenter_options: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     keyframe_every: int = Field(default=10, ge=1)
     ill_posed_every: int = Field(default=3, ge=0, description="re-anchoring keyframe interval while a tracked object "
                                  "is flat or striped, where optical flow cannot measure its motion; 0: off")
-    sinks: list[str] = Field(default_factory=lambda: ["jsonl", "mp4"])
+    sinks: list[str] = Field(default_factory=lambda: ["jsonl", "mp4"], min_length=1)
     decoder: Literal["pyav", "decord"] = "pyav"
     segmenter_placement: Literal["auto", "pool", "inline"] = Field(
         default="auto", description="segmenter actors (pool) or one segmenter in each stream worker (inline); "
@@ -54,6 +55,30 @@ class JobConfig(BaseModel):
             raise ValueError(f"unknown sink(s) {', '.join(unknown)}; choose from {', '.join(SINK_NAMES)} "
                              "or a redis://HOST:PORT/DB?stream=NAME URL")
         return list(dict.fromkeys(sinks))
+
+    @field_validator("segmenter")
+    @classmethod
+    def _importable_segmenter(cls, name: str) -> str:
+        segmenter_class(name)  # its ValueError names the choices
+        return name
+
+    @field_validator("segmenter_options")
+    @classmethod
+    def _options_the_segmenter_takes(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Checked here, before any work: a segmenter built with wrong options would fail every video in its actor."""
+        if "segmenter" in info.data:  # else the segmenter itself was invalid, and is reported
+            check_segmenter(info.data["segmenter"], options, files_here=False)
+        return options
+
+    @model_validator(mode="after")
+    def _checkpoint_on_this_machine(self) -> "JobConfig":
+        """On a local Ray the segmenter reads its checkpoint here; a cluster's nodes have their own files."""
+        if self.address is None and not os.environ.get("RAY_ADDRESS"):
+            try:
+                check_segmenter(self.segmenter, self.segmenter_options)
+            except ValueError as exc:
+                raise PydanticCustomError("segmenter_options", str(exc)) from None  # the type names the field
+        return self
 
     def keyframe_config(self) -> KeyframeConfig:
         return KeyframeConfig(every=self.keyframe_every, ill_posed_every=self.ill_posed_every)

@@ -41,6 +41,8 @@ SUMMARY_FILE = "summary.json"
 POLL_SECONDS = 0.25
 WORKER_DIED = "WorkerDied"
 MAX_ATTEMPTS = 3  # a video whose stream worker dies (process or node lost) is run again, up to this many times
+#: A video's status in the summary; ``interrupted``: the job stopped (Ctrl-C) before the video finished.
+STATUSES = ("done", "skipped", "failed", "interrupted")
 
 
 @dataclass
@@ -49,6 +51,8 @@ class JobSummary:
     videos: list[StreamReport] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    warnings: list[str] = field(default_factory=list)  # what the user should know though nothing failed
+    job_error: Exception | None = None  # what stopped the whole job, if anything did
 
     @property
     def frames(self) -> int:
@@ -61,12 +65,13 @@ class JobSummary:
     def to_dict(self) -> dict:
         return {
             "videos": [v.to_dict() for v in self.videos],
-            "counts": {s: sum(v.status == s for v in self.videos) for s in ("done", "skipped", "failed")},
+            "counts": {s: sum(v.status == s for v in self.videos) for s in STATUSES},
             "frames": self.frames,
             "seconds": round(self.seconds, 3),
             "fps": round(self.frames / self.seconds, 2) if self.seconds > 0 else 0.0,
             "failures": [v.error for v in self.failures],
             "interrupted": self.interrupted,
+            "warnings": self.warnings,
         }
 
     def write(self) -> Path:
@@ -89,24 +94,34 @@ def assign_stream_ids(paths: Sequence[Path]) -> list[str]:
     return ids
 
 
-def plan_streams(config: JobConfig) -> tuple[list[StreamSpec], list[StreamReport]]:
-    """Stream specs for every source with prompts resolved, and failed reports for sources that cannot run.
+def plan_streams(config: JobConfig) -> tuple[list[StreamSpec], list[StreamReport], list[str]]:
+    """Stream specs for every source with prompts resolved, failed reports for sources that cannot run, and
+    warnings (prompt-file entries that name no video).
 
     A bad prompt file or prompt spec stops the job (nothing could run right);
     a missing video or a video without prompts fails that video only.
     """
     book = PromptBook.from_cli(config.prompts, config.prompts_file)
-    paths, failed = [], []
+    paths, failed, seen = [], [], set()
     for source in config.sources:
         try:
-            paths.extend(p for p in expand_sources([source]) if p not in paths)
+            found = expand_sources([source])
         except PipelineError as exc:
-            failed.append(StreamReport(Path(source).stem or source, source, "failed", error=exc.to_dict()))
+            failed.append(StreamReport(Path(source).name or source, source, "failed", error=exc.to_dict()))
+            continue
+        for path in found:  # one video named two ways (relative, absolute, via a link) runs once
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                paths.append(path)
+    unused = book.unused_keys(paths)
+    warnings = [f"{config.prompts_file}: no video matches the entries {', '.join(map(repr, unused))}"] if unused else []
     specs = []
     for stream_id, path in zip(assign_stream_ids(paths), paths):
         prompts = book.for_video(path)
         if not prompts:
             reason = "no prompt for this video: give --prompt or an entry in --prompts-file"
+            if unused:
+                reason += f" (its entries {', '.join(map(repr, unused))} match no video)"
             failed.append(StreamReport(stream_id, str(path), "failed", error=PipelineError(str(path), reason).to_dict()))
             continue
         specs.append(
@@ -122,10 +137,11 @@ def plan_streams(config: JobConfig) -> tuple[list[StreamSpec], list[StreamReport
                 max_pending=config.max_pending,
                 checkpoint_every=config.checkpoint_every,
                 resume=config.resume,
-                fingerprint={**config.fingerprint(), "source": str(path), "prompts": prompt_fingerprint(prompts)},
+                fingerprint={**config.fingerprint(), "source": str(path.resolve()),
+                             "prompts": prompt_fingerprint(prompts)},
             )
         )
-    return specs, failed
+    return specs, failed, warnings
 
 
 class _ProgressView:
@@ -170,7 +186,7 @@ def print_table(summary: JobSummary, console: Console) -> None:
         if v.error:
             frame = "" if v.error.get("frame_index") is None else f" (frame {v.error['frame_index']})"
             note = f"{v.error['error']}{frame}: {v.error['reason']}"
-        style = {"done": "green", "skipped": "cyan", "failed": "red"}[v.status]
+        style = {"done": "green", "skipped": "cyan", "failed": "red", "interrupted": "yellow"}[v.status]
         table.add_row(v.stream_id, f"[{style}]{v.status}", str(v.frames), str(v.keyframes), f"{v.fps:.1f}", note)
     console.print(table)
     console.print(f"{summary.frames} frames in {summary.seconds:.1f} s; summary: {summary.out_dir / SUMMARY_FILE}")
@@ -179,18 +195,18 @@ def print_table(summary: JobSummary, console: Console) -> None:
 def run_job(config: JobConfig, console: Console | None = None) -> JobSummary:
     """Run an archive job to completion and return its summary (also written to ``summary.json``)."""
     console = console or Console(stderr=True)
+    specs, failed, warnings = plan_streams(config)  # a bad prompt stops the job before --out is created
     out_dir = prepare_out_dir(Path(config.out_dir))
-    specs, failed = plan_streams(config)
-    summary = JobSummary(out_dir, videos=list(failed))
+    summary = JobSummary(out_dir, videos=list(failed), warnings=warnings)
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     todo: list[StreamSpec] = []
     for spec in specs:
         done = read_done(spec) if config.resume else None
         if done is None:
             todo.append(spec)
             continue
-        previous = done["report"]
-        summary.videos.append(StreamReport(spec.stream_id, spec.source, "skipped", frames=previous["frames"],
-                                           keyframes=previous["keyframes"], outputs=previous["outputs"]))
+        summary.videos.append(_skipped(spec, done["report"]))
     started = time.perf_counter()
     view = _ProgressView(len(specs) + len(failed), config.progress, console)
     view.progress.advance(view.job, len(specs) + len(failed) - len(todo))
@@ -200,7 +216,11 @@ def run_job(config: JobConfig, console: Console | None = None) -> JobSummary:
     except KeyboardInterrupt:
         summary.interrupted = True
         raise
+    except Exception as exc:
+        summary.job_error = exc
+        raise
     finally:
+        _list_unfinished(todo, summary)
         summary.seconds = time.perf_counter() - started
         order = {s.stream_id: i for i, s in enumerate(specs)}
         summary.videos.sort(key=lambda v: order.get(v.stream_id, len(order)))
@@ -208,6 +228,29 @@ def run_job(config: JobConfig, console: Console | None = None) -> JobSummary:
     if config.progress:
         print_table(summary, console)
     return summary
+
+
+def _skipped(spec: StreamSpec, previous: dict) -> StreamReport:
+    """A video a previous run finished with the same settings, with that run's figures."""
+    kept = {name: previous[name] for name in StreamReport.__dataclass_fields__ if name in previous}
+    return StreamReport(**{**kept, "stream_id": spec.stream_id, "source": spec.source, "status": "skipped"})
+
+
+def _list_unfinished(todo: Sequence[StreamSpec], summary: JobSummary) -> None:
+    """Every video in the summary: those the job never finished are ``interrupted`` (Ctrl-C) or ``failed``
+    with the error that stopped the job."""
+    reported = {v.stream_id for v in summary.videos}
+    for spec in todo:
+        if spec.stream_id in reported:
+            continue
+        if summary.interrupted:
+            summary.videos.append(StreamReport(spec.stream_id, spec.source, "interrupted"))
+            continue
+        exc = summary.job_error
+        error = exc.to_dict() if isinstance(exc, PipelineError) else {
+            "error": type(exc).__name__, "source": spec.source, "frame_index": None,
+            "reason": f"the job stopped: {exc}"}
+        summary.videos.append(StreamReport(spec.stream_id, spec.source, "failed", error=error))
 
 
 def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary, view: _ProgressView) -> None:
@@ -233,6 +276,7 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
                 starting = [(slot, queue.pop(0)) for slot in free[: len(queue)]]
                 busy |= {slot for slot, _ in starting}
                 for slot, spec in starting:
+                    attempts[spec.stream_id] = attempts.get(spec.stream_id, 0) + 1
                     running[workers.run(slot, spec, pool[launched % len(pool)], busy)] = (spec, slot)
                     launched += 1
                     view.start(spec.stream_id)
@@ -242,11 +286,10 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
                     report = _collect(ref, spec)
                     if report.error and report.error["error"] == WORKER_DIED:
                         workers.replace(slot)  # its process or node died
-                        attempts[spec.stream_id] = attempts.get(spec.stream_id, 1) + 1
-                        if attempts[spec.stream_id] <= MAX_ATTEMPTS:
+                        if attempts[spec.stream_id] < MAX_ATTEMPTS:
                             queue.insert(0, spec)  # the video starts over; its sinks rewrite every frame
                             continue
-                    report.attempts = attempts.get(spec.stream_id, 1)
+                    report.attempts = attempts[spec.stream_id]
                     summary.videos.append(report)
                     view.finish(report)
                 if config.progress:
@@ -372,6 +415,10 @@ def _collect(ref: ray.ObjectRef, spec: StreamSpec) -> StreamReport:
     """A finished stream's report; a stream worker that died becomes a failed report, not a crashed job."""
     try:
         return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:  # the worker is alive and its run raised: running again would too
+        cause = exc.cause or exc
+        error = {"error": type(cause).__name__, "source": spec.source, "frame_index": None, "reason": str(cause)}
+        return StreamReport(spec.stream_id, spec.source, "failed", error=error)
     except ray.exceptions.RayError as exc:
         error = {"error": WORKER_DIED, "source": spec.source, "frame_index": None,
                  "reason": f"stream worker died ({type(exc).__name__}): {exc}"}

@@ -43,9 +43,10 @@ import numpy as np
 from operators.errors import PipelineError
 from operators.keyframes import KeyframeConfig
 from operators.records import FrameRecord, Instances, Prompt
-from operators.segmenters import build_segmenter
+from operators.segmenters import build_segmenter, check_segmenter
 from operators.sinks import StreamInfo, build_sinks
 from operators.sinks.base import prepare_out_dir
+from operators.sinks.delivery import undelivered_error
 from operators.sinks.writer import SinkWriter
 from operators.stream import StreamProcessor, run_stream, thread_submit
 from pipeline.sources import LiveFrame, LiveReader, ReconnectPolicy, is_live_source
@@ -272,6 +273,9 @@ class LiveStream:
                 self.reader.close()
             if writer is not None:
                 self.outputs.extend(writer.close())
+            lost = [o for o in self.outputs if o.get("undelivered")]
+            if self.status == "stopped" and lost:
+                self.status, self.error = "failed", undelivered_error(spec.source, lost)
             self.ended = time.monotonic()
             if self.error is not None:
                 self._status({"event": "failed", "reason": self.error["reason"]})
@@ -590,7 +594,9 @@ def add_live_parser(commands: "argparse._SubParsersAction") -> None:
     live.add_argument("--sink", action="append", metavar="SINKS",
                       help="jsonl, png, mp4 or redis://HOST:PORT/DB?stream=NAME[&maxlen=N]; repeatable or comma-separated "
                            "(default jsonl)")
-    live.add_argument("--segmenter", default="default", help="default (weight-free) or package.module:Class")
+    live.add_argument("--segmenter", default="default",
+                      help="default (weight-free), xsam (with --checkpoint) or package.module:Class")
+    live.add_argument("--checkpoint", help="X-SAM checkpoint folder, .bin or hub id (with --segmenter xsam)")
     live.add_argument("--keyframe-every", type=int, default=10, metavar="K",
                       help="run the full segmenter every K frames, propagate in between (default 10)")
     live.add_argument("--ill-posed-every", type=int, default=3, metavar="N",
@@ -625,13 +631,15 @@ def run_live_command(args: argparse.Namespace) -> int:
     sinks = [s.strip() for group in (args.sink or ["jsonl"]) for s in group.split(",") if s.strip()]
     prompts = [parse_prompt(spec, number) for number, spec in enumerate(args.prompt)]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    options = {"checkpoint": args.checkpoint} if args.checkpoint else {}
     try:
         stream_defaults = live_stream_defaults(args)
+        check_segmenter(args.segmenter, options)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        runner = LiveRunner(sinks, args.out, args.segmenter)
+        runner = LiveRunner(sinks, args.out, args.segmenter, options)
     except ValueError as exc:
         print(f"error: --sink: {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,8 @@ import hashlib
 import json
 import os
 import pickle
+import re
+import socket
 import sys
 import time
 import traceback
@@ -36,6 +38,8 @@ from operators.keyframes import KeyframeConfig
 from operators.records import FrameRecord, Prompt
 from operators.segmenters import Segmenter, build_segmenter, is_lightweight
 from operators.sinks import StreamInfo, build_sinks
+from operators.sinks.base import stream_dir
+from operators.sinks.delivery import undelivered_error
 from operators.sinks.writer import SinkWriter
 from operators.stream import (
     Future, KeyframeRequest, KeyframeResult, StreamProcessor, run_keyframes, run_stream, thread_submit,
@@ -74,7 +78,7 @@ class StreamSpec:
 class StreamReport:
     stream_id: str
     source: str
-    status: str  # done | failed | skipped
+    status: str  # done | failed | skipped | interrupted (pipeline.job.STATUSES)
     frames: int = 0
     expected_frames: int | None = None
     seconds: float = 0.0
@@ -194,6 +198,9 @@ class InlineSegmenter:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 class _RayFuture:
     def __init__(self, ref: ray.ObjectRef) -> None:
         self.ref = ref
@@ -207,6 +214,12 @@ class _RayFuture:
             return ray.get(self.ref)
         except ray.exceptions.RayTaskError as exc:
             raise (exc.cause or exc) from None  # the model's own error, not Ray's wrapper with its traceback
+        except ray.exceptions.ActorDiedError as exc:
+            if not getattr(exc, "_actor_init_failed", False):
+                raise
+            # Ray gives only text: its coloured traceback, whose last line is the segmenter's own error.
+            lines = [line for line in _ANSI.sub("", exc.error_msg).splitlines() if line.strip()]
+            raise RuntimeError(f"the segmenter actor could not start: {lines[-1].strip() if lines else exc}") from None
 
 
 @ray.remote(max_concurrency=4)
@@ -263,6 +276,7 @@ class StreamWorker:
         self.processor, self.frames_done, self.expected = None, start, None
         writer: SinkWriter | None = None
         try:
+            stream_dir(Path(spec.out_dir), spec.stream_id)  # done.json and checkpoints go there, whatever the sinks
             with open_video(spec.source, backend=spec.decoder, threads=spec.decode_threads) as reader:
                 info = reader.info
                 self.expected = report.expected_frames = info.frame_count
@@ -282,7 +296,7 @@ class StreamWorker:
                     self.frames_done += 1
 
                 def checkpoint(last_image: np.ndarray) -> None:
-                    writer.drain()  # the sinks hold every record before the checkpoint
+                    writer.checkpoint()  # the sinks hold every record before the checkpoint, durably
                     state = StreamCheckpoint(spec.fingerprint, self.processor.next_index, self.processor, last_image)
                     state.save(spec.stream_dir / CHECKPOINT_FILE)
 
@@ -308,6 +322,10 @@ class StreamWorker:
         finally:
             if writer is not None:
                 report.outputs = writer.close()  # records emitted before an error are written too
+        lost = [o for o in report.outputs if o.get("undelivered")]
+        if report.status == "done" and lost:  # a broker never took them: not done, and not skipped on a re-run
+            report.status = "failed"
+            report.error = undelivered_error(spec.source, lost)
         report.frames = self.frames_done
         report.seconds = time.perf_counter() - started
         if self.processor is not None:
@@ -358,7 +376,11 @@ def init_ray(address: str | None) -> None:
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     worker_env = {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     if address:
-        ray.init(address=address, runtime_env={"env_vars": worker_env}, log_to_driver=False)
+        _check_reachable(address)
+        try:
+            ray.init(address=address, runtime_env={"env_vars": worker_env}, log_to_driver=False)
+        except ConnectionError as exc:
+            raise PipelineError("--address", f"cannot join the Ray cluster at {address}: {exc}") from None
         return
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     # A local cluster's workers inherit the environment its raylet starts in. Given there rather than as a
@@ -366,6 +388,21 @@ def init_ray(address: str | None) -> None:
     # a stream worker is ready in ~0.1 s instead of a fresh process's ~0.8 s.
     with _environment(worker_env):
         ray.init(include_dashboard=False, log_to_driver=False)
+
+
+#: Seconds to wait for a cluster's GCS port before calling it unreachable: Ray itself retries for minutes.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """A ``HOST:PORT`` address must accept a TCP connection (``auto`` and ``ray://`` are left to Ray)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise PipelineError("--address", f"no Ray cluster answers at {address} ({exc.strerror or exc})") from None
 
 
 @contextlib.contextmanager

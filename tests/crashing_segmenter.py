@@ -1,4 +1,4 @@
-"""A default segmenter whose process dies once mid-job: the fault that Ray must absorb."""
+"""Default segmenters whose process dies mid-job: once (the fault Ray must absorb), or every time."""
 
 from __future__ import annotations
 
@@ -23,3 +23,10 @@ class CrashOnceSegmenter(DefaultSegmenter):
             self.marker.write_text(str(os.getpid()))
             os._exit(1)  # no cleanup, no exception: as an OOM kill or a segfault would
         return super().segment(frame, memory)
+
+
+class CrashAlwaysSegmenter(DefaultSegmenter):
+    """Kills its own worker process on its first ``segment`` call, every time: a video that can never finish."""
+
+    def segment(self, frame, memory):
+        os._exit(1)

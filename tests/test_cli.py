@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 
 from bench.clips import ClipSpec, make_clip
@@ -35,12 +37,33 @@ def test_unwritable_output_folder_stops_before_any_work(tmp_path):
         (["--prompt", "point:1,1", "--keyframe-every", "0"], "--keyframe-every: Input should be greater than or equal to 1"),
         (["--prompt", "point:1,1", "--sink", "csv"], "unknown sink(s) csv"),
         (["--prompt", "point:1,1", "--config", "/nonexistent/job.yaml"], "config file does not exist"),
+        (["--prompt", "point:1,1", "--sink", ""], "--sink: List should have at least 1 item"),
+        (["--prompt", "point:1,1", "--segmenter", "nope"], "--segmenter: unknown segmenter 'nope'"),
+        (["--prompt", "point:1,1", "--segmenter", "xsam"],
+         "--checkpoint: segmenter 'xsam': missing a required argument: 'checkpoint' (give --checkpoint)"),
+        (["--prompt", "point:1,1", "--segmenter", "xsam", "--checkpoint", "/nonexistent/ckpt"],
+         "--checkpoint: checkpoint /nonexistent/ckpt does not exist"),
+        (["--prompt", "point:1,1", "--checkpoint", "/tmp"],
+         "segmenter 'default': got an unexpected keyword argument 'checkpoint'"),
     ],
 )
 def test_bad_options_exit_2_with_the_reason(tmp_path, args, message):
     result = cli("run", str(tmp_path / "any.mp4"), "--out", str(tmp_path / "out"), *args)
     assert result.returncode == 2, result.stderr
-    assert message in result.stderr and "Traceback" not in result.stderr
+    assert message in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists(), "nothing is created before the options are known good"
+
+
+def test_an_address_nothing_answers_at_fails_the_job_in_words(tmp_path):
+    from loopback import free_port
+
+    clip = make_clip(ClipSpec(seed=7, num_frames=5), tmp_path / "walk.mp4")
+    address = f"127.0.0.1:{free_port()}"
+    result = cli("run", str(clip.path), "--prompt", "point:10,10", "--out", str(tmp_path / "out"), "--address", address)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"--address: no Ray cluster answers at {address}" in " ".join(result.stderr.split())
+    video = json.loads((tmp_path / "out" / "summary.json").read_text())["videos"][0]
+    assert video["status"] == "failed" and video["error"]["source"] == "--address"  # the summary lists it
 
 
 def test_run_writes_outputs_and_exits_1_when_a_video_fails(tmp_path):
@@ -53,7 +76,7 @@ def test_run_writes_outputs_and_exits_1_when_a_video_fails(tmp_path):
     assert "missing" in result.stderr  # the final table names the failed video
     assert "no such file" in json.loads((out / "summary.json").read_text())["failures"][0]["reason"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 1}
+    assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 1, "interrupted": 0}
     assert len((out / "walk" / "frames.jsonl").read_text().splitlines()) == 20
     assert len(list((out / "walk" / "masks").glob("*.png"))) == 20
     again = cli("run", str(clip.path), "--prompt", f"box:{box}", "--out", str(out), "--sink", "jsonl,png")
@@ -86,7 +109,7 @@ def test_killed_job_resubmitted_resumes_from_the_stream_checkpoint(tmp_path):
 
     clip = make_clip(ClipSpec(seed=8, num_frames=900), tmp_path / "long.mp4")
     box = ",".join(str(int(v)) for v in clip.suggested_prompt(clip.kinds[1], "box").box)
-    args = [sys.executable, "-m", "pipeline.cli", "run", str(clip.path), "--prompt", f"box:{box}", "--sink", "jsonl"]
+    args = [sys.executable, "-m", "pipeline.cli", "run", str(clip.path), "--prompt", f"box:{box}", "--sink", "jsonl,mp4"]
     env = {**ENV, "XSAM_PIPELINE_CHECKPOINT_EVERY": "50"}
     root = Path(__file__).resolve().parent.parent
     killed = subprocess.Popen([*args, "--out", str(tmp_path / "out")], env=env, cwd=root, start_new_session=True,
@@ -109,6 +132,23 @@ def test_killed_job_resubmitted_resumes_from_the_stream_checkpoint(tmp_path):
     assert clean.returncode == 0, clean.stderr
     assert frames.read_text() == (tmp_path / "clean" / "long" / "frames.jsonl").read_text()
     assert not (tmp_path / "out" / "long" / "checkpoint.pkl").exists()
+    # One annotated video of every frame, as the clean run's (parts before the checkpoint kept, joined).
+    (count, resumed_video), (clean_count, clean_video) = (
+        _every_25th_frame(tmp_path / run / "long" / "annotated.mp4") for run in ("out", "clean"))
+    assert count == clean_count == 900
+    assert max(np.abs(a - b).mean() for a, b in zip(resumed_video, clean_video)) < 2.0
+    assert not (tmp_path / "out" / "long" / "annotated.parts").exists()
+
+
+def _every_25th_frame(path: Path) -> tuple[int, list[np.ndarray]]:
+    """How many frames the video holds, and every 25th of them."""
+    count, sampled = 0, []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            if count % 25 == 0:
+                sampled.append(frame.to_ndarray(format="rgb24").astype(np.int16))
+            count += 1
+    return count, sampled
 
 
 def test_ill_posed_every_reaches_the_keyframe_policy_and_zero_turns_it_off():

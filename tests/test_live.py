@@ -394,3 +394,15 @@ def test_stopping_before_a_prompt_frame_is_not_an_error_and_a_failing_sink_stops
     assert report["status"] == "failed" and report["error"]["error"] == "OutputError"
     assert "buffer of 2 records is full" in report["error"]["reason"]
     assert next(o for o in report["outputs"] if o["sink"] == "redis")["undelivered"] == 2
+
+
+def test_records_a_broker_never_took_fail_the_live_stream(clip, tmp_path):
+    nowhere = f"redis://127.0.0.1:{free_port()}/0?flush_timeout=0.2"  # buffers every record, delivers none
+    runner = LiveRunner(["jsonl", nowhere], tmp_path / "out")
+    stream = runner.add_stream(_spec("lost", str(clip.path), clip, mode="archive"))
+    runner.wait()
+    report = stream.report()
+    lost = next(o for o in report["outputs"] if o["sink"] == "redis")["undelivered"]
+    assert lost == len(_jsonl(tmp_path / "out", "lost")) > 0
+    assert report["status"] == "failed" and report["error"]["error"] == "SinkWriteError"
+    assert f"{lost} records not delivered" in report["error"]["reason"]

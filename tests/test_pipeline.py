@@ -82,7 +82,8 @@ def test_parallel_results_equal_sequential_and_reach_jf(ray_local, clips, tmp_pa
         assert sum(r.kind == "keyframe" for r in records) >= FRAMES // 10
         scores.append(evaluate_clip([r.instances for r in records], clip.masks, matching="track").jf_mean)
     summary = json.loads((tmp_path / "parallel" / "summary.json").read_text())
-    assert summary["counts"] == {"done": 4, "skipped": 0, "failed": 0} and summary["frames"] == 4 * FRAMES
+    assert summary["counts"] == {"done": 4, "skipped": 0, "failed": 0, "interrupted": 0}
+    assert summary["frames"] == 4 * FRAMES
     assert np.mean(scores) >= 0.70, scores
 
 
@@ -358,6 +359,8 @@ def test_rerun_skips_finished_videos_and_redoes_changed_ones(ray_local, clips, t
     second = run_job(_job(clips[:2], out))
     assert [v.status for v in second.videos] == ["skipped", "done"]
     assert second.videos[0].frames == FRAMES
+    for field in ("keyframes", "keyframe_reasons", "propagated", "expected_frames", "prompt_memory_bytes"):
+        assert getattr(second.videos[0], field) == getattr(first.videos[0], field), field  # the finished run's
     assert (out / clips[0].path.stem / "frames.jsonl").read_text() == before
     third = run_job(_job(clips[:2], out, keyframe_every=5))
     assert [v.status for v in third.videos] == ["done", "done"], "other settings must not skip"
@@ -381,6 +384,53 @@ def test_segmenter_process_killed_mid_job_leaves_the_results_unchanged(ray_local
         a = (tmp_path / "crash" / clip.path.stem / "frames.jsonl").read_text()
         b = (tmp_path / "clean" / clip.path.stem / "frames.jsonl").read_text()
         assert a == b, f"{clip.path.stem}: results differ after the {placement} segmenter died"
+
+
+@pytest.mark.slow
+def test_a_video_whose_worker_always_dies_is_tried_three_times(ray_local, clips, tmp_path):
+    summary = run_job(_job(clips[:1], tmp_path / "out", segmenter="tests.crashing_segmenter:CrashAlwaysSegmenter",
+                           segmenter_placement="inline"))
+    video = summary.videos[0]
+    assert video.status == "failed" and video.error["error"] == "WorkerDied" and video.attempts == 3
+
+
+def test_one_video_named_two_ways_runs_once_and_keeps_its_finished_state(clips, tmp_path, monkeypatch):
+    from pipeline.job import plan_streams
+
+    monkeypatch.chdir(clips[0].path.parent)
+    relative, absolute = clips[0].path.name, str(clips[0].path)
+    specs, failed, _ = plan_streams(_job([], tmp_path / "out", sources=[relative, absolute], prompts=["point:5,5"]))
+    assert len(specs) == 1 and not failed
+    again, _, _ = plan_streams(_job([], tmp_path / "out", sources=[absolute], prompts=["point:5,5"]))
+    assert specs[0].fingerprint == again[0].fingerprint  # so a re-run spelled the other way skips it
+
+
+def test_prompt_file_entries_that_match_no_video_are_named(clips, tmp_path):
+    from pipeline.job import plan_streams
+
+    typo = tmp_path / "typo.json"
+    typo.write_text(json.dumps({"clip1_typo.mp4": ["point:5,5"]}))
+    _, failed, warnings = plan_streams(_job(clips[:1], tmp_path / "out", prompts_file=typo))
+    assert warnings == [f"{typo}: no video matches the entries 'clip1_typo.mp4'"]
+    assert "its entries 'clip1_typo.mp4' match no video" in failed[0].error["reason"]
+    typo.write_text(json.dumps({"*": ["point:5,5"], "clip1_typo.mp4": ["point:5,5"]}))
+    specs, failed, warnings = plan_streams(_job(clips[:1], tmp_path / "out", prompts_file=typo))
+    assert len(specs) == 1 and not failed and len(warnings) == 1  # the wildcard runs it, the typo is still named
+
+
+def test_an_interrupted_job_lists_every_video_in_its_summary(clips, tmp_path, monkeypatch):
+    import pipeline.job as job
+
+    def interrupted(config, todo, summary, view):
+        summary.videos.append(job.StreamReport(todo[0].stream_id, todo[0].source, "done", frames=FRAMES))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "_run_streams", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(_job(clips[:3], tmp_path / "out"))
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [v["status"] for v in written["videos"]] == ["done", "interrupted", "interrupted"]
+    assert written["interrupted"] and written["counts"]["interrupted"] == 2
 
 
 def test_local_workers_inherit_the_project_environment_and_the_driver_keeps_its_own(ray_local):
@@ -412,6 +462,7 @@ def test_ray_address_in_the_environment_is_joined_with_the_workers_environment(m
     calls = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(runtime, "_check_reachable", lambda address: None)  # no cluster is there to answer
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6399")
     runtime.init_ray(None)
     monkeypatch.delenv("RAY_ADDRESS")

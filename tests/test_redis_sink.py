@@ -115,3 +115,38 @@ def test_bad_urls_are_named():
         RedisStreamSink(None, "redis://127.0.0.1:6379/0?on_full=block")
     with pytest.raises(ValueError, match="unknown sink"):
         build_sinks(["kafka://127.0.0.1:9092"], "/tmp")
+
+
+# --------------------------------------------------------------------------- in a job
+
+
+def _job(tmp_path, sink_url: str):
+    from bench.clips import ClipSpec, make_clip
+    from pipeline.config import JobConfig
+
+    clip = make_clip(ClipSpec(seed=3, num_frames=12), tmp_path / "clip.mp4")
+    box = ",".join(str(int(v)) for v in clip.suggested_prompt("red_blob", "box").box)
+    return JobConfig(sources=[str(clip.path)], out_dir=tmp_path / "out", prompts=[f"box:{box}"], sinks=[sink_url],
+                     progress=False)
+
+
+def test_a_job_whose_only_sink_is_redis_delivers_every_frame(ray_local, redis_server, tmp_path):
+    from pipeline.job import run_job
+
+    summary = run_job(_job(tmp_path, redis_server.url + "?stream=frames:{stream_id}"))
+    video = summary.videos[0]
+    assert video.status == "done" and video.attempts == 1, summary.to_dict()["failures"]
+    assert [e["key"] for e in read_entries(redis_server.client(), "frames:clip")] == [f"clip:{i}" for i in range(12)]
+    assert (tmp_path / "out" / "clip" / "done.json").exists()  # a re-run skips it, though no file sink wrote there
+
+
+def test_records_a_broker_never_took_fail_the_video(ray_local, tmp_path):
+    from pipeline.job import run_job
+
+    url = f"redis://127.0.0.1:{free_port()}/0?stream=x&flush_timeout=0.5"  # nothing listens there
+    summary = run_job(_job(tmp_path, url))
+    video = summary.videos[0]
+    assert video.status == "failed" and video.attempts == 1  # reported, not run again
+    assert video.error["error"] == "SinkWriteError" and "12 records not delivered" in video.error["reason"]
+    assert video.outputs[0]["undelivered"] == 12
+    assert not (tmp_path / "out" / "clip" / "done.json").exists()  # a re-run sends them again

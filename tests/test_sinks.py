@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 
 import av
 import numpy as np
@@ -200,14 +202,71 @@ def test_mp4_decodes_with_frame_count_size_and_tinted_masks(tmp_path):
         assert np.abs(background - 100).max() <= 4
 
 
-def test_mp4_resume_writes_a_separate_file_and_requires_images(tmp_path):
+def test_mp4_requires_images(tmp_path):
     sink = VideoSink(tmp_path)
-    sink.open(stream(), start_frame=12)
-    with pytest.raises(ValueError, match="frame 12.*no image"):
-        sink.write(make_record(12, make_instances([], [])))
-    sink.write(make_record(12, make_instances([], []), image=np.zeros((H, W, 3), np.uint8)))
-    summary = sink.close()
-    assert summary["path"].endswith("cam1/annotated_from_000012.mp4") and summary["frames"] == 1
+    sink.open(stream())
+    with pytest.raises(ValueError, match="frame 0.*no image"):
+        sink.write(make_record(0, make_instances([], [])))
+    sink.close()
+
+
+def _numbered(i: int) -> np.ndarray:
+    """A frame whose white band is at x = 6 * i: which frame a decoded one was."""
+    image = np.zeros((H, W, 3), np.uint8)
+    image[:, 6 * i : 6 * i + 6] = 255
+    return image
+
+
+def _decoded_numbers(path) -> list[int]:
+    with av.open(str(path)) as container:
+        return [int(np.argmax(f.to_ndarray(format="rgb24")[H // 2, :, 0])) // 6 for f in container.decode(video=0)]
+
+
+def _write_then_die(out_dir) -> None:
+    sink = VideoSink(out_dir)
+    sink.open(stream())
+    for i in range(40):
+        sink.write(make_record(i, make_instances([], []), image=_numbered(i % 10)))
+        if i == 4:
+            sink.checkpoint()  # frames 0-4 are a finished part
+    os._exit(9)  # killed mid-part: no close
+
+
+def test_mp4_resumed_after_an_interruption_is_one_video_of_every_frame(tmp_path):
+    """Parts end at checkpoints; a run killed at frame 39 (checkpoint at 5) resumes at 5 into one annotated.mp4."""
+    child = multiprocessing.get_context("fork").Process(target=_write_then_die, args=(tmp_path,))
+    child.start()
+    child.join()
+    assert child.exitcode == 9
+    parts = tmp_path / "cam1" / "annotated.parts"
+    assert sorted(p.name for p in parts.iterdir()) == ["from_000000.mp4", "from_000005.mp4"]
+    with pytest.raises(av.error.InvalidDataError):
+        av.open(str(parts / "from_000005.mp4"))  # no index: what a killed run leaves
+
+    resumed = VideoSink(tmp_path)
+    resumed.open(stream(), start_frame=5)
+    for i in range(5, 10):
+        resumed.write(make_record(i, make_instances([], []), image=_numbered(i)))
+    summary = resumed.close()
+    path = tmp_path / "cam1" / "annotated.mp4"
+    assert summary == {"sink": "mp4", "path": str(path), "frames": 10}
+    assert _decoded_numbers(path) == list(range(10))
+    assert not parts.exists()
+
+
+def test_mp4_checkpoints_leave_one_video_with_the_frames_in_order(tmp_path):
+    sink = VideoSink(tmp_path)
+    sink.open(stream())
+    sink.checkpoint()  # nothing written yet: no empty part
+    for i in range(7):
+        sink.write(make_record(i, make_instances([], []), image=_numbered(i)))
+        if i in (2, 3):
+            sink.checkpoint()
+    assert sink.close()["frames"] == 7
+    with av.open(str(tmp_path / "cam1" / "annotated.mp4")) as container:
+        times = [frame.time for frame in container.decode(video=0)]
+    assert times == pytest.approx([i / 10 for i in range(7)], abs=1e-3)  # the stream's 10 fps, no gap at a seam
+    assert _decoded_numbers(tmp_path / "cam1" / "annotated.mp4") == list(range(7))
 
 
 # --- building and failures -------------------------------------------------------------------------

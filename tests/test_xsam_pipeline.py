@@ -76,3 +76,15 @@ def test_archive_job_runs_xsam_on_ray(ray_local, checkpoint, clip, tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "out" / "clip" / "frames.jsonl").read_text().splitlines()]
     assert [line["frame_index"] for line in lines] == list(range(FRAMES))
     assert lines[0]["kind"] == "keyframe" and summary.videos[0].prompt_memory_bytes > 0
+
+
+def test_live_command_runs_xsam_from_its_checkpoint(checkpoint, clip, tmp_path):
+    from pipeline.cli import main
+
+    box = ",".join(str(v) for v in clip.suggested_prompt(clip.kinds[1], "box").box)
+    status = main(["live", str(clip.path), "--mode", "archive", "--prompt", f"box:{box}", "--out", str(tmp_path),
+                   "--segmenter", "xsam", "--checkpoint", str(checkpoint), "--keyframe-every", "4"])
+    summary = json.loads((tmp_path / "live_summary.json").read_text())
+    assert status == 0 and [s["status"] for s in summary["streams"]] == ["stopped"], summary
+    records = [json.loads(line) for path in tmp_path.glob("*/frames.jsonl") for line in path.read_text().splitlines()]
+    assert [r["frame_index"] for r in records] == list(range(FRAMES)) and records[0]["kind"] == "keyframe"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+import re
+from pathlib import Path
 from typing import Any
 
 from operators.segmenters.base import PromptMemory, Segmenter
@@ -29,6 +32,27 @@ def segmenter_class(name: str = "default") -> type:
     raise ValueError(f"unknown segmenter {name!r}; choose one of {', '.join(SEGMENTERS)} or give module:Class")
 
 
+#: A hub id (``owner/name``): only a machine that reaches the hub can check it.
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def check_segmenter(name: str, options: dict[str, Any], files_here: bool = True) -> None:
+    """ValueError naming what is wrong, before anything is built: the segmenter ``name`` cannot be imported,
+    it does not take ``options``, or (``files_here``: it is built on this machine) its ``checkpoint`` is a
+    local path that does not exist."""
+    try:
+        inspect.signature(segmenter_class(name)).bind(**options)
+    except TypeError as exc:
+        hint = " (give --checkpoint)" if "missing" in str(exc) and "'checkpoint'" in str(exc) else ""
+        raise ValueError(f"segmenter {name!r}: {exc}{hint}") from None
+    checkpoint = options.get("checkpoint")
+    if not files_here or not isinstance(checkpoint, (str, Path)):
+        return
+    if not Path(checkpoint).exists() and not _HUB_ID.fullmatch(str(checkpoint)):
+        raise ValueError(f"checkpoint {checkpoint} does not exist (give a local folder or .bin file, or a hub id "
+                         "owner/name)")
+
+
 def build_segmenter(name: str = "default", **options: Any) -> Segmenter:
     """Build a segmenter by name, or any class given as ``package.module:ClassName``.
 
@@ -42,4 +66,5 @@ def is_lightweight(name: str) -> bool:
     return bool(getattr(segmenter_class(name), "lightweight", False))
 
 
-__all__ = ["PromptMemory", "Segmenter", "build_segmenter", "is_lightweight", "segmenter_class", "SEGMENTERS"]
+__all__ = ["PromptMemory", "Segmenter", "build_segmenter", "check_segmenter", "is_lightweight", "segmenter_class",
+           "SEGMENTERS"]

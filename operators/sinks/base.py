@@ -45,6 +45,8 @@ class Sink(Protocol):
     ``open(stream, start_frame=k)`` resumes a stream at frame ``k``: the sink
     keeps what an earlier run wrote for frames before ``k`` and nothing after,
     so no frame is written twice. Each sink documents what that means for it.
+    A sink may also have ``checkpoint()``: called, with every record so far written, before the runtime
+    saves a stream checkpoint, to make those records durable.
     """
 
     needs_image: bool

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Mapping
 
-from operators.errors import OutputError
+from operators.errors import OutputError, SinkWriteError
 
 #: URL query options every broker sink understands.
 OPTIONS = ("buffer", "on_full", "flush_timeout")
@@ -121,6 +121,13 @@ class DeliveryBuffer:
     def summary(self, undelivered: int, **extra: Any) -> dict:
         return {"sink": self.kind, "url": self.url, **extra, "frames": self.stats["delivered"],
                 "undelivered": undelivered, **self.stats, "last_error": self.last_error}
+
+
+def undelivered_error(source: str, outputs: list[dict]) -> dict:
+    """The error of a stream whose broker sinks (``outputs``: their close() summaries) kept records back."""
+    lost = "; ".join(f"{o['sink']} sink {o.get('url', '')}: {o['undelivered']} records not delivered "
+                     f"({o.get('last_error') or 'broker unreachable'})" for o in outputs)
+    return SinkWriteError(source, lost).to_dict()
 
 
 class BrokerSink:

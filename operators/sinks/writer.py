@@ -85,6 +85,15 @@ class SinkWriter:
         self._queue.join()
         self._raise()
 
+    def checkpoint(self) -> None:
+        """Wait until every queued record is written, then let each sink that can make it durable
+        (``checkpoint()``, e.g. the MP4 sink finishing a part): the producer is about to save a stream
+        checkpoint that says these records are written."""
+        self.drain()
+        for sink in self.sinks:
+            if hasattr(sink, "checkpoint"):
+                sink.checkpoint()
+
     def close(self) -> list[dict]:
         """Write what is queued, end the thread and close every sink; one output dict per sink.
 
