@@ -213,9 +213,6 @@ class BenchClip:
         h, w = self.shape
         return [{o: np.unpackbits(p, count=h * w).reshape(h, w).astype(bool) for o, p in f.items()} for f in self.packed_truth]
 
-    def prompt_entry(self) -> dict[str, Any]:
-        return {"type": "box", "box": list(self.prompt.box)}
-
 
 def make_bench_clips(specs: Sequence[ClipSpec], folder: Path) -> list[BenchClip]:
     folder.mkdir(parents=True, exist_ok=True)

@@ -29,15 +29,11 @@ instances. A track with several instances on one frame counts each of them
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-
-from operators.metrics import iou_matrix
+from operators.metrics import FrameTruth, hungarian_match, iou_matrix
 from operators.records import Instances
-
-FrameTruth = Mapping[int, np.ndarray]
 
 IOU_THRESHOLD = 0.5
 
@@ -96,11 +92,7 @@ def _ratio(num: float, den: float, empty: float) -> float:
 
 def _frame_match(ious: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """Hungarian on IoU among pairs at or above ``threshold``: (prediction, object) index pairs."""
-    if ious.size == 0:
-        return []
-    gated = np.where(ious >= threshold, ious, 0.0)
-    rows, cols = linear_sum_assignment(gated, maximize=True)
-    return [(int(r), int(c)) for r, c in zip(rows, cols) if ious[r, c] >= threshold]
+    return hungarian_match(np.where(ious >= threshold, ious, 0.0))
 
 
 def identity_scores(
@@ -164,12 +156,9 @@ def identity_scores(
         weight[objects.index(o), tracks.index(k)] = n
     track_of: dict[int, int] = {}
     idtp = 0
-    if weight.size:
-        rows, cols = linear_sum_assignment(weight, maximize=True)
-        for r, c in zip(rows, cols):
-            if weight[r, c] > 0:
-                track_of[objects[r]] = tracks[c]
-                idtp += int(weight[r, c])
+    for r, c in hungarian_match(weight):  # the object-track pairing with the most frames matched (IDF1)
+        track_of[objects[r]] = tracks[c]
+        idtp += int(weight[r, c])
     return IdentityScores(
         frames=len(gt_frames),
         gt=gt_total,

@@ -19,9 +19,6 @@ import numpy as np
 
 from operators.records import Box, Instances
 
-#: Reasons a frame became a keyframe, in the order they are checked.
-KEYFRAME_REASONS = ("prompt", "start", "interval", "low_confidence", "area_jump", "scene_cut", "ill_posed_flow")
-
 
 @dataclass(frozen=True)
 class KeyframeConfig:

@@ -13,9 +13,9 @@ it; the interior keeps the per-pixel flow, which allows non-rigid motion.
 
 A mask's score is multiplied by the share of its pixels whose flow is
 consistent, so an object that gets occluded, or that the flow loses, fades.
-Consistency is photometric by default (the previous frame pulled along the flow
-matches the current one: one flow per frame), or the forward-backward round
-trip (two flows per frame).
+Consistency is photometric: the previous frame, pulled along the flow, matches
+the current one there. That needs one flow per frame; a forward-backward round
+trip would need two, for the same masks on the benchmark clips.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ class Flow:
     """Motion from a previous frame to the current one, at working resolution.
 
     ``backward[y, x]`` is the offset from current pixel ``(x, y)`` to where it was in
-    the previous frame; ``consistent`` marks pixels whose round trip through the
-    forward flow comes back, i.e. pixels that were visible in both frames. ``image`` is the
+    the previous frame; ``consistent`` marks pixels where the previous frame, pulled along
+    that flow, looks like the current one: pixels visible in both frames. ``image`` is the
     current frame at working resolution, kept so :meth:`FlowPropagator.flow_support` can tell
     measured flow from guessed flow where it is asked, and only then.
     ``blur_radius`` is how far (full-resolution pixels) flow mixes across an edge.
@@ -68,10 +68,6 @@ class Flow:
 
 def _gray(frame: np.ndarray) -> np.ndarray:
     return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-
-
-def _squared_norm(vectors: np.ndarray) -> np.ndarray:
-    return vectors[..., 0] ** 2 + vectors[..., 1] ** 2
 
 
 def well_posed(image: np.ndarray, patch: int) -> np.ndarray:
@@ -151,7 +147,7 @@ def _object_motion(backward: np.ndarray, region: np.ndarray) -> np.ndarray | Non
 
 
 class FlowPropagator:
-    """DIS optical flow with forward-backward consistency; see the module docstring.
+    """DIS optical flow with photometric consistency; see the module docstring.
 
     ``preset`` names DIS's speed/quality preset; ``finest_scale`` overrides the preset's
     finest pyramid level (0 = full resolution; the presets stop at 1/4, which blurs
@@ -166,14 +162,10 @@ class FlowPropagator:
         finest_scale: int | None = 1,
         max_side: int = 320,
         score_decay: float = 0.99,
-        consistency: str = "photometric",
         photometric_tolerance: int = 20,
     ) -> None:
         if preset not in DIS_PRESETS:
             raise ValueError(f"unknown DIS preset {preset!r}; choose one of {', '.join(DIS_PRESETS)}")
-        if consistency not in ("photometric", "round_trip"):
-            raise ValueError(f"consistency must be 'photometric' or 'round_trip', got {consistency!r}")
-        self.consistency = consistency  # photometric: one flow per frame; round_trip: two, slower
         self.photometric_tolerance = photometric_tolerance
         self.preset = preset
         self.finest_scale = finest_scale
@@ -210,17 +202,10 @@ class FlowPropagator:
         self._last = (frame, cur)
         dis = self._estimator()
         backward = dis.calc(cur, prev, None)
-        if self.consistency == "round_trip":
-            forward = dis.calc(prev, cur, None)
-            forward_there = _pull(forward, backward, cv2.INTER_LINEAR, cv2.BORDER_REPLICATE)
-            # Sundaram et al. (ECCV 2010): the round trip may err by a fraction of the motion plus half a pixel.
-            round_trip = _squared_norm(backward + forward_there)
-            consistent = round_trip <= 0.01 * (_squared_norm(backward) + _squared_norm(forward_there)) + 0.5
-        else:
-            # One flow instead of two: a pixel is consistent if the previous frame, pulled along the flow,
-            # looks like it. Occluded or lost pixels do not.
-            pulled = _pull(prev, backward, cv2.INTER_LINEAR, cv2.BORDER_REPLICATE)
-            consistent = cv2.absdiff(pulled, cur) <= self.photometric_tolerance
+        # A pixel is consistent if the previous frame, pulled along the flow, looks like it there; occluded or
+        # lost pixels do not.
+        pulled = _pull(prev, backward, cv2.INTER_LINEAR, cv2.BORDER_REPLICATE)
+        consistent = cv2.absdiff(pulled, cur) <= self.photometric_tolerance
         upscale = frame.shape[1] / cur.shape[1]
         blur_radius = math.ceil(dis.getPatchSize() / 2 * upscale)
         return Flow(backward, consistent, cur, dis.getPatchSize(), frame.shape[:2], blur_radius)

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Protocol, Sequence
 import numpy as np
 
 from operators.association import AssociationConfig, TrackAssigner
-from operators.errors import InvalidPromptError, PipelineError, SegmenterError, SinkWriteError
+from operators.errors import InvalidPromptError, PipelineError, SegmenterError
 from operators.keyframes import KeyframeConfig, KeyframePolicy, reanchor_regions
 from operators.propagation import FlowPropagator
 from operators.records import Box, FrameRecord, Instances, Prompt, PromptError
@@ -326,24 +326,26 @@ def run_stream(
             pending.popleft()
             emit(record)
 
-    try:
-        for frame in frames:
-            flow = None
-            if previous is not None and processor.is_tracking(frame.index):
-                flow = processor.propagator.flow(previous, frame.image)
-            previous = frame.image
-            pending.append((frame, flow))
-            advance(block=False, keep=0)
-            if len(pending) > max_pending:
-                advance(block=True, keep=max_pending)
-            if checkpoint is not None and checkpoint_every and (frame.index + 1) % checkpoint_every == 0:
-                advance(block=True, keep=0)  # a consistent point: every frame so far has its record
-                checkpoint(frame.image)
-    except SinkWriteError:
-        raise  # records cannot be written: stop here
-    except PipelineError:
-        advance(block=True, keep=0)  # decoding failed part-way: the frames before it still get records
-        raise
+    decoded = iter(frames)
+    while True:
+        try:
+            frame = next(decoded, None)
+        except PipelineError:
+            advance(block=True, keep=0)  # decoding failed part-way: the frames before it still get records
+            raise
+        if frame is None:
+            break
+        flow = None
+        if previous is not None and processor.is_tracking(frame.index):
+            flow = processor.propagator.flow(previous, frame.image)
+        previous = frame.image
+        pending.append((frame, flow))
+        advance(block=False, keep=0)
+        if len(pending) > max_pending:
+            advance(block=True, keep=max_pending)
+        if checkpoint is not None and checkpoint_every and (frame.index + 1) % checkpoint_every == 0:
+            advance(block=True, keep=0)  # a consistent point: every frame so far has its record
+            checkpoint(frame.image)
     advance(block=True, keep=0)
     processor.finish_stream()
 

@@ -46,7 +46,8 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
                              "motion) every N frames, searching only around the tracked objects; 0 turns this off "
                              "(default 3)")
     parser.add_argument("--sink", action="append", type=_sink_list, metavar="NAMES",
-                        help=f"outputs, repeatable or comma-separated: {', '.join(SINK_NAMES)} (default jsonl,mp4)")
+                        help=f"outputs, repeatable or comma-separated: {', '.join(SINK_NAMES)}, redis://HOST:PORT/DB?stream=NAME or "
+                             "mqtt://HOST:PORT/TOPIC (default jsonl,mp4)")
     parser.add_argument("--workers", type=int, help="segmenter actors (default: one per GPU, else 1)")
     parser.add_argument("--segmenter-placement", choices=("auto", "pool", "inline"),
                         help="segmenter actors (pool) or a segmenter in each stream worker (inline); default auto: "
@@ -69,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prompt", action="append", metavar="SPEC",
                      help="point:X,Y[;X,Y] | box:X0,Y0,X1,Y1 | scribble:PNG | mask:PNG, optional @FRAME; repeatable")
     run.add_argument("--prompts-file", type=Path, help="JSON or YAML prompts per video (see README)")
+    run.add_argument("--recursive", action="store_const", const=True,
+                     help="take the videos of folders' subfolders too, and let ** in globs match subfolders")
     _add_job_options(run)
     run.set_defaults(handler=_run)
 
@@ -102,7 +105,8 @@ def _execute(config: JobConfig) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    return _execute(_config(args, sources=args.sources or None, prompts=args.prompt, prompts_file=args.prompts_file))
+    return _execute(_config(args, sources=args.sources or None, prompts=args.prompt, prompts_file=args.prompts_file,
+                            recursive=args.recursive))
 
 
 def demo_clip() -> str:

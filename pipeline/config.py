@@ -26,6 +26,7 @@ class JobConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     sources: list[str] = Field(min_length=1, description="video files, directories or globs")
+    recursive: bool = Field(default=False, description="folders' subfolders too; ** in globs matches subfolders")
     out_dir: Path
     prompts: list[str] = Field(default_factory=list, description="prompt specs applied to every video")
     prompts_file: Path | None = None
@@ -53,7 +54,7 @@ class JobConfig(BaseModel):
         unknown = sorted(s for s in set(sinks) if sink_kind(s) not in SINKS)
         if unknown:
             raise ValueError(f"unknown sink(s) {', '.join(unknown)}; choose from {', '.join(SINK_NAMES)} "
-                             "or a redis://HOST:PORT/DB?stream=NAME URL")
+                             "or a redis://HOST:PORT/DB?stream=NAME or mqtt://HOST:PORT/TOPIC URL")
         return list(dict.fromkeys(sinks))
 
     @field_validator("segmenter")

@@ -105,7 +105,7 @@ def plan_streams(config: JobConfig) -> tuple[list[StreamSpec], list[StreamReport
     paths, failed, seen = [], [], set()
     for source in config.sources:
         try:
-            found = expand_sources([source])
+            found = expand_sources([source], recursive=config.recursive)
         except PipelineError as exc:
             failed.append(StreamReport(Path(source).name or source, source, "failed", error=exc.to_dict()))
             continue
@@ -287,7 +287,7 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
                     if report.error and report.error["error"] == WORKER_DIED:
                         workers.replace(slot)  # its process or node died
                         if attempts[spec.stream_id] < MAX_ATTEMPTS:
-                            queue.insert(0, spec)  # the video starts over; its sinks rewrite every frame
+                            queue.insert(0, spec)  # it runs again, from its last checkpoint if it made one
                             continue
                     report.attempts = attempts[spec.stream_id]
                     summary.videos.append(report)

@@ -592,8 +592,8 @@ def add_live_parser(commands: "argparse._SubParsersAction") -> None:
                       help="point:X,Y | box:X0,Y0,X1,Y1 | scribble:PNG | mask:PNG; repeatable (applies to every stream)")
     live.add_argument("--out", type=Path, required=True, help="output folder (file sinks and live_summary.json)")
     live.add_argument("--sink", action="append", metavar="SINKS",
-                      help="jsonl, png, mp4 or redis://HOST:PORT/DB?stream=NAME[&maxlen=N]; repeatable or comma-separated "
-                           "(default jsonl)")
+                      help="jsonl, png, mp4, redis://HOST:PORT/DB?stream=NAME[&maxlen=N] or mqtt://HOST:PORT/TOPIC; "
+                           "repeatable or comma-separated (default jsonl)")
     live.add_argument("--segmenter", default="default",
                       help="default (weight-free), xsam (with --checkpoint) or package.module:Class")
     live.add_argument("--checkpoint", help="X-SAM checkpoint folder, .bin or hub id (with --segmenter xsam)")

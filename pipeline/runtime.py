@@ -91,6 +91,7 @@ class StreamReport:
     error: dict | None = None
     attempts: int = 1  # runs of this video; more than 1 when its stream worker died and it ran again
     resumed_from: int | None = None  # the frame a checkpoint let this run start at
+    concealed_frames: list[int] = field(default_factory=list)  # decoded from damaged data, patched by FFmpeg
 
     @property
     def fps(self) -> float:
@@ -258,14 +259,6 @@ class StreamWorker:
         _limit_threads(threads)
         self.threads = threads
 
-    def add_prompts(self, prompts: list[Prompt]) -> None:
-        if self.processor is not None:
-            self.processor.add_prompts(prompts)
-
-    def remove_prompts(self, prompt_ids: list[int]) -> None:
-        if self.processor is not None:
-            self.processor.remove_prompts(prompt_ids)
-
     def run(self, spec: StreamSpec, segmenter: "ray.actor.ActorHandle | InlineSegmenter", threads: int = 1) -> StreamReport:
         """Process one video; ``threads``: the cores the job lends this worker to begin with (:meth:`use_threads`)."""
         self.use_threads(threads)
@@ -287,7 +280,7 @@ class StreamWorker:
                     sink.open(stream, start_frame=start)
                 self.processor = resume.processor if resume else StreamProcessor(
                     spec.stream_id, spec.source, spec.prompts, keyframes=spec.keyframes,
-                    association=spec.association, keep_images="mp4" in spec.sinks,
+                    association=spec.association, keep_images=any(sink.needs_image for sink in writer.sinks),
                 )
                 report.resumed_from = start if resume else None
 
@@ -311,6 +304,7 @@ class StreamWorker:
                     checkpoint_every=spec.checkpoint_every,
                 )
                 writer.drain()
+                report.concealed_frames = list(reader.corrupt_frames)
             report.status = "done"
         except PipelineError as exc:
             report.error = exc.to_dict()

@@ -441,9 +441,14 @@ def _block_track(file: BinaryIO, position: int) -> int | None:
 
 
 class VideoReader(ABC):
-    """Decodes one video. ``frames()`` may be called again, from any ``start``, one iteration at a time."""
+    """Decodes one video. ``frames()`` may be called again, from any ``start``, one iteration at a time.
+
+    ``corrupt_frames``: indices of the last ``frames()`` run's frames that were decoded from damaged data
+    and patched by the decoder (error concealment), where the decoder says so.
+    """
 
     info: VideoInfo
+    corrupt_frames: list[int]
 
     @abstractmethod
     def frames(self, start: int = 0) -> Iterator[DecodedFrame]:
@@ -573,8 +578,7 @@ class PyAVReader(VideoReader):
         self._scan: _PacketScan | None = None
         self._positioned_at_start = True
         self._to_rgb = VideoReformatter()  # one per reader: it caches the conversion context, twice as fast
-        #: Indices of frames FFmpeg decoded with errors concealed (damaged data, patched from neighbours).
-        self.corrupt_frames: list[int] = []
+        self.corrupt_frames: list[int] = []  # FFmpeg flags each frame it patched from its neighbours
 
     def frames(self, start: int = 0) -> Iterator[DecodedFrame]:
         resuming = start > 0 or not self._positioned_at_start
@@ -667,6 +671,7 @@ class DecordReader(VideoReader):
     def __init__(self, source: str, *, threads: int = 0, keyframes_only: bool = False) -> None:
         import decord  # imported here: decord has no wheels for some platforms where PyAV works
 
+        self.corrupt_frames: list[int] = []  # decord does not say which frames it concealed
         self._source = source
         with _open_container(source, {}) as container:
             stream = _video_stream(container, source, {})

@@ -1,7 +1,6 @@
 import numpy as np
 
 from operators.association import AssociationConfig, TrackAssigner
-from operators.metrics import iou_matrix
 from operators.records import Instances
 
 
@@ -17,12 +16,6 @@ def _detections(squares, prompt_ids=None, embeddings=None, scores=None):
         [_square(x, y) for x, y in squares], scores or [0.9] * n, prompt_ids or [0] * n, 100, 100,
         embeddings=None if embeddings is None else np.asarray(embeddings, np.float32),
     )
-
-
-def test_iou_matrix_matches_hand_computed_values():
-    a = np.stack([_square(0, 0), _square(50, 50)])
-    b = np.stack([_square(10, 0)])  # overlaps the first by 10x20 = 200 of union 600
-    np.testing.assert_allclose(iou_matrix(a, b), [[200 / 600], [0.0]], rtol=1e-6)
 
 
 def test_ids_follow_objects_across_keyframes_even_when_detection_order_changes():

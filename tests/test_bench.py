@@ -99,8 +99,8 @@ def test_ray_sections_report_positive_figures(tmp_path):
     for run in memory["runs"]:
         assert positive(run["peak_rss_mb"]) and run["samples"] > 0
         assert run["peak_rss_by_role_mb"]["driver"] > 0 and any(k.startswith("worker:") for k in run["peak_rss_by_role_mb"])
-        assert run["peak_object_store_mb"] >= 0
-    assert isinstance(memory["peak_rss_diff_mb"], float)
+        assert run["peak_object_store_mb"] < 1  # frames and records never go through Ray's object store
+    assert abs(memory["peak_rss_diff_mb"]) < 50  # issue #6's bound: memory flat in video length
     factors = result["sections"]["breakdown"]["efficiency_factors"]
     assert factors["efficiency"] == pipeline["streams_4"]["efficiency"]
     assert factors["single_thread_ceiling"] * factors["parallel_vs_one_thread"] * factors["wall_vs_steady"] == (

@@ -391,7 +391,7 @@ def test_stopping_before_a_prompt_frame_is_not_an_error_and_a_failing_sink_stops
     failing = runner.add_stream(_spec("full", str(clip.path), clip, mode="archive"))
     assert failing.join(20), "a sink error must not hang the stream"
     report = failing.report()
-    assert report["status"] == "failed" and report["error"]["error"] == "OutputError"
+    assert report["status"] == "failed" and report["error"]["error"] == "SinkWriteError"
     assert "buffer of 2 records is full" in report["error"]["reason"]
     assert next(o for o in report["outputs"] if o["sink"] == "redis")["undelivered"] == 2
 

@@ -405,6 +405,18 @@ def test_one_video_named_two_ways_runs_once_and_keeps_its_finished_state(clips, 
     assert specs[0].fingerprint == again[0].fingerprint  # so a re-run spelled the other way skips it
 
 
+def test_recursive_takes_the_videos_of_subfolders(clips, tmp_path):
+    from pipeline.job import plan_streams
+
+    (tmp_path / "archive" / "day2").mkdir(parents=True)
+    shutil.copy(clips[0].path, tmp_path / "archive" / "top.mp4")
+    shutil.copy(clips[1].path, tmp_path / "archive" / "day2" / "nested.mp4")
+    flat, _, _ = plan_streams(_job([], tmp_path / "out", sources=[str(tmp_path / "archive")], prompts=["point:5,5"]))
+    deep, _, _ = plan_streams(_job([], tmp_path / "out", sources=[str(tmp_path / "archive")], prompts=["point:5,5"],
+                                   recursive=True))
+    assert [s.stream_id for s in flat] == ["top"] and sorted(s.stream_id for s in deep) == ["nested", "top"]
+
+
 def test_prompt_file_entries_that_match_no_video_are_named(clips, tmp_path):
     from pipeline.job import plan_streams
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from loopback import sample_record
-from operators.errors import SinkWriteError
+from operators.errors import OutputError, SinkWriteError
 from operators.sinks.writer import SinkWriter
 
 
@@ -70,6 +70,21 @@ def test_a_write_error_reaches_the_producer_and_later_records_are_not_written():
     assert sink.frames == [0, 1, 2, 3, 4]
     writer.close()
     assert sink.closed and sink.frames == [0, 1, 2, 3, 4]
+
+
+def test_a_sink_error_that_names_its_file_gets_the_frame_too():
+    """Real sinks name the file and the OS reason (an OutputError from output_errors); the writer adds the frame."""
+
+    class FullDisk(ListSink):
+        def write(self, record):
+            raise OutputError("out/cam/frames.jsonl", "cannot write: No space left on device")
+
+    writer = SinkWriter([FullDisk()], source="clip.mp4")
+    with pytest.raises(SinkWriteError, match=r"out/cam/frames.jsonl, frame 3: cannot write: No space") as raised:
+        writer.put(sample_record(3))
+        writer.drain()
+    assert raised.value.frame_index == 3 and isinstance(raised.value.__cause__, OutputError)
+    writer.close()
 
 
 def test_drain_waits_for_the_queued_records():

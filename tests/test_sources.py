@@ -331,6 +331,17 @@ def test_concealed_frames_are_listed(videos: dict[str, Path]) -> None:
         assert reader.corrupt_frames and reader.corrupt_frames[0] == 3 * GOP
 
 
+def test_a_job_reports_the_frames_ffmpeg_patched(ray_local, videos: dict[str, Path], tmp_path: Path) -> None:
+    from pipeline.config import JobConfig
+    from pipeline.job import run_job
+
+    summary = run_job(JobConfig(sources=[str(videos["concealable_mp4"])], out_dir=tmp_path, prompts=["point:20,20"],
+                                sinks=["jsonl"], progress=False))
+    video = summary.videos[0]
+    assert video.status == "done" and video.frames == FRAMES
+    assert video.concealed_frames and video.concealed_frames[0] == 3 * GOP
+
+
 def _retarget_block(source: Path, target: Path, frame: int) -> Path:
     """Point one Matroska block at a track that does not exist; FFmpeg then drops the rest of its cluster."""
     with av.open(str(source)) as container:

@@ -134,6 +134,23 @@ def test_segmenter_failure_names_the_frame(clip):
         _run(clip, [clip.suggested_prompt("red_blob", "box")], submit=local_submit(Exploding()))
 
 
+def test_a_failed_keyframe_is_asked_for_once_and_stops_the_stream(clip):
+    """Only a decoding error lets the frames before it finish; a segmenter's error stops the stream at once."""
+    asked = []
+
+    class Failing:
+        def done(self):
+            return True
+
+        def result(self):
+            asked.append(1)
+            raise RuntimeError("worker lost")
+
+    with pytest.raises(SegmenterError, match="frame 0: segmenter failed: RuntimeError: worker lost"):
+        _run(clip, [clip.suggested_prompt("red_blob", "box")], submit=lambda request: Failing())
+    assert asked == [1]
+
+
 class _CountingSegmenter(DefaultSegmenter):
     refreshes = 0
 

@@ -62,7 +62,7 @@ def build_segmenter(name: str = "default", **options: Any) -> Segmenter:
 
 
 def is_lightweight(name: str) -> bool:
-    """Whether the segmenter declares ``lightweight = True``: no weights, a few ms per frame on a CPU core."""
+    """Whether the segmenter declares ``lightweight = True``: no weights, tens of ms per keyframe on a CPU core."""
     return bool(getattr(segmenter_class(name), "lightweight", False))
 
 

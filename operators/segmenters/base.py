@@ -32,9 +32,9 @@ class PromptMemory(Protocol):
 class Segmenter(Protocol):
     """Visual-grounded segmentation of RGB ``uint8`` ``(H, W, 3)`` frames.
 
-    An implementation may set the class attribute ``lightweight = True`` (no weights, a few ms per frame
-    on one CPU core): the pipeline then runs it inside each stream's own process, where a round trip to a
-    shared model actor would cost more than the call. A model that runs faster on a batch may also define
+    An implementation may set the class attribute ``lightweight = True`` (no weights, tens of ms per
+    keyframe on one CPU core): the pipeline then runs it inside each stream's own process, where a round trip
+    to a shared model actor would add a sizeable share of the call. A model that runs faster on a batch may also define
     ``segment_batch(frames, memories) -> list[Instances]``; :func:`segment_many` uses it. One whose cost
     follows the area searched may define ``segment_regions(frame, memory, regions) -> Instances``;
     :func:`segment_within` uses it.

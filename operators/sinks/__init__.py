@@ -1,7 +1,8 @@
-"""Output sinks, one instance per stream, built by name: ``jsonl``, ``png``, ``mp4``, ``redis``.
+"""Output sinks, one instance per stream, built by name: ``jsonl``, ``png``, ``mp4``, ``redis``, ``mqtt``.
 
-A message-queue sink is named by its URL (``redis://127.0.0.1:6379/0?stream=frames``); the bare
-name ``redis`` means ``redis://127.0.0.1:6379/0``.
+A message-queue sink is named by its URL (``redis://127.0.0.1:6379/0?stream=frames``,
+``mqtt://127.0.0.1:1883/xsam/{stream_id}``); the bare names ``redis`` and ``mqtt`` mean the local
+default broker.
 """
 
 from __future__ import annotations

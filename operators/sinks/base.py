@@ -39,8 +39,8 @@ class StreamInfo:
 class Sink(Protocol):
     """Writes one stream's records.
 
-    ``needs_image`` is False when the sink never reads ``record.image``, so the
-    runtime can drop the frame pixels before shipping the record to it.
+    ``needs_image`` is False when the sink never reads ``record.image``: the
+    stream then keeps no frame pixels in its records unless another sink needs them.
 
     ``open(stream, start_frame=k)`` resumes a stream at frame ``k``: the sink
     keeps what an earlier run wrote for frames before ``k`` and nothing after,

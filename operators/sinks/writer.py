@@ -62,8 +62,8 @@ class SinkWriter:
         for sink in self.sinks:
             try:
                 sink.write(record)
-            except PipelineError:
-                raise  # the sink named it already
+            except PipelineError as exc:  # the sink named the file or broker and why; add the frame
+                raise SinkWriteError(exc.source, exc.reason, record.frame_index) from exc
             except Exception as exc:  # noqa: BLE001 - named with the sink and the frame, raised to the producer
                 reason = f"{type(sink).__name__} failed: {type(exc).__name__}: {exc}"
                 raise SinkWriteError(self.source or record.stream_id, reason, record.frame_index) from exc
