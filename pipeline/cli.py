@@ -37,7 +37,7 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
     """Job options; each left unset (None) falls back to --config, then XSAM_PIPELINE_* variables, then defaults."""
     parser.add_argument("--config", type=Path, help="YAML file of job options (see README)")
     parser.add_argument("--out", type=Path, help="output folder (created if missing)")
-    parser.add_argument("--segmenter", help="default (weight-free) or xsam")
+    parser.add_argument("--segmenter", help="default (weight-free), xsam (with --checkpoint) or package.module:Class")
     parser.add_argument("--checkpoint", help="X-SAM checkpoint folder, .bin or hub id (with --segmenter xsam)")
     parser.add_argument("--keyframe-every", type=int, metavar="K",
                         help="run the full segmenter every K frames, propagate in between (default 10)")
@@ -138,7 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for err in exc.errors():
             # A check of the whole config names its field as the error's type (JobConfig._checkpoint_on_this_machine).
             field = str(err["loc"][0]) if err["loc"] else err["type"] if err["type"] in JobConfig.model_fields else ""
-            where = OPTION_NAMES.get(field, f"--{field.replace('_', '-')}" if field else "options")
+            if err["type"] == "extra_forbidden":  # argparse and the environment reader refuse theirs earlier
+                where = f"--config: unknown option {field!r}"
+            else:
+                where = OPTION_NAMES.get(field, f"--{field.replace('_', '-')}" if field else "options")
             console.print(f"[red]error:[/red] {where}: {err['msg'].removeprefix('Value error, ')}")
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: finished videos are kept; re-run to resume")

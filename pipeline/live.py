@@ -151,7 +151,8 @@ class LatencyStats:
         if values is None:
             return {"p50_ms": None, "p95_ms": None, "max_ms": None}
         p50, p95 = np.percentile(values, [50, 95])
-        return {"p50_ms": round(p50 * 1000, 1), "p95_ms": round(p95 * 1000, 1), "max_ms": round(values.max() * 1000, 1)}
+        return {"p50_ms": round(float(p50) * 1000, 1), "p95_ms": round(float(p95) * 1000, 1),
+                "max_ms": round(float(values.max()) * 1000, 1)}  # plain floats, as the JSON summary and callers want
 
 
 # --------------------------------------------------------------------------- one stream
@@ -612,7 +613,9 @@ def add_live_parser(commands: "argparse._SubParsersAction") -> None:
     live.add_argument("--max-reconnects", type=int, default=None,
                       help="give a stream up after N failed reconnects in a row (default: never)")
     live.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: until interrupted)")
-    live.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    live.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on ADDRESS:PORT")
+    live.add_argument("--metrics-address", default="127.0.0.1",
+                      help="the address the metrics are served on (default 127.0.0.1; 0.0.0.0 for a scraper elsewhere)")
     live.add_argument("--control", metavar="URL", default=None,
                       help="read control commands from a Redis stream: redis://HOST:PORT/DB?stream=NAME (docs/live.md)")
     live.set_defaults(handler=run_live_command)
@@ -644,7 +647,7 @@ def run_live_command(args: argparse.Namespace) -> int:
         print(f"error: --sink: {exc}", file=sys.stderr)
         return 2
     if args.metrics_port is not None:
-        serve_metrics(runner, args.metrics_port)
+        serve_metrics(runner, args.metrics_port, args.metrics_address)
     control = RedisControl(runner, args.control, stream_defaults).start() if args.control else None
 
     def interrupted(signum: int, _frame: object) -> None:

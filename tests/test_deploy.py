@@ -472,6 +472,7 @@ def test_live_job_runs_the_live_command_on_a_stream_url():
     assert args.command == "live" and args.sources[0].startswith("rtsp://")
     assert [parse_prompt(spec, i).kind for i, spec in enumerate(args.prompt)] == ["box"]
     assert str(args.out).startswith("/data/out")
+    assert args.metrics_port == 9100 and args.metrics_address == "0.0.0.0"  # scraped from outside the driver pod
 
 
 # --------------------------------------------------------------------------- ray up
