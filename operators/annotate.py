@@ -162,3 +162,8 @@ def _as_uint8(mask: np.ndarray) -> np.ndarray:
 def _readable_text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
     r, g, b = background
     return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 128 else (255, 255, 255)
+
+
+def default_annotator() -> Annotator:
+    """Translucent masks, then outlines, then labels on top."""
+    return compose(MaskAnnotator(opacity=0.5), ContourAnnotator(), LabelAnnotator())

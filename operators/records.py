@@ -196,6 +196,24 @@ class Instances:
                 boxes[i] = (x, y, x + w, y + h)
         return boxes
 
+    def object_dicts(self) -> list[dict]:
+        """One JSON-ready dict per instance: ``track_id``, ``prompt_id``, ``score``, COCO ``bbox``
+        ``[x, y, width, height]``, ``area`` and COCO compressed ``rle`` (``counts`` as an ASCII string)."""
+        boxes = self.boxes_xyxy
+        encoded = rle.encode(self.masks, boxes)
+        objects = []
+        for i, box in enumerate(boxes):
+            x0, y0, x1, y1 = (int(v) for v in box)
+            objects.append({
+                "track_id": int(self.track_ids[i]),
+                "prompt_id": int(self.prompt_ids[i]),
+                "score": round(float(self.scores[i]), 4),
+                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                "area": int(np.count_nonzero(self.masks[i, y0:y1, x0:x1])),  # inside its box
+                "rle": encoded[i],
+            })
+        return objects
+
     def placed(self, box: Box, height: int, width: int) -> "Instances":
         """These instances, found in the crop ``box`` (x0, y0, x1, y1) of a ``height`` x ``width`` frame, on that frame."""
         x0, y0, x1, y1 = box
@@ -250,21 +268,7 @@ class FrameRecord:
         ``bbox`` is COCO ``[x, y, width, height]``; ``rle`` is COCO compressed RLE
         (``counts`` as an ASCII string), decodable by ``pycocotools.mask.decode``.
         """
-        objects = []
-        boxes = self.instances.boxes_xyxy
-        encoded = rle.encode(self.instances.masks, boxes)
-        for i, box in enumerate(boxes):
-            x0, y0, x1, y1 = (int(v) for v in box)
-            objects.append(
-                {
-                    "track_id": int(self.instances.track_ids[i]),
-                    "prompt_id": int(self.instances.prompt_ids[i]),
-                    "score": round(float(self.instances.scores[i]), 4),
-                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                    "area": int(np.count_nonzero(self.instances.masks[i, y0:y1, x0:x1])),  # inside its box
-                    "rle": encoded[i],
-                }
-            )
+        objects = self.instances.object_dicts()
         return {
             "stream_id": self.stream_id,
             "frame_index": self.frame_index,

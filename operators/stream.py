@@ -155,7 +155,7 @@ class StreamProcessor:
 
     # -- prompts -----------------------------------------------------------------------------
     def _schedule(self, prompts: Sequence[Prompt]) -> None:
-        taken = {p.prompt_id for p in self.scheduled} | self.active_prompt_ids
+        taken = self.taken_prompt_ids
         for prompt in prompts:
             if prompt.prompt_id in taken:
                 raise InvalidPromptError(self.source, f"prompt id {prompt.prompt_id} is already in use")
@@ -166,6 +166,11 @@ class StreamProcessor:
     @property
     def active_prompt_ids(self) -> set[int]:
         return {pid for m in self.memories for pid in m.prompt_ids} - self.removed_prompt_ids
+
+    @property
+    def taken_prompt_ids(self) -> set[int]:
+        """Ids a new prompt may not use: those of active prompts and of prompts waiting for their frame."""
+        return {p.prompt_id for p in self.scheduled} | self.active_prompt_ids
 
     def add_prompts(self, prompts: Sequence[Prompt]) -> None:
         """Thread-safe: the prompts take effect on their frame, or the next frame if that has passed."""
@@ -265,6 +270,11 @@ class StreamProcessor:
         )
         self.stats.count(record)
         return record
+
+    def drop_unreached_prompts(self) -> None:
+        """Forget prompts scheduled on frames the stream will not reach: a live feed that stops before them
+        is not an error (:meth:`finish_stream` is, for a file)."""
+        self.scheduled = []
 
     def finish_stream(self) -> None:
         """Raise if a prompt was scheduled on a frame the stream never reached."""

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from operators import rle
-from operators.annotate import DAVIS_PALETTE, ContourAnnotator, LabelAnnotator, MaskAnnotator, compose
+from operators.annotate import DAVIS_PALETTE, default_annotator
 from operators.errors import InvalidPromptError, OutputError, PipelineError
 from operators.records import Instances
 from operators.sinks.palette_png import label_map
@@ -99,7 +98,7 @@ def _write(out: Path, stem: str, image: np.ndarray, instances: Instances, header
         palette_png = Image.fromarray(label_map(instances))
         palette_png.putpalette(DAVIS_PALETTE.tobytes())
         palette_png.save(out / f"{stem}_masks.png")
-        overlay = compose(MaskAnnotator(), ContourAnnotator(), LabelAnnotator()).annotate(image, instances)
+        overlay = default_annotator().annotate(image, instances)
         Image.fromarray(overlay).save(out / f"{stem}_overlay.png")
         (out / f"{stem}.json").write_text(json.dumps({**header, **_objects(instances)}, indent=2))
     except OSError as exc:
@@ -107,18 +106,7 @@ def _write(out: Path, stem: str, image: np.ndarray, instances: Instances, header
 
 
 def _objects(instances: Instances) -> dict:
+    """The video records' objects, keyed for an image: ``id`` (the instance) and ``label`` (the prompt or category)."""
     height, width = instances.shape
-    objects = []
-    for i, (box, encoded) in enumerate(zip(instances.boxes_xyxy, rle.encode(instances.masks), strict=True)):
-        x0, y0, x1, y1 = (float(v) for v in box)
-        objects.append(
-            {
-                "id": int(instances.track_ids[i]),
-                "label": int(instances.prompt_ids[i]),
-                "score": round(float(instances.scores[i]), 4),
-                "bbox": [x0, y0, x1 - x0, y1 - y0],
-                "area": int(instances.masks[i].sum()),
-                "rle": encoded,
-            }
-        )
+    objects = [{"id": o.pop("track_id"), "label": o.pop("prompt_id"), **o} for o in instances.object_dicts()]
     return {"height": height, "width": width, "objects": objects}

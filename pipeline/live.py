@@ -224,6 +224,9 @@ class LiveStream:
         if self.reader is not None:
             self.reader.stop()
 
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def join(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
         return not self._thread.is_alive()
@@ -343,9 +346,7 @@ class LiveStream:
                     heapq.heappush(dropped, (lost_frame.index, order[0], lost_frame, cause))
                 if frame is None:
                     if self.queue.closed and not len(self.queue):
-                        # A live feed stopped before a prompt's frame is not an error (run_stream's end
-                        # check is for files): such prompts are simply never applied.
-                        processor.scheduled = []
+                        processor.drop_unreached_prompts()
                         return
                     continue
                 captured[frame.index] = frame.captured
@@ -442,7 +443,7 @@ class LiveRunner:
         """Block until :meth:`stop` is called (or every stream has ended, unless ``until_stopped``: streams
         may still be added), then join the streams."""
         while not self._stopping.is_set():
-            if not until_stopped and self.streams and all(not s._thread.is_alive() for s in self.streams.values()):
+            if not until_stopped and self.streams and not any(s.is_alive() for s in self.streams.values()):
                 break
             self._stopping.wait(poll)
         self.stop()
@@ -559,7 +560,7 @@ class RedisControl:
             return {"removed": ids}
         if op == "add_prompts":
             processor = stream.processor
-            used = processor.active_prompt_ids | {p.prompt_id for p in processor.scheduled} | stream.prompt_ids_given
+            used = processor.taken_prompt_ids | stream.prompt_ids_given
             specs = command["prompts"]
             ids = [int(i) for i in command.get("prompt_ids", [])] or list(range(max(used, default=-1) + 1,
                                                                                 max(used, default=-1) + 1 + len(specs)))

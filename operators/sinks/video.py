@@ -5,15 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from operators.annotate import Annotator, ContourAnnotator, LabelAnnotator, MaskAnnotator, compose
+from operators.annotate import Annotator, default_annotator
 from operators.records import FrameRecord
 from operators.sinks.base import StreamInfo, output_errors, prepare_out_dir, stream_dir
 from operators.video_writer import H264Writer, join_mp4
-
-
-def default_annotator() -> Annotator:
-    """Translucent masks, then outlines, then labels on top."""
-    return compose(MaskAnnotator(opacity=0.5), ContourAnnotator(), LabelAnnotator())
 
 
 class VideoSink:
