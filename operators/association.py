@@ -109,7 +109,8 @@ class TrackAssigner:
         """Give keyframe detections track ids, using the tracks warped to this frame as reference."""
         cfg = self.config
         visible_ids = set(propagated.track_ids.tolist())
-        absent = [t for t in self.tracks.values() if t.track_id not in visible_ids]
+        absent = [t for t in self.tracks.values()
+                  if t.track_id not in visible_ids and frame_index - t.last_seen <= cfg.max_absent_frames]
         cost = self._cost(detections, propagated, absent)
         finite = np.where(np.isfinite(cost), cost, 1e6)
         rows, cols = linear_sum_assignment(finite) if cost.size else (np.array([], int), np.array([], int))
@@ -121,14 +122,16 @@ class TrackAssigner:
             track = self.tracks[int(propagated.track_ids[c])] if c < len(propagated) else absent[c - len(propagated)]
             ids[d] = track.track_id
             matched_visible.add(track.track_id)
+        born: set[int] = set()
         for d in np.flatnonzero(ids < 0):
             if detections.scores[d] >= cfg.birth_score:
                 emb = None if detections.embeddings is None else detections.embeddings[d]
                 ids[d] = self._new_track(int(detections.prompt_ids[d]), emb, frame_index)
+                born.add(int(ids[d]))
         kept = detections.with_track_ids(ids)[ids >= 0]
         coasting = self._coasting(propagated, matched_visible)
         result = Instances.concatenate([kept, coasting], *detections.shape)
-        self._refresh_tracks(result, frame_index, coasted=set(coasting.track_ids.tolist()))
+        self._refresh_tracks(result, frame_index, coasted=set(coasting.track_ids.tolist()), born=born)
         return result
 
     def _coasting(self, propagated: Instances, matched: set[int]) -> Instances:
@@ -143,13 +146,19 @@ class TrackAssigner:
         ]
         return propagated[np.asarray(keep, int)]
 
-    def _refresh_tracks(self, instances: Instances, frame_index: int, coasted: set[int] = frozenset()) -> None:
+    def _refresh_tracks(self, instances: Instances, frame_index: int, coasted: set[int], born: set[int]) -> None:
+        """Tracks seen on a keyframe; their appearance is written, except a coasting track's (no detection)
+        and a new track's (its birth pinned it already)."""
         for i, tid in enumerate(instances.track_ids.tolist()):
             track = self.tracks[tid]
             track.last_seen = frame_index
             track.coasted = track.coasted + 1 if tid in coasted else 0
-            if instances.embeddings is not None and tid not in coasted:
+            if instances.embeddings is not None and tid not in coasted | born:
                 track.bank.write(instances.embeddings[i], float(instances.scores[i]))
+
+    def forget_prompts(self, prompt_ids: set[int]) -> None:
+        """Drop the tracks of removed prompts: they can never come back."""
+        self.tracks = {tid: t for tid, t in self.tracks.items() if t.prompt_id not in prompt_ids}
 
     def observe(self, instances: Instances, frame_index: int) -> None:
         """Note tracks seen on a propagated frame (ids already set by propagation)."""

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Protocol, Sequence
 import numpy as np
 
 from operators.association import AssociationConfig, TrackAssigner
-from operators.errors import InvalidPromptError, PipelineError, SegmenterError
+from operators.errors import InvalidPromptError, PipelineError, SegmenterError, VideoDecodeError
 from operators.keyframes import KeyframeConfig, KeyframePolicy, reanchor_regions
 from operators.propagation import FlowPropagator
 from operators.records import Box, FrameRecord, Instances, Prompt, PromptError
@@ -157,10 +157,13 @@ class StreamProcessor:
     def _schedule(self, prompts: Sequence[Prompt]) -> None:
         taken = self.taken_prompt_ids
         for prompt in prompts:
+            if prompt.prompt_id in self.removed_prompt_ids and prompt.prompt_id in taken:
+                raise InvalidPromptError(self.source, (
+                    f"prompt id {prompt.prompt_id} was removed, but prompts given on its frame share its encoding "
+                    "and still run: give the new prompt another id"))
             if prompt.prompt_id in taken:
                 raise InvalidPromptError(self.source, f"prompt id {prompt.prompt_id} is already in use")
             taken.add(prompt.prompt_id)
-            self.removed_prompt_ids.discard(prompt.prompt_id)
             self.scheduled.append(prompt.with_frame(max(prompt.frame_index, self.next_index)))
 
     @property
@@ -169,8 +172,9 @@ class StreamProcessor:
 
     @property
     def taken_prompt_ids(self) -> set[int]:
-        """Ids a new prompt may not use: those of active prompts and of prompts waiting for their frame."""
-        return {p.prompt_id for p in self.scheduled} | self.active_prompt_ids
+        """Ids a new prompt may not use: those of prompts waiting for their frame and of every cached encoding,
+        removed prompts' included while prompts that share their encoding run (it still finds their objects)."""
+        return {p.prompt_id for p in self.scheduled} | {pid for m in self.memories for pid in m.prompt_ids}
 
     def add_prompts(self, prompts: Sequence[Prompt]) -> None:
         """Thread-safe: the prompts take effect on their frame, or the next frame if that has passed."""
@@ -190,6 +194,11 @@ class StreamProcessor:
                 self.removed_prompt_ids |= ids
                 self.scheduled = [p for p in self.scheduled if p.prompt_id not in ids]
                 self.memories = [m for m in self.memories if set(m.prompt_ids) - self.removed_prompt_ids]
+                # Ids no encoding holds any more are free again; the removed prompts' tracks end here.
+                self.removed_prompt_ids &= {pid for m in self.memories for pid in m.prompt_ids}
+                self.assigner.forget_prompts(ids)
+                if self.last is not None:
+                    self.last = _without_prompts(self.last, ids)
 
     def _due_prompts(self, frame: Frame) -> list[Prompt]:
         due = [p for p in self.scheduled if p.frame_index <= frame.index]
@@ -231,26 +240,26 @@ class StreamProcessor:
             return Instances.empty(height, width)
         return self.propagator.warp(self.last, flow)
 
-    def _without_removed_prompts(self, instances: Instances) -> Instances:
-        """``instances`` less those of prompts removed meanwhile; the same object (no copy of the masks,
-        2 MB a frame at 720p) when there are none."""
-        removed = np.isin(instances.prompt_ids, list(self.removed_prompt_ids))
-        return instances[~removed] if removed.any() else instances
-
     def finish_keyframe(self, frame: Frame, flow: object | None, result: KeyframeResult) -> FrameRecord:
         self.memories = result.memories
-        detections = self._without_removed_prompts(result.detections)
+        # An encoding shared with a removed prompt still finds that prompt's objects.
+        detections = _without_prompts(result.detections, self.removed_prompt_ids)
         # Optical flow across a cut is meaningless: match the new shot against the last masks as they were.
-        reference = self.last if self._reason == "scene_cut" and self.last is not None else self._warped(flow, frame)
+        reference = self.last if self.policy.cut and self.last is not None else self._warped(flow, frame)
         instances = self.assigner.assign_keyframe(detections, reference, frame.index)
+        self.policy.observe_keyframe(instances)
         return self._emit(frame, "keyframe", instances, self._reason)
 
     def finish_other(self, frame: Frame, flow: object | None) -> FrameRecord:
-        """A frame with no keyframe: propagate the tracks, or mark it skipped before any prompt."""
+        """A frame with no keyframe: propagate the tracks, or mark it skipped while there is no prompt."""
         if not self.memories:
             height, width = frame.image.shape[:2]
-            return self._emit(frame, "skipped", Instances.empty(height, width), "no_prompt_yet")
-        instances = self._without_removed_prompts(self._warped(flow, frame))
+            reason = "no_prompt_yet" if self.first_prompt_frame is None else "prompts_removed"
+            return self._emit(frame, "skipped", Instances.empty(height, width), reason)
+        instances = self._warped(flow, frame)
+        lost = instances.scores <= 0  # no pixel of the mask is left in the frame, or none is consistent
+        if lost.any():  # those tracks are absent now (a keyframe may bring them back), not shown empty or stale
+            instances = instances[~lost]
         watch = flow is not None and self.policy.config.watches_flow
         self.policy.observe_instances(instances, self.propagator.flow_support(instances, flow) if watch else None)
         self.assigner.observe(instances, frame.index)
@@ -290,6 +299,13 @@ class StreamProcessor:
     def memory_nbytes(self) -> int:
         """Cached prompt encodings plus every track's appearance bank: constant in stream length."""
         return sum(m.nbytes() for m in self.memories) + self.assigner.nbytes()
+
+
+def _without_prompts(instances: Instances, prompt_ids: set[int]) -> Instances:
+    """``instances`` less those of ``prompt_ids``; the same object (no copy of the masks, 2 MB a frame at
+    720p) when there are none."""
+    removed = np.isin(instances.prompt_ids, list(prompt_ids))
+    return instances[~removed] if removed.any() else instances
 
 
 def run_stream(
@@ -345,6 +361,11 @@ def run_stream(
             raise
         if frame is None:
             break
+        if previous is not None and previous.shape != frame.image.shape:
+            advance(block=True, keep=0)  # the frames before it still get records
+            (h0, w0), (h1, w1) = previous.shape[:2], frame.image.shape[:2]
+            raise VideoDecodeError(processor.source, f"the frame size changed from {w0}x{h0} to {w1}x{h1}; "
+                                   "masks and optical flow need one size per stream", frame.index)
         flow = None
         if previous is not None and processor.is_tracking(frame.index):
             flow = processor.propagator.flow(previous, frame.image)

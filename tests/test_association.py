@@ -79,3 +79,26 @@ def test_drifted_track_takes_a_nearby_look_alike_detection_instead_of_a_new_id()
     third.assign_keyframe(_detections([(10, 10), (70, 70)], embeddings=[red, red]), Instances.empty(100, 100), 0)
     result = third.assign_keyframe(_detections([(10, 10), (70, 70)], embeddings=[red, red]), far, 10)
     assert result.track_ids.tolist() == [3, 2]
+
+
+def test_an_absent_track_past_its_window_is_not_brought_back_by_a_keyframe():
+    assigner = TrackAssigner(AssociationConfig(max_absent_frames=150))
+    first = assigner.assign_keyframe(_detections([(10, 10)], embeddings=[[1, 0, 0]]), Instances.empty(100, 100), 0)
+    assert first.track_ids.tolist() == [1]
+    gone = Instances.empty(100, 100)
+    back = assigner.assign_keyframe(_detections([(10, 10)], embeddings=[[1, 0, 0]]), gone, 150)
+    assert back.track_ids.tolist() == [1]  # within 150 frames: the same id
+    assigner.assign_keyframe(_detections([]), gone, 151)
+    late = assigner.assign_keyframe(_detections([(10, 10)], embeddings=[[1, 0, 0]]), gone, 302)
+    assert late.track_ids.tolist() == [2]  # 152 frames after it was last seen: a new track, as on propagated frames
+
+
+def test_a_new_track_keeps_its_first_look_once_and_forgotten_prompts_leave_no_track():
+    assigner = TrackAssigner()
+    born = assigner.assign_keyframe(_detections([(10, 10), (60, 60)], prompt_ids=[0, 1],
+                                                embeddings=[[1, 0, 0], [0, 1, 0]]), Instances.empty(100, 100), 0)
+    bank = assigner.tracks[int(born.track_ids[0])].bank
+    assert bank.pinned.tolist() == [1, 0, 0] and len(bank.recent) == 0  # pinned, not copied into the recent slots
+    assigner.forget_prompts({1})
+    assert [t.prompt_id for t in assigner.tracks.values()] == [0]
+    assert assigner.absent(born[:1], 1) == ()  # prompt 1's track is not reported absent: it cannot come back

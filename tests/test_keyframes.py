@@ -57,6 +57,38 @@ def test_scene_cut_triggers_on_a_new_shot_only():
     assert policy.decide(False) == "scene_cut"
 
 
+def test_a_keyframe_that_corrects_a_mask_is_checked_once_a_frame_was_propagated_from_it():
+    policy = KeyframePolicy(KeyframeConfig(every=100, area_jump=0.5))
+    assert policy.decide(True) == "prompt"  # frame 0
+    policy.observe_keyframe(_instances([400], [0.9]))
+    assert policy.decide(False) is None  # frame 1, propagated
+    policy.observe_instances(_instances([420], [0.9]))
+    assert policy.decide(True) == "prompt"  # frame 2: a new prompt's keyframe finds the object 4x bigger
+    policy.observe_keyframe(_instances([1600], [0.9]))
+    assert policy.decide(False) is None  # frame 3, propagated from the corrected mask
+    policy.observe_instances(_instances([1600], [0.9]))
+    assert policy.decide(False) == "area_jump"  # frame 4 checks the flow on it
+    policy.observe_keyframe(_instances([1650], [0.9]))  # it holds: no further check
+    for _ in range(3):
+        assert policy.decide(False) is None  # compared with the keyframe's areas, not the stale 400
+        policy.observe_instances(_instances([1650], [0.9]))
+
+
+def test_a_scene_cut_outranks_a_pending_reason_and_is_known_for_the_frame():
+    policy = KeyframePolicy(KeyframeConfig(every=100, low_confidence_frames=1))
+    grey = np.full((60, 80, 3), 90, np.uint8)
+    policy.observe_frame(grey)
+    policy.decide(True)
+    policy.observe_frame(grey)
+    policy.observe_instances(_instances([500], [0.1]))  # asks for a low_confidence keyframe
+    red = np.zeros_like(grey)
+    red[..., 0] = 200
+    policy.observe_frame(red)
+    assert policy.cut and policy.decide(False) == "scene_cut"
+    policy.observe_frame(red)
+    assert not policy.cut and policy.decide(False) is None  # the pending request was served by the cut's keyframe
+
+
 def test_a_track_with_ill_posed_flow_is_reanchored_between_regular_keyframes_until_its_flow_is_measured():
     policy = KeyframePolicy(KeyframeConfig(every=10, ill_posed_flow=0.3, ill_posed_every=3))
     assert policy.decide(True) == "prompt"

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from bench.clips import ClipSpec, make_clip
-from operators.errors import InvalidPromptError, SegmenterError
+from operators.errors import InvalidPromptError, SegmenterError, VideoDecodeError
 from operators.keyframes import KeyframeConfig
-from operators.records import Prompt
+from operators.records import Instances, Prompt
 from operators.segmenters import build_segmenter
 from operators.segmenters.default import DefaultSegmenter
 from operators.stream import KeyframeRequest, StreamProcessor, local_submit, run_keyframe, run_stream
-from pipeline.sources import open_video
+from pipeline.sources import DecodedFrame, open_video
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +188,109 @@ def test_a_striped_object_gets_extra_keyframes_that_do_not_refresh_its_memory(cl
             assert x0 < bx0 and y0 < by0 and x1 > bx1 and y1 > by1
             assert (x1 - x0) * (y1 - y0) < 0.5 * clip.spec.width * clip.spec.height
     assert {tuple(r.instances.track_ids) for r in records[1:]} == {(1,)}
+
+
+# --------------------------------------------------------------------------- prompts removed and re-added
+
+
+H, W = 120, 160
+
+
+class _Memory:
+    def __init__(self, prompt_ids):
+        self.prompt_ids = tuple(prompt_ids)
+
+    def nbytes(self):
+        return 8
+
+
+class _BoxSegmenter:
+    """Finds each prompt's box wherever the prompt's memory asks: a segmenter whose answers are known."""
+
+    def __init__(self, boxes):
+        self.boxes = boxes  # prompt id -> (x0, y0, x1, y1)
+
+    def encode_prompts(self, image, prompts):
+        return _Memory(p.prompt_id for p in prompts)
+
+    def segment(self, image, memory):
+        masks = []
+        for pid in memory.prompt_ids:
+            x0, y0, x1, y1 = self.boxes[pid]
+            mask = np.zeros(image.shape[:2], bool)
+            mask[y0:y1, x0:x1] = True
+            masks.append(mask)
+        return Instances.from_masks(masks, [0.9] * len(masks), list(memory.prompt_ids), *image.shape[:2])
+
+    def refresh(self, image, memory, instances):
+        return memory
+
+
+def _frames(count, image=None):
+    still = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    return [DecodedFrame(i, i / 25, still if image is None else image(i)) for i in range(count)]
+
+
+def _scripted(frames, prompts, boxes, controls=None, every=10):
+    """Records of ``frames``; ``controls[i](processor)`` runs once frame ``i`` is emitted."""
+    processor = StreamProcessor("s", "scripted", prompts, keyframes=KeyframeConfig(every=every, ill_posed_every=0))
+    records = []
+
+    def emit(record):
+        records.append(record)
+        if controls and record.frame_index in controls:
+            controls[record.frame_index](processor)
+
+    run_stream(iter(frames), processor, local_submit(_BoxSegmenter(boxes)), emit, max_pending=0)
+    return records, processor
+
+
+BOXES = {1: (10, 10, 30, 30), 2: (100, 60, 130, 90)}
+
+
+def _prompts_seen(record):
+    return sorted(set(record.instances.prompt_ids.tolist()))
+
+
+def test_a_removed_prompt_stays_gone_on_the_next_keyframe_and_leaves_no_absent_track():
+    prompts = [Prompt(1, "box", box=BOXES[1]), Prompt(2, "box", box=BOXES[2])]  # one shared encoding
+    records, processor = _scripted(_frames(14), prompts, BOXES, {9: lambda p: p.remove_prompts([2])})
+    assert records[10].kind == "keyframe" and records[10].reason == "interval"
+    assert [_prompts_seen(r) for r in records[:10]] == [[1, 2]] * 10
+    assert [_prompts_seen(r) for r in records[10:]] == [[1]] * 4  # the keyframe right after does not bring it back
+    assert all(r.absent_track_ids == () for r in records[10:])  # its track ended, it is not waiting to return
+    with pytest.raises(InvalidPromptError, match="prompt id 2 was removed, but prompts given on its frame share"):
+        processor._schedule([Prompt(2, "box", box=BOXES[2])])  # its encoding still runs for prompt 1
+
+
+def test_a_prompt_removed_and_added_again_takes_its_new_definition_from_its_frame():
+    prompts = [Prompt(1, "box", box=BOXES[1]), Prompt(2, "box", box=BOXES[2], frame_index=2)]
+    redrawn = Prompt(2, "box", box=(60, 60, 90, 90), frame_index=8)
+    boxes = {**BOXES}
+
+    def replace(processor):
+        processor.remove_prompts([2])
+        processor.add_prompts([redrawn])
+        boxes[2] = redrawn.box  # what the new encoding finds
+
+    records, _ = _scripted(_frames(12), prompts, boxes, {4: replace})
+    assert [_prompts_seen(r) for r in records[3:5]] == [[1, 2]] * 2
+    assert [_prompts_seen(r) for r in records[5:8]] == [[1]] * 3  # gone until the new prompt's frame
+    assert records[8].reason == "prompt" and _prompts_seen(records[8]) == [1, 2]
+    new = records[8].instances[records[8].instances.prompt_ids == 2]
+    assert new.boxes_xyxy.tolist() == [[60, 60, 90, 90]] and new.track_ids.tolist() != [2]  # a new track
+
+
+def test_frames_after_every_prompt_is_removed_are_skipped_and_say_so():
+    records, _ = _scripted(_frames(6), [Prompt(1, "box", box=BOXES[1])], BOXES, {2: lambda p: p.remove_prompts([1])})
+    assert [(r.kind, r.reason) for r in records[3:]] == [("skipped", "prompts_removed")] * 3
+
+
+def test_a_change_of_frame_size_is_named_after_the_frames_before_it():
+    frames = _frames(6)
+    frames[4] = DecodedFrame(4, 4 / 25, np.zeros((H * 2, W * 2, 3), np.uint8))
+    records = []
+    processor = StreamProcessor("s", "cam.mp4", [Prompt(1, "box", box=BOXES[1])])
+    with pytest.raises(VideoDecodeError, match="cam.mp4, frame 4: the frame size changed from 160x120 to 320x240"):
+        run_stream(iter(frames), processor, local_submit(_BoxSegmenter(BOXES)), records.append)
+    assert [r.frame_index for r in records] == [0, 1, 2, 3]
