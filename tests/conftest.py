@@ -1,4 +1,4 @@
-"""Shared fixtures: a local Ray on loopback, started once for the session; no run outlives its tests."""
+"""Shared fixtures: a local Ray on loopback for the session; no run outlives its tests."""
 
 import os
 import sys
@@ -12,14 +12,23 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 @pytest.fixture(scope="session")
-def ray_local():
+def _ray_session():
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_local(_ray_session):
+    """The session's local Ray, as the pipeline starts it (``init_ray``: the project's worker environment).
+    A no-op while it runs; started again if a test shut it down (the multi-node tests do)."""
     import ray
 
     from pipeline.runtime import init_ray
 
     init_ray(None)
-    yield ray
-    ray.shutdown()
+    return ray
 
 
 _exit_status = {"code": 0}

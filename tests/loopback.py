@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import random
 import shutil
 import signal
 import socket
@@ -26,10 +27,21 @@ from operators.sinks import StreamInfo
 # --------------------------------------------------------------------------- ports and binaries
 
 
+#: Ports for test servers: below Linux's ephemeral range (32768+), where a client retrying a stopped server
+#: could connect to itself, and above Ray's worker ports (10002-19999).
+_SERVER_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port free now, for a server a test starts (and may stop and restart) on it."""
+    for port in random.Random().sample(_SERVER_PORTS, 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_SERVER_PORTS}")
 
 
 def _pip_install(package: str) -> None:
@@ -236,11 +248,12 @@ class StreamServer(LoopbackServer):
                 str(self.clip_path), "-c", "copy", "-f", "mpegts", *listen, target[self.protocol]]
 
     def ready(self) -> bool:
-        return self.protocol not in ("tcp", "http") or _listening(self.port)
+        return self.protocol not in ("tcp", "http") or _serving(self.port)
 
 
-def _listening(port: int) -> bool:
-    """Whether something listens on TCP ``port``, read from /proc: a probe connection would take ffmpeg's one client."""
+def _serving(port: int) -> bool:
+    """Whether TCP ``port`` listens or already has its client, read from /proc: a probe connection would take
+    ffmpeg's one client, and once a waiting reader connects ffmpeg (``listen=1``) closes its listener."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             rows = Path(table).read_text().splitlines()[1:]
@@ -248,7 +261,7 @@ def _listening(port: int) -> bool:
             continue
         for row in rows:
             local, state = row.split()[1], row.split()[3]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+            if state in ("0A", "01") and int(local.rsplit(":", 1)[1], 16) == port:  # LISTEN, ESTABLISHED
                 return True
     return False
 

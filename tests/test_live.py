@@ -280,9 +280,13 @@ def test_cli_live_stops_cleanly_on_sigterm(clip, server, tmp_path):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "PYTHONPATH": "."})
     stream_dir = lambda: next(out.glob("*/frames.jsonl"), None)  # noqa: E731
-    _wait(lambda: stream_dir() is not None and len(stream_dir().read_text().splitlines()) >= 20, 30, "20 records")
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=20)
+    try:
+        _wait(lambda: stream_dir() is not None and len(stream_dir().read_text().splitlines()) >= 20, 30, "20 records")
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=20)
+    finally:  # a failed wait must not leave the command running for the rest of the suite
+        process.kill()
+        process.wait()
     assert process.returncode == 0, stderr
     summary = json.loads((out / "live_summary.json").read_text())
     [stream] = summary["streams"]

@@ -234,9 +234,9 @@ def _write_then_die(out_dir) -> None:
 
 def test_mp4_resumed_after_an_interruption_is_one_video_of_every_frame(tmp_path):
     """Parts end at checkpoints; a run killed at frame 39 (checkpoint at 5) resumes at 5 into one annotated.mp4."""
-    child = multiprocessing.get_context("fork").Process(target=_write_then_die, args=(tmp_path,))
+    child = multiprocessing.get_context("spawn").Process(target=_write_then_die, args=(tmp_path,))
     child.start()
-    child.join()
+    child.join(timeout=120)
     assert child.exitcode == 9
     parts = tmp_path / "cam1" / "annotated.parts"
     assert sorted(p.name for p in parts.iterdir()) == ["from_000000.mp4", "from_000005.mp4"]

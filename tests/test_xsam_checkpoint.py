@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 import re
 from pathlib import Path
@@ -227,6 +228,7 @@ def test_converter_turns_an_official_bin_into_a_loadable_folder(tiny, tmp_path):
 def test_converter_refuses_a_tokenizer_that_misplaces_the_special_tokens(tiny, tmp_path, capsys):
     model, tokenizer = tiny
     official = _save_official(model, tmp_path / "official")
+    tokenizer = copy.deepcopy(tokenizer)  # the module's fixture stays as it was for other tests
     tokenizer.add_tokens(["<extra>"])  # one more token shifts <SEG>, <p>, </p> off their trained rows
     tokenizer.save_pretrained(str(tmp_path / "tok"))
     status = convert_main(
