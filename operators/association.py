@@ -105,8 +105,14 @@ class TrackAssigner:
                     cost[d, len(propagated) + a] = 2.5 - sim  # above every visible match (at most 1.35)
         return cost
 
-    def assign_keyframe(self, detections: Instances, propagated: Instances, frame_index: int) -> Instances:
-        """Give keyframe detections track ids, using the tracks warped to this frame as reference."""
+    def assign_keyframe(
+        self, detections: Instances, propagated: Instances, frame_index: int, births: bool = True
+    ) -> Instances:
+        """Give keyframe detections track ids, using the tracks warped to this frame as reference.
+
+        ``births=False``: detections that match no track are dropped rather than start one (a keyframe that
+        only re-anchors the tracked objects).
+        """
         cfg = self.config
         visible_ids = set(propagated.track_ids.tolist())
         absent = [t for t in self.tracks.values()
@@ -124,7 +130,7 @@ class TrackAssigner:
             matched_visible.add(track.track_id)
         born: set[int] = set()
         for d in np.flatnonzero(ids < 0):
-            if detections.scores[d] >= cfg.birth_score:
+            if births and detections.scores[d] >= cfg.birth_score:
                 emb = None if detections.embeddings is None else detections.embeddings[d]
                 ids[d] = self._new_track(int(detections.prompt_ids[d]), emb, frame_index)
                 born.add(int(ids[d]))

@@ -246,7 +246,9 @@ class StreamProcessor:
         detections = _without_prompts(result.detections, self.removed_prompt_ids)
         # Optical flow across a cut is meaningless: match the new shot against the last masks as they were.
         reference = self.last if self.policy.cut and self.last is not None else self._warped(flow, frame)
-        instances = self.assigner.assign_keyframe(detections, reference, frame.index)
+        # A re-anchoring keyframe corrects the tracked objects; the regular ones find new instances.
+        births = self._reason != "ill_posed_flow"
+        instances = self.assigner.assign_keyframe(detections, reference, frame.index, births=births)
         self.policy.observe_keyframe(instances)
         return self._emit(frame, "keyframe", instances, self._reason)
 

@@ -102,3 +102,13 @@ def test_a_new_track_keeps_its_first_look_once_and_forgotten_prompts_leave_no_tr
     assigner.forget_prompts({1})
     assert [t.prompt_id for t in assigner.tracks.values()] == [0]
     assert assigner.absent(born[:1], 1) == ()  # prompt 1's track is not reported absent: it cannot come back
+
+
+def test_a_keyframe_without_births_keeps_the_tracks_and_drops_new_objects():
+    """A re-anchoring keyframe corrects the tracked objects; a newcomer waits for a regular keyframe."""
+    assigner = TrackAssigner()
+    first = assigner.assign_keyframe(_detections([(10, 10)]), Instances.empty(100, 100), 0)
+    reanchored = assigner.assign_keyframe(_detections([(12, 10), (60, 60)]), first, 3, births=False)
+    assert reanchored.track_ids.tolist() == [1] and len(assigner.tracks) == 1
+    regular = assigner.assign_keyframe(_detections([(12, 10), (60, 60)]), reanchored, 10)
+    assert sorted(regular.track_ids.tolist()) == [1, 2]

@@ -30,6 +30,20 @@ def test_low_confidence_for_m_frames_triggers_once():
     assert policy.decide(False) is None
 
 
+def test_low_confidence_is_judged_against_the_score_the_last_keyframe_gave():
+    """An object the segmenter always scores low is not re-checked every few frames; its score falling is."""
+    policy = KeyframePolicy(KeyframeConfig(every=100, low_confidence=0.35, low_confidence_frames=2))
+    policy.decide(True)
+    policy.observe_keyframe(_instances([500], [0.32]))
+    for _ in range(5):
+        assert policy.decide(False) is None
+        policy.observe_instances(_instances([500], [0.3]))  # below 0.35, but as good as the keyframe found it
+    policy.observe_instances(_instances([500], [0.2]))  # under 0.7 of the keyframe's 0.32 ...
+    assert policy.decide(False) is None
+    policy.observe_instances(_instances([500], [0.2]))  # ... for the second frame running
+    assert policy.decide(False) == "low_confidence"
+
+
 def test_area_jump_triggers():
     policy = KeyframePolicy(KeyframeConfig(every=100, area_jump=0.5))
     policy.decide(True)
