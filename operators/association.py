@@ -155,11 +155,12 @@ class TrackAssigner:
     def _refresh_tracks(self, instances: Instances, frame_index: int, coasted: set[int], born: set[int]) -> None:
         """Tracks seen on a keyframe; their appearance is written, except a coasting track's (no detection)
         and a new track's (its birth pinned it already)."""
+        no_new_look = coasted | born
         for i, tid in enumerate(instances.track_ids.tolist()):
             track = self.tracks[tid]
             track.last_seen = frame_index
             track.coasted = track.coasted + 1 if tid in coasted else 0
-            if instances.embeddings is not None and tid not in coasted | born:
+            if instances.embeddings is not None and tid not in no_new_look:
                 track.bank.write(instances.embeddings[i], float(instances.scores[i]))
 
     def forget_prompts(self, prompt_ids: set[int]) -> None:

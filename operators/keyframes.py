@@ -130,8 +130,7 @@ class KeyframePolicy:
         costs as many keyframes but loses 0.016 J&F: the flow needs a frame to show where it goes.)
         """
         areas = dict(zip(instances.track_ids.tolist(), instances.areas.tolist()))
-        self.recheck = any(self.last_areas.get(t) and abs(a - self.last_areas[t]) / self.last_areas[t]
-                           > self.config.area_jump for t, a in areas.items())
+        self.recheck = any(self._area_jumped(t, a) for t, a in areas.items())
         self.last_areas = areas
         self.keyframe_scores = dict(zip(instances.track_ids.tolist(), instances.scores.tolist()))
 
@@ -156,11 +155,15 @@ class KeyframePolicy:
             self.low_streak[track_id] = streak
             if streak >= self.config.low_confidence_frames:
                 self.pending_reason = self.pending_reason or "low_confidence"
-            before = self.last_areas.get(track_id)
-            if before and abs(areas[track_id] - before) / before > self.config.area_jump:
+            if self._area_jumped(track_id, areas[track_id]):
                 self.pending_reason = self.pending_reason or "area_jump"
         self.last_areas = areas
         self.low_streak = {t: s for t, s in self.low_streak.items() if t in areas}
+
+    def _area_jumped(self, track_id: int, area: int) -> bool:
+        """Whether the track's mask area changed by more than ``area_jump`` since the last frame observed."""
+        before = self.last_areas.get(track_id)
+        return bool(before) and abs(area - before) / before > self.config.area_jump
 
     def decide(self, has_new_prompts: bool) -> str | None:
         """Return the keyframe reason for the current frame, or None to propagate.

@@ -157,7 +157,7 @@ class StreamProcessor:
     def _schedule(self, prompts: Sequence[Prompt]) -> None:
         taken = self.taken_prompt_ids
         for prompt in prompts:
-            if prompt.prompt_id in self.removed_prompt_ids and prompt.prompt_id in taken:
+            if prompt.prompt_id in self.removed_prompt_ids:  # only ids an encoding still holds are kept there
                 raise InvalidPromptError(self.source, (
                     f"prompt id {prompt.prompt_id} was removed, but prompts given on its frame share its encoding "
                     "and still run: give the new prompt another id"))
@@ -167,14 +167,14 @@ class StreamProcessor:
             self.scheduled.append(prompt.with_frame(max(prompt.frame_index, self.next_index)))
 
     @property
-    def active_prompt_ids(self) -> set[int]:
-        return {pid for m in self.memories for pid in m.prompt_ids} - self.removed_prompt_ids
+    def _encoded_prompt_ids(self) -> set[int]:
+        return {pid for m in self.memories for pid in m.prompt_ids}
 
     @property
     def taken_prompt_ids(self) -> set[int]:
         """Ids a new prompt may not use: those of prompts waiting for their frame and of every cached encoding,
         removed prompts' included while prompts that share their encoding run (it still finds their objects)."""
-        return {p.prompt_id for p in self.scheduled} | {pid for m in self.memories for pid in m.prompt_ids}
+        return {p.prompt_id for p in self.scheduled} | self._encoded_prompt_ids
 
     def add_prompts(self, prompts: Sequence[Prompt]) -> None:
         """Thread-safe: the prompts take effect on their frame, or the next frame if that has passed."""
@@ -195,7 +195,7 @@ class StreamProcessor:
                 self.scheduled = [p for p in self.scheduled if p.prompt_id not in ids]
                 self.memories = [m for m in self.memories if set(m.prompt_ids) - self.removed_prompt_ids]
                 # Ids no encoding holds any more are free again; the removed prompts' tracks end here.
-                self.removed_prompt_ids &= {pid for m in self.memories for pid in m.prompt_ids}
+                self.removed_prompt_ids &= self._encoded_prompt_ids
                 self.assigner.forget_prompts(ids)
                 if self.last is not None:
                     self.last = _without_prompts(self.last, ids)

@@ -13,7 +13,7 @@ from pydantic_core import PydanticCustomError
 from operators.association import AssociationConfig
 from operators.errors import PipelineError
 from operators.keyframes import KeyframeConfig
-from operators.segmenters import check_segmenter, segmenter_class
+from operators.segmenters import check_checkpoint, check_segmenter, segmenter_class
 from operators.sinks import SINKS, sink_kind
 
 SINK_NAMES = ("jsonl", "png", "mp4")
@@ -68,7 +68,7 @@ class JobConfig(BaseModel):
     def _options_the_segmenter_takes(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         """Checked here, before any work: a segmenter built with wrong options would fail every video in its actor."""
         if "segmenter" in info.data:  # else the segmenter itself was invalid, and is reported
-            check_segmenter(info.data["segmenter"], options, files_here=False)
+            check_segmenter(info.data["segmenter"], options)
         return options
 
     @model_validator(mode="after")
@@ -76,7 +76,7 @@ class JobConfig(BaseModel):
         """On a local Ray the segmenter reads its checkpoint here; a cluster's nodes have their own files."""
         if self.address is None and not os.environ.get("RAY_ADDRESS"):
             try:
-                check_segmenter(self.segmenter, self.segmenter_options)
+                check_checkpoint(self.segmenter_options)
             except ValueError as exc:
                 raise PydanticCustomError("segmenter_options", str(exc)) from None  # the type names the field
         return self

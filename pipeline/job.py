@@ -52,7 +52,6 @@ class JobSummary:
     seconds: float = 0.0
     interrupted: bool = False
     warnings: list[str] = field(default_factory=list)  # what the user should know though nothing failed
-    job_error: Exception | None = None  # what stopped the whole job, if anything did
 
     @property
     def frames(self) -> int:
@@ -210,6 +209,7 @@ def run_job(config: JobConfig, console: Console | None = None) -> JobSummary:
     started = time.perf_counter()
     view = _ProgressView(len(specs) + len(failed), config.progress, console)
     view.progress.advance(view.job, len(specs) + len(failed) - len(todo))
+    stopped_by: Exception | None = None
     try:
         if todo:
             _run_streams(config, todo, summary, view)
@@ -217,10 +217,10 @@ def run_job(config: JobConfig, console: Console | None = None) -> JobSummary:
         summary.interrupted = True
         raise
     except Exception as exc:
-        summary.job_error = exc
+        stopped_by = exc
         raise
     finally:
-        _list_unfinished(todo, summary)
+        _list_unfinished(todo, summary, stopped_by)
         summary.seconds = time.perf_counter() - started
         order = {s.stream_id: i for i, s in enumerate(specs)}
         summary.videos.sort(key=lambda v: order.get(v.stream_id, len(order)))
@@ -236,9 +236,9 @@ def _skipped(spec: StreamSpec, previous: dict) -> StreamReport:
     return StreamReport(**{**kept, "stream_id": spec.stream_id, "source": spec.source, "status": "skipped"})
 
 
-def _list_unfinished(todo: Sequence[StreamSpec], summary: JobSummary) -> None:
+def _list_unfinished(todo: Sequence[StreamSpec], summary: JobSummary, stopped_by: Exception | None) -> None:
     """Every video in the summary: those the job never finished are ``interrupted`` (Ctrl-C) or ``failed``
-    with the error that stopped the job."""
+    with the error that stopped the job (``stopped_by``)."""
     reported = {v.stream_id for v in summary.videos}
     for spec in todo:
         if spec.stream_id in reported:
@@ -246,10 +246,9 @@ def _list_unfinished(todo: Sequence[StreamSpec], summary: JobSummary) -> None:
         if summary.interrupted:
             summary.videos.append(StreamReport(spec.stream_id, spec.source, "interrupted"))
             continue
-        exc = summary.job_error
-        error = exc.to_dict() if isinstance(exc, PipelineError) else {
-            "error": type(exc).__name__, "source": spec.source, "frame_index": None,
-            "reason": f"the job stopped: {exc}"}
+        error = stopped_by.to_dict() if isinstance(stopped_by, PipelineError) else {
+            "error": type(stopped_by).__name__, "source": spec.source, "frame_index": None,
+            "reason": f"the job stopped: {stopped_by}"}
         summary.videos.append(StreamReport(spec.stream_id, spec.source, "failed", error=error))
 
 

@@ -43,7 +43,7 @@ import numpy as np
 from operators.errors import PipelineError
 from operators.keyframes import KeyframeConfig
 from operators.records import FrameRecord, Instances, Prompt
-from operators.segmenters import build_segmenter, check_segmenter
+from operators.segmenters import build_segmenter, check_checkpoint, check_segmenter
 from operators.sinks import StreamInfo, build_sinks
 from operators.sinks.base import prepare_out_dir
 from operators.sinks.delivery import undelivered_error
@@ -277,9 +277,9 @@ class LiveStream:
                 self.reader.close()
             if writer is not None:
                 self.outputs.extend(writer.close())
-            lost = [o for o in self.outputs if o.get("undelivered")]
+            lost = undelivered_error(spec.source, self.outputs)
             if self.status == "stopped" and lost:
-                self.status, self.error = "failed", undelivered_error(spec.source, lost)
+                self.status, self.error = "failed", lost
             self.ended = time.monotonic()
             if self.error is not None:
                 self._status({"event": "failed", "reason": self.error["reason"]})
@@ -639,6 +639,7 @@ def run_live_command(args: argparse.Namespace) -> int:
     try:
         stream_defaults = live_stream_defaults(args)
         check_segmenter(args.segmenter, options)
+        check_checkpoint(options)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

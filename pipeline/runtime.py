@@ -316,10 +316,9 @@ class StreamWorker:
         finally:
             if writer is not None:
                 report.outputs = writer.close()  # records emitted before an error are written too
-        lost = [o for o in report.outputs if o.get("undelivered")]
+        lost = undelivered_error(spec.source, report.outputs)
         if report.status == "done" and lost:  # a broker never took them: not done, and not skipped on a re-run
-            report.status = "failed"
-            report.error = undelivered_error(spec.source, lost)
+            report.status, report.error = "failed", lost
         report.frames = self.frames_done
         report.seconds = time.perf_counter() - started
         if self.processor is not None:

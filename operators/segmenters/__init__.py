@@ -36,19 +36,21 @@ def segmenter_class(name: str = "default") -> type:
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
-def check_segmenter(name: str, options: dict[str, Any], files_here: bool = True) -> None:
+def check_segmenter(name: str, options: dict[str, Any]) -> None:
     """ValueError naming what is wrong, before anything is built: the segmenter ``name`` cannot be imported,
-    it does not take ``options``, or (``files_here``: it is built on this machine) its ``checkpoint`` is a
-    local path that does not exist."""
+    or it does not take ``options``."""
     try:
         inspect.signature(segmenter_class(name)).bind(**options)
     except TypeError as exc:
         hint = " (give --checkpoint)" if "missing" in str(exc) and "'checkpoint'" in str(exc) else ""
         raise ValueError(f"segmenter {name!r}: {exc}{hint}") from None
+
+
+def check_checkpoint(options: dict[str, Any]) -> None:
+    """ValueError if the ``checkpoint`` option is a local path that does not exist; only where the segmenter
+    is built on this machine (a cluster's nodes have their own files)."""
     checkpoint = options.get("checkpoint")
-    if not files_here or not isinstance(checkpoint, (str, Path)):
-        return
-    if not Path(checkpoint).exists() and not _HUB_ID.fullmatch(str(checkpoint)):
+    if isinstance(checkpoint, (str, Path)) and not Path(checkpoint).exists() and not _HUB_ID.fullmatch(str(checkpoint)):
         raise ValueError(f"checkpoint {checkpoint} does not exist (give a local folder or .bin file, or a hub id "
                          "owner/name)")
 
@@ -66,5 +68,5 @@ def is_lightweight(name: str) -> bool:
     return bool(getattr(segmenter_class(name), "lightweight", False))
 
 
-__all__ = ["PromptMemory", "Segmenter", "build_segmenter", "check_segmenter", "is_lightweight", "segmenter_class",
-           "SEGMENTERS"]
+__all__ = ["PromptMemory", "Segmenter", "build_segmenter", "check_checkpoint", "check_segmenter", "is_lightweight",
+           "segmenter_class", "SEGMENTERS"]

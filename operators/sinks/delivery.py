@@ -123,11 +123,12 @@ class DeliveryBuffer:
                 "undelivered": undelivered, **self.stats, "last_error": self.last_error}
 
 
-def undelivered_error(source: str, outputs: list[dict]) -> dict:
-    """The error of a stream whose broker sinks (``outputs``: their close() summaries) kept records back."""
+def undelivered_error(source: str, outputs: list[dict]) -> dict | None:
+    """The error of a stream whose broker sinks kept records back (``outputs``: every sink's close() summary);
+    None when every record was delivered."""
     lost = "; ".join(f"{o['sink']} sink {o.get('url', '')}: {o['undelivered']} records not delivered "
-                     f"({o.get('last_error') or 'broker unreachable'})" for o in outputs)
-    return SinkWriteError(source, lost).to_dict()
+                     f"({o.get('last_error') or 'broker unreachable'})" for o in outputs if o.get("undelivered"))
+    return SinkWriteError(source, lost).to_dict() if lost else None
 
 
 class BrokerSink:
