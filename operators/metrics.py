@@ -3,10 +3,17 @@
 Definitions follow the DAVIS benchmark (Perazzi et al., CVPR 2016), reimplemented:
 
 * J is the IoU of the predicted and ground-truth masks; two empty masks score 1.
-* F compares the masks' boundary maps with a tolerance of ``bound_th`` times the
-  image diagonal (0.008 in DAVIS): a boundary pixel counts as matched when the
-  other boundary lies within that many pixels. F = 2PR / (P + R).
+* F compares the masks' one-pixel boundary maps (a pixel whose right, lower or
+  lower-right neighbour lies on the other side of the mask's edge, as the
+  reference's ``seg2bmap``) with a tolerance of ``bound_th`` times the image
+  diagonal, rounded up (0.008 in DAVIS): a boundary pixel counts as matched when
+  the other boundary lies within a disk of that radius. F = 2PR / (P + R).
+* Per object over a clip: the mean, the recall (fraction of frames above 0.5) and
+  the decay (mean of the first quarter of the frames minus that of the last).
 * J&F of a clip is the mean of J-Mean and F-Mean, each averaged per object first.
+
+``tests/test_metrics.py`` checks these against an independent transcription of the
+davis2017-evaluation code's definitions, within 1e-6.
 
 Predictions arrive as unordered :class:`Instances`; the matching helpers decide which
 predicted mask stands for which ground-truth object, either once per clip by track
@@ -34,8 +41,6 @@ FrameTruth = Mapping[int, np.ndarray]
 
 Matching = Literal["frame", "track"]
 
-_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-
 
 def region_similarity(pred: np.ndarray, gt: np.ndarray) -> float:
     """J: intersection over union of two boolean masks; 1 when both are empty."""
@@ -46,10 +51,18 @@ def region_similarity(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def boundary_map(mask: np.ndarray) -> np.ndarray:
-    """Mask pixels with a 4-neighbour outside the mask; the frame edge is not a contour."""
-    mask8 = mask.astype(np.uint8)
-    # Erosion pads with the maximum, so pixels on the frame edge are kept unless the mask ends there.
-    return mask & ~cv2.erode(mask8, _CROSS).astype(bool)
+    """Pixels whose right, lower or lower-right neighbour is on the other side of the mask's edge.
+
+    DAVIS's boundary (``seg2bmap``): one pixel wide, half a pixel towards the origin from the edge, so it
+    holds mask and background pixels alike. Neighbours outside the frame are not compared: the frame edge
+    is not a contour.
+    """
+    mask = np.asarray(mask, bool)
+    edge = np.zeros_like(mask)
+    edge[:, :-1] |= mask[:, :-1] != mask[:, 1:]
+    edge[:-1, :] |= mask[:-1, :] != mask[1:, :]
+    edge[:-1, :-1] |= mask[:-1, :-1] != mask[1:, 1:]
+    return edge
 
 
 def boundary_tolerance(height: int, width: int, bound_th: float = DAVIS_BOUND_TH) -> int:
@@ -60,6 +73,7 @@ def boundary_tolerance(height: int, width: int, bound_th: float = DAVIS_BOUND_TH
 
 
 def _disk(radius: int) -> np.ndarray:
+    """Offsets within ``radius`` (x² + y² <= r²), the structuring element the tolerance dilates by."""
     yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
     return (xx * xx + yy * yy <= radius * radius).astype(np.uint8)
 
@@ -83,11 +97,43 @@ def boundary_measure(pred: np.ndarray, gt: np.ndarray, bound_th: float = DAVIS_B
 
 
 @dataclass(frozen=True)
+class Statistics:
+    """DAVIS's summary of one object's per-frame scores."""
+
+    mean: float
+    recall: float  # fraction of frames scoring above 0.5
+    decay: float  # mean of the first quarter of the frames minus mean of the last quarter
+
+
+def statistics(per_frame: Sequence[float]) -> Statistics:
+    """Mean, recall and decay of per-frame scores, with DAVIS's quarters.
+
+    The quarters are cut at ``round(1 + i (T - 1) / 4)`` for i = 0..4 (halves rounded up), 1-based, and
+    neighbouring quarters share their boundary frame, as in the reference's ``db_statistics``.
+    """
+    values = np.asarray(per_frame, np.float64)
+    if values.size == 0:
+        raise ValueError("statistics need at least one frame")
+    # 1 + i (T - 1) / 4 rounded half up, in integers, then 0-based.
+    cuts = [(4 + i * (values.size - 1) + 2) // 4 - 1 for i in range(5)]
+    first, last = values[cuts[0] : cuts[1] + 1], values[cuts[3] : cuts[4] + 1]
+    return Statistics(float(values.mean()), float(np.mean(values > 0.5)), float(first.mean() - last.mean()))
+
+
+@dataclass(frozen=True)
 class ObjectScores:
     """Per-frame J and F of one object over a clip."""
 
     j: np.ndarray  # (T,) float
     f: np.ndarray  # (T,) float
+
+    @property
+    def j_statistics(self) -> Statistics:
+        return statistics(self.j)
+
+    @property
+    def f_statistics(self) -> Statistics:
+        return statistics(self.f)
 
 
 def object_scores(

@@ -1,9 +1,13 @@
-"""DAVIS J and F on hand-computed cases, and the prediction-to-ground-truth matching."""
+"""DAVIS J and F on hand-computed cases, against the reference's definitions, and the prediction-to-ground-truth
+matching."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from operators.metrics import (
     ObjectScores,
@@ -18,6 +22,7 @@ from operators.metrics import (
     jf_mean,
     object_scores,
     region_similarity,
+    statistics,
 )
 from operators.records import Instances
 
@@ -62,8 +67,12 @@ class TestBoundary:
         assert boundary_tolerance(480, 640) == 7  # 0.008 * 800 = 6.4
         assert boundary_tolerance(100, 100, bound_th=3) == 3  # >= 1 means pixels
 
-    def test_boundary_of_square_is_its_outline(self):
-        assert boundary_map(square(10, 10, 20)).sum() == 4 * 20 - 4
+    def test_boundary_of_square_is_half_a_pixel_towards_the_origin(self):
+        # The square's right column and bottom row (20 + 19 px) and, outside it, the column to its left and
+        # the row above it (21 + 20 px): the pixels whose right, lower or lower-right neighbour differs.
+        edge = boundary_map(square(10, 10, 20))
+        assert edge.sum() == 80
+        assert edge[9, 9] and edge[29, 29] and edge[10:30, 9].all() and not edge[30, 10:30].any()
 
     def test_frame_edge_is_not_a_contour(self):
         left_half = np.zeros((100, 100), bool)
@@ -78,7 +87,12 @@ class TestBoundary:
         assert boundary_measure(vertical_line(30), vertical_line(32)) == 1.0
 
     def test_shift_beyond_tolerance_scores_zero(self):
-        assert boundary_measure(vertical_line(30), vertical_line(33)) == 0.0
+        # A line's boundary is the line and the column left of it: 30 and 29 against 34 and 33, 3 px apart.
+        assert boundary_measure(vertical_line(30), vertical_line(34)) == 0.0
+
+    def test_shift_half_within_tolerance(self):
+        # Columns 29, 30 against 32, 33: 30 and 32 match (2 px), 29 and 33 do not; P = R = 0.5.
+        assert boundary_measure(vertical_line(30), vertical_line(33)) == pytest.approx(0.5)
 
     def test_extra_object_halves_precision(self):
         # Precision 76/152 = 0.5, recall 1: F = 2 * 0.5 / 1.5.
@@ -163,3 +177,113 @@ class TestMatching:
         scores = evaluate_clip([instances([b, a])] * 4, [{1: a, 2: b}] * 4)
         assert scores.jf_mean == scores.j_mean == scores.f_mean == 1.0
         assert sorted(scores.objects) == [1, 2]
+
+
+# -- the davis2017-evaluation definitions, written out independently as the oracle -----------------------------
+# (davis2017/metrics.py: db_eval_iou, f_measure, _seg2bmap; davis2017/utils.py: db_statistics). The reference
+# itself no longer imports on NumPy 2 (np.bool) and ships on no package index, so its formulas are restated here
+# in another form: per-pixel loops for the boundary map, a Euclidean distance transform for the disk dilation.
+
+
+def reference_iou(gt: np.ndarray, pred: np.ndarray) -> float:
+    union = np.sum(gt | pred)
+    return 1.0 if union == 0 else np.sum(gt & pred) / union
+
+
+def reference_seg2bmap(seg: np.ndarray) -> np.ndarray:
+    """A pixel is boundary when any of its east, south and south-east neighbours inside the frame differs."""
+    h, w = seg.shape
+    bmap = np.zeros((h, w), bool)
+    for y in range(h):
+        for x in range(w):
+            for dy, dx in ((0, 1), (1, 0), (1, 1)):
+                if y + dy < h and x + dx < w and seg[y, x] != seg[y + dy, x + dx]:
+                    bmap[y, x] = True
+    return bmap
+
+
+def reference_f_measure(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> float:
+    radius = bound_th if bound_th >= 1 else math.ceil(bound_th * math.hypot(*pred.shape))
+    pred_b, gt_b = reference_seg2bmap(pred), reference_seg2bmap(gt)
+    n_pred, n_gt = pred_b.sum(), gt_b.sum()
+    if n_pred == 0 and n_gt > 0:
+        precision, recall = 1.0, 0.0
+    elif n_pred > 0 and n_gt == 0:
+        precision, recall = 0.0, 1.0
+    elif n_pred == 0 and n_gt == 0:
+        precision, recall = 1.0, 1.0
+    else:
+        # Dilating by disk(r) = {x² + y² <= r²} keeps the pixels within Euclidean distance r of a boundary pixel.
+        near_gt = ndimage.distance_transform_edt(~gt_b) <= radius
+        near_pred = ndimage.distance_transform_edt(~pred_b) <= radius
+        precision, recall = np.sum(pred_b & near_gt) / n_pred, np.sum(gt_b & near_pred) / n_gt
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def reference_statistics(values: np.ndarray) -> tuple[float, float, float]:
+    mean, recall = np.nanmean(values), np.nanmean(values > 0.5)
+    ids = (np.round(np.linspace(1, len(values), 5) + 1e-10) - 1).astype(int)
+    bins = [values[ids[i] : ids[i + 1] + 1] for i in range(4)]
+    return mean, recall, np.nanmean(bins[0]) - np.nanmean(bins[3])
+
+
+def random_masks(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Noise, blobs (smoothed noise) or a blob and its shifted, eroded or dilated copy."""
+    style = rng.integers(3)
+    if style == 0:
+        return rng.random(shape) < rng.random(), rng.random(shape) < rng.random()
+    blob = ndimage.gaussian_filter(rng.random(shape), rng.uniform(1, 4)) > rng.uniform(0.45, 0.55)
+    if style == 1:
+        return blob, ndimage.gaussian_filter(rng.random(shape), 2) > 0.5
+    moved = np.roll(blob, tuple(rng.integers(-4, 5, 2)), axis=(0, 1))
+    moved = [ndimage.binary_erosion, ndimage.binary_dilation, lambda m: m][rng.integers(3)](moved)
+    return blob, moved
+
+
+class TestAgainstDavisReference:
+    def test_random_masks(self):
+        rng = np.random.default_rng(16)
+        for _ in range(300):
+            shape = (int(rng.integers(1, 48)), int(rng.integers(1, 64)))
+            pred, gt = random_masks(rng, shape)
+            bound_th = [0.008, 0.02, 3][rng.integers(3)]
+            np.testing.assert_array_equal(boundary_map(gt), reference_seg2bmap(gt))
+            assert region_similarity(pred, gt) == pytest.approx(reference_iou(gt, pred), abs=1e-6)
+            assert boundary_measure(pred, gt, bound_th) == pytest.approx(
+                reference_f_measure(pred, gt, bound_th), abs=1e-6)
+
+    def test_hand_made_masks(self):
+        ring = square(20, 20, 40) & ~square(30, 30, 20)
+        corner = np.zeros((100, 100), bool)
+        corner[90:, 90:] = True
+        full = np.ones((100, 100), bool)
+        diagonal = np.eye(100, dtype=bool)
+        cases = [
+            (square(10, 10, 20), square(10, 10, 20)), (square(10, 10, 20), square(13, 11, 20)),
+            (vertical_line(30), vertical_line(33)), (ring, square(20, 20, 40)), (corner, full),
+            (full, full), (EMPTY, full), (diagonal, np.fliplr(diagonal)), (EMPTY, EMPTY),
+            (square(0, 0, 1), square(99, 99, 1)), (square(10, 10, 20) | square(60, 60, 20), square(10, 10, 20)),
+        ]
+        for pred, gt in cases:
+            assert region_similarity(pred, gt) == pytest.approx(reference_iou(gt, pred), abs=1e-6)
+            assert boundary_measure(pred, gt) == pytest.approx(reference_f_measure(pred, gt), abs=1e-6)
+        # 640x480 (DAVIS's 480p frames): the tolerance is ceil(6.4) = 7 px.
+        big_pred, big_gt = np.zeros((480, 640), bool), np.zeros((480, 640), bool)
+        big_pred[100:300, 200:400], big_gt[105:300, 207:410] = True, True
+        assert boundary_measure(big_pred, big_gt) == pytest.approx(reference_f_measure(big_pred, big_gt), abs=1e-6)
+
+    def test_statistics(self):
+        rng = np.random.default_rng(17)
+        lengths = list(range(1, 40)) + [68, 103, 254, 255, 256]
+        for n in lengths:
+            values = rng.random(n)
+            ours = statistics(values)
+            assert (ours.mean, ours.recall, ours.decay) == pytest.approx(reference_statistics(values), abs=1e-6)
+
+    def test_statistics_by_hand(self):
+        # 9 frames: quarters are frames 0-2 and 6-8 (cut at 1, 3, 5, 7, 9), so decay = 1 - 0.
+        ours = statistics([1, 1, 1, 0.6, 0.6, 0.6, 0, 0, 0])
+        assert (ours.mean, ours.recall, ours.decay) == pytest.approx((4.8 / 9, 6 / 9, 1.0))
+        assert statistics([0.7]).decay == 0.0
+        with pytest.raises(ValueError):
+            statistics([])
