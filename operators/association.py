@@ -10,13 +10,14 @@ keep their id if they come back, by appearance, within ``max_absent_frames``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from operators.memory_bank import ObservationBank
 from operators.metrics import iou_matrix
-from operators.records import Instances
+from operators.records import Instances, Prompt
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,11 @@ class TrackAssigner:
     tracks: dict[int, _Track] = field(default_factory=dict)
     next_id: int = 1
 
-    def _new_track(self, prompt_id: int, embedding: np.ndarray | None, frame_index: int) -> int:
-        track_id = self.next_id
-        self.next_id += 1
+    def _new_track(self, prompt_id: int, embedding: np.ndarray | None, frame_index: int,
+                   track_id: int | None = None) -> int:
+        if track_id is None:
+            track_id = self.next_id
+            self.next_id += 1
         bank = ObservationBank(self.config.bank_slots, self.config.bank_min_score)
         bank.write(embedding, score=1.0)
         self.tracks[track_id] = _Track(track_id, prompt_id, bank, frame_index)
@@ -106,12 +109,14 @@ class TrackAssigner:
         return cost
 
     def assign_keyframe(
-        self, detections: Instances, propagated: Instances, frame_index: int, births: bool = True
+        self, detections: Instances, propagated: Instances, frame_index: int, births: bool = True,
+        named: Sequence[Prompt] = (),
     ) -> Instances:
         """Give keyframe detections track ids, using the tracks warped to this frame as reference.
 
         ``births=False``: detections that match no track are dropped rather than start one (a keyframe that
-        only re-anchors the tracked objects).
+        only re-anchors the tracked objects). ``named``: this frame's new prompts that ask for a track id
+        (:attr:`Prompt.track_id`); see :meth:`_named_births`.
         """
         cfg = self.config
         visible_ids = set(propagated.track_ids.tolist())
@@ -129,16 +134,32 @@ class TrackAssigner:
             ids[d] = track.track_id
             matched_visible.add(track.track_id)
         born: set[int] = set()
-        for d in np.flatnonzero(ids < 0):
-            if births and detections.scores[d] >= cfg.birth_score:
-                emb = None if detections.embeddings is None else detections.embeddings[d]
-                ids[d] = self._new_track(int(detections.prompt_ids[d]), emb, frame_index)
-                born.add(int(ids[d]))
+        newborn = [int(d) for d in np.flatnonzero(ids < 0) if births and detections.scores[d] >= cfg.birth_score]
+        asked = self._named_births(detections, newborn, named)
+        if asked:  # the next free ids start above the asked ones
+            self.next_id = max(self.next_id, max(asked.values()) + 1)
+        for d in newborn:
+            emb = None if detections.embeddings is None else detections.embeddings[d]
+            ids[d] = self._new_track(int(detections.prompt_ids[d]), emb, frame_index, asked.get(d))
+            born.add(int(ids[d]))
         kept = detections.with_track_ids(ids)[ids >= 0]
         coasting = self._coasting(propagated, matched_visible)
         result = Instances.concatenate([kept, coasting], *detections.shape)
         self._refresh_tracks(result, frame_index, coasted=set(coasting.track_ids.tolist()), born=born)
         return result
+
+    def _named_births(self, detections: Instances, newborn: list[int], named: Sequence[Prompt]) -> dict[int, int]:
+        """Detection -> the track id its prompt asks for: per prompt, the new detection overlapping the prompt's
+        mask most. Only ids no track has had yet are given (all of them on the stream's first prompt frame);
+        otherwise the object takes the next free id, as any other."""
+        asked: dict[int, int] = {}
+        for prompt in named:
+            mine = [d for d in newborn if detections.prompt_ids[d] == prompt.prompt_id and d not in asked]
+            if prompt.track_id is None or prompt.track_id < self.next_id or prompt.track_id in asked.values() or not mine:
+                continue
+            overlap = iou_matrix(detections.masks[mine], prompt.to_mask(*detections.shape)[None])[:, 0]
+            asked[mine[int(np.argmax(overlap))]] = prompt.track_id
+        return asked
 
     def _coasting(self, propagated: Instances, matched: set[int]) -> Instances:
         """Confident propagated tracks the keyframe missed, kept for at most ``max_coast_keyframes``."""

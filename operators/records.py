@@ -41,6 +41,9 @@ class Prompt:
     points: tuple[tuple[float, float], ...] = ()
     box: tuple[float, float, float, float] | None = None
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # The id the track this prompt starts takes on its frame (a DAVIS annotation's object index), where no
+    # track has had it yet; None: the next free id.
+    track_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind == "point" and not self.points:
@@ -58,6 +61,8 @@ class Prompt:
                 raise PromptError(f"prompt {self.prompt_id}: the {self.kind} mask has no nonzero pixel")
         if self.frame_index < 0:
             raise PromptError(f"prompt {self.prompt_id}: frame index {self.frame_index} is negative")
+        if self.track_id is not None and self.track_id < 1:
+            raise PromptError(f"prompt {self.prompt_id}: track id {self.track_id} is not positive")
 
     def validate(self, height: int, width: int) -> None:
         """Raise :class:`PromptError` naming the reason if the prompt does not fit a ``height`` x ``width`` frame."""

@@ -143,6 +143,7 @@ class StreamProcessor:
         self.next_index = 0
         self.first_prompt_frame: int | None = None
         self._reason: str | None = None
+        self._named: list[Prompt] = []  # the in-flight keyframe's new prompts that ask for a track id
         self._schedule(prompts)
 
     def __getstate__(self) -> dict:
@@ -230,6 +231,7 @@ class StreamProcessor:
         self._reason = self.policy.decide(bool(new_prompts))
         if self._reason is None:
             return None
+        self._named = [p for p in new_prompts if p.track_id is not None]
         reanchor = self._reason == "ill_posed_flow"
         return KeyframeRequest(frame.index, frame.image, list(self.memories), new_prompts, refresh=not reanchor,
                                regions=reanchor_regions(self.last) if reanchor and self.last is not None else None)
@@ -248,7 +250,7 @@ class StreamProcessor:
         reference = self.last if self.policy.cut and self.last is not None else self._warped(flow, frame)
         # A re-anchoring keyframe corrects the tracked objects; the regular ones find new instances.
         births = self._reason != "ill_posed_flow"
-        instances = self.assigner.assign_keyframe(detections, reference, frame.index, births=births)
+        instances = self.assigner.assign_keyframe(detections, reference, frame.index, births=births, named=self._named)
         self.policy.observe_keyframe(instances)
         return self._emit(frame, "keyframe", instances, self._reason)
 

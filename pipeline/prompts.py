@@ -6,8 +6,10 @@ Command-line syntax (one prompt per ``--prompt``, ids 0, 1, 2 … in order)::
     box:X0,Y0,X1,Y1[@FRAME]
     scribble:PATH.png[@FRAME]     any nonzero pixel is prompt, as X-SAM does
     mask:PATH.png[@FRAME]
+    objects:PATH.png[@FRAME]      a DAVIS annotation (indexed PNG): one mask prompt per object index
 
-Coordinates are source pixels; ``FRAME`` defaults to 0.
+Coordinates are source pixels; ``FRAME`` defaults to 0. ``objects:`` gives object k prompt id k and, on
+that frame, track id k; the other specs take their position as prompt id, and an id given twice is refused.
 
 A prompt file (JSON, or YAML) gives prompts per video for batch jobs; keys are file
 names, stems or paths, and ``"*"`` applies to videos not named::
@@ -32,6 +34,11 @@ from operators.records import Prompt, PromptError
 from pipeline.config import read_mapping_file
 
 PROMPT_KINDS = ("point", "box", "scribble", "mask")
+#: A spec that expands to one mask prompt per object of a DAVIS-style annotation.
+OBJECTS = "objects"
+SPEC_KINDS = (*PROMPT_KINDS, OBJECTS)
+#: DAVIS's void index (unlabelled pixels, in some annotations): no object.
+VOID_INDEX = 255
 
 
 def _numbers(text: str, source: str) -> list[float]:
@@ -41,21 +48,54 @@ def _numbers(text: str, source: str) -> list[float]:
         raise InvalidPromptError(source, f"expected comma-separated numbers, got {text!r}") from None
 
 
-def load_prompt_mask(path: str | Path, source: str | None = None) -> np.ndarray:
-    """Read a scribble/mask PNG as a boolean array: any nonzero pixel is prompt."""
-    path = Path(path)
+def _read_image(path: Path, source: str, indexed: bool = False) -> np.ndarray:
+    """A prompt image's grey levels, or (``indexed``) the palette indices of an indexed PNG."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("L")) > 0
+            if indexed and image.mode != "P":
+                raise InvalidPromptError(source, f"{path} is not an indexed (palette) PNG but mode {image.mode}: an "
+                                                 "objects: annotation holds one palette index per object, as DAVIS's")
+            return np.asarray(image if indexed else image.convert("L"))
     except FileNotFoundError:
-        raise InvalidPromptError(source or str(path), f"prompt image {path} does not exist") from None
+        raise InvalidPromptError(source, f"prompt image {path} does not exist") from None
     except (UnidentifiedImageError, OSError) as exc:
-        raise InvalidPromptError(source or str(path), f"prompt image {path} is not a readable image ({exc})") from None
+        raise InvalidPromptError(source, f"prompt image {path} is not a readable image ({exc})") from None
+
+
+def load_prompt_mask(path: str | Path, source: str | None = None) -> np.ndarray:
+    """Read a scribble/mask PNG as a boolean array: any nonzero pixel is prompt."""
+    return _read_image(Path(path), source or str(path)) > 0
+
+
+def load_object_masks(path: str | Path, source: str | None = None) -> dict[int, np.ndarray]:
+    """A DAVIS-style annotation: object index -> its boolean mask, for every index but 0 (background) and 255
+    (void)."""
+    path = Path(path)
+    indices = _read_image(path, source or str(path), indexed=True)
+    objects = {int(k): indices == k for k in np.unique(indices) if 0 < k < VOID_INDEX}
+    if not objects:
+        raise InvalidPromptError(source or str(path), f"annotation {path} has no object: every pixel is index 0 "
+                                                      f"(background) or {VOID_INDEX} (void)")
+    return objects
+
+
+def _build_all(prompt_id: int, kind: str, frame: int, body: Any, base: Path, source: str) -> list[Prompt]:
+    """A spec's prompts: one per object for ``objects:``, else the one prompt of id ``prompt_id``."""
+    if kind != OBJECTS:
+        return [_build(prompt_id, kind, frame, body, base, source)]
+    objects = load_object_masks(base / str(body), source)
+    try:
+        return [Prompt(k, "mask", frame, mask=mask, track_id=k) for k, mask in objects.items()]
+    except PromptError as exc:
+        raise InvalidPromptError(source, str(exc)) from None
 
 
 def _build(prompt_id: int, kind: str, frame: int, body: Any, base: Path, source: str) -> Prompt:
-    if kind not in PROMPT_KINDS:
-        raise InvalidPromptError(source, f"unknown prompt type {kind!r}; use one of {', '.join(PROMPT_KINDS)}")
+    if kind not in SPEC_KINDS:
+        raise InvalidPromptError(source, f"unknown prompt type {kind!r}; use one of {', '.join(SPEC_KINDS)}")
+    if kind == OBJECTS:
+        raise InvalidPromptError(source, "objects: gives one prompt per object; it is taken by run's --prompt, "
+                                         "prompt files and eval")
     try:
         if kind == "point":
             pairs = [_numbers(p, source) for p in body] if isinstance(body, list) else [
@@ -76,7 +116,19 @@ def _build(prompt_id: int, kind: str, frame: int, body: Any, base: Path, source:
 
 
 def parse_prompt(spec: str, prompt_id: int, base: Path | None = None) -> Prompt:
-    """Parse one ``KIND:BODY[@FRAME]`` command-line spec."""
+    """Parse one ``KIND:BODY[@FRAME]`` command-line spec that gives one prompt (any but ``objects:``)."""
+    kind, frame, body = _split_spec(spec)
+    return _build(prompt_id, kind, frame, body, base or Path.cwd(), spec)
+
+
+def parse_prompts(spec: str, prompt_id: int, base: Path | None = None) -> list[Prompt]:
+    """Parse one command-line spec, ``objects:`` included; ``prompt_id`` is the id of a spec that gives one."""
+    kind, frame, body = _split_spec(spec)
+    return _build_all(prompt_id, kind, frame, body, base or Path.cwd(), spec)
+
+
+def _split_spec(spec: str) -> tuple[str, int, Any]:
+    """``KIND:BODY[@FRAME]`` -> kind, frame and body (a point spec's body split into its points)."""
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
         raise InvalidPromptError(spec, "a prompt is KIND:VALUE, e.g. point:120,80 or box:10,20,200,150")
@@ -85,13 +137,13 @@ def parse_prompt(spec: str, prompt_id: int, base: Path | None = None) -> Prompt:
         frame = int(frame_text)
     except ValueError:
         raise InvalidPromptError(spec, f"frame after @ must be an integer, got {frame_text!r}") from None
-    points = body.split(";") if kind.strip() == "point" else body
-    return _build(prompt_id, kind.strip().lower(), frame, points, base or Path.cwd(), spec)
+    kind = kind.strip().lower()
+    return kind, frame, body.split(";") if kind == "point" else body
 
 
-def _parse_entry(entry: Any, prompt_id: int, base: Path, source: str) -> Prompt:
+def _parse_entry(entry: Any, prompt_id: int, base: Path, source: str) -> list[Prompt]:
     if isinstance(entry, str):
-        return parse_prompt(entry, prompt_id, base)
+        return parse_prompts(entry, prompt_id, base)
     if not isinstance(entry, Mapping) or "type" not in entry:
         raise InvalidPromptError(source, f"prompt {prompt_id}: expected a spec string or an object with 'type'")
     kind = str(entry["type"]).lower()
@@ -104,7 +156,17 @@ def _parse_entry(entry: Any, prompt_id: int, base: Path, source: str) -> Prompt:
     frame = entry.get("frame", 0)
     if isinstance(frame, bool) or not isinstance(frame, int):
         raise InvalidPromptError(source, f"prompt {prompt_id}: 'frame' must be an integer, got {frame!r}")
-    return _build(prompt_id, kind, frame, body, base, source)
+    return _build_all(prompt_id, kind, frame, body, base, source)
+
+
+def _distinct_ids(prompts: list[Prompt], source: str) -> list[Prompt]:
+    seen: set[int] = set()
+    for prompt in prompts:
+        if prompt.prompt_id in seen:
+            raise InvalidPromptError(source, f"prompt id {prompt.prompt_id} is given twice: an objects: spec takes "
+                                             "its object indices as ids, every other spec its position")
+        seen.add(prompt.prompt_id)
+    return prompts
 
 
 def _point_strings(body: Any, prompt_id: int, source: str) -> list[str]:
@@ -129,7 +191,7 @@ class PromptBook:
 
     @classmethod
     def from_cli(cls, specs: Sequence[str], prompts_file: str | Path | None = None) -> "PromptBook":
-        default = [parse_prompt(s, i) for i, s in enumerate(specs)]
+        default = _distinct_ids([p for i, s in enumerate(specs) for p in parse_prompts(s, i)], "--prompt")
         if prompts_file is None:
             return cls(default)
         path = Path(prompts_file)
@@ -138,7 +200,9 @@ class PromptBook:
         for key, entries in data.items():
             if not isinstance(entries, list):
                 raise InvalidPromptError(str(path), f"entry {key!r} must be a list of prompts")
-            per_video[key] = [_parse_entry(e, i, path.parent, f"{path} [{key}]") for i, e in enumerate(entries)]
+            where = f"{path} [{key}]"
+            per_video[key] = _distinct_ids([p for i, e in enumerate(entries) for p in _parse_entry(e, i, path.parent, where)],
+                                           where)
         wildcard = per_video.pop("*", None)
         return cls(default or wildcard or [], per_video)
 

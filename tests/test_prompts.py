@@ -96,3 +96,52 @@ def test_prompt_file_points_take_every_spelling(tmp_path):
     for given, expected in points.items():
         (tmp_path / "p.json").write_text(json.dumps({"a.mp4": [{"type": "point", "points": given}]}))
         assert PromptBook.from_cli([], tmp_path / "p.json").for_video("a.mp4")[0].points == expected, given
+
+
+def _annotation(path, labels, mode="P"):
+    """An annotation PNG: indexed (mode P, any palette) as DAVIS's, or plain grey levels (mode L)."""
+    image = Image.fromarray(np.asarray(labels, np.uint8), mode=mode)
+    if mode == "P":
+        image.putpalette([v for i in range(256) for v in (i, 255 - i, (7 * i) % 256)])
+    image.save(path)
+    return path
+
+
+def test_objects_spec_gives_one_mask_prompt_per_index_with_that_id(tmp_path):
+    labels = np.zeros((12, 16), np.uint8)
+    labels[1:4, 1:4], labels[6:9, 8:14], labels[10, 0] = 1, 3, 255  # 255 is DAVIS's void label: no object
+    path = _annotation(tmp_path / "00000.png", labels)
+    prompts = PromptBook.from_cli([f"objects:{path}@4"]).default
+    assert [(p.prompt_id, p.track_id, p.kind, p.frame_index) for p in prompts] == [(1, 1, "mask", 4), (3, 3, "mask", 4)]
+    assert prompts[0].mask.sum() == 9 and (prompts[1].mask == (labels == 3)).all()
+
+
+def test_objects_in_a_prompt_file_resolve_against_its_folder(tmp_path):
+    labels = np.zeros((8, 8), np.uint8)
+    labels[2:5, 2:5] = 2
+    _annotation(tmp_path / "first.png", labels)
+    (tmp_path / "prompts.json").write_text(json.dumps({
+        "blackswan": ["objects:first.png"], "dogs": [{"type": "objects", "path": "first.png", "frame": 2}]}))
+    book = PromptBook.from_cli([], tmp_path / "prompts.json")
+    assert [(p.prompt_id, p.track_id) for p in book.for_video("x/blackswan")] == [(2, 2)]
+    assert [p.frame_index for p in book.for_video("dogs.mp4")] == [2]
+
+
+def test_objects_errors_are_named(tmp_path):
+    labels = np.zeros((8, 8), np.uint8)
+    labels[2:5, 2:5] = 1
+    grey = _annotation(tmp_path / "grey.png", labels, mode="L")
+    with pytest.raises(InvalidPromptError, match=r"grey.png is not an indexed \(palette\) PNG but mode L"):
+        PromptBook.from_cli([f"objects:{grey}"])
+    empty = _annotation(tmp_path / "empty.png", np.where(labels > 0, 255, 0))
+    with pytest.raises(InvalidPromptError, match="empty.png has no object"):
+        PromptBook.from_cli([f"objects:{empty}"])
+    with pytest.raises(InvalidPromptError, match="does not exist"):
+        PromptBook.from_cli([f"objects:{tmp_path / 'missing.png'}"])
+    one = _annotation(tmp_path / "one.png", labels)
+    # The box is the second spec, so prompt id 1, which object 1 already takes.
+    with pytest.raises(InvalidPromptError, match="prompt id 1 is given twice"):
+        PromptBook.from_cli([f"objects:{one}", "box:0,0,4,4"])
+    assert [p.prompt_id for p in PromptBook.from_cli(["box:0,0,4,4", f"objects:{one}"]).default] == [0, 1]
+    with pytest.raises(InvalidPromptError, match="one prompt per object"):
+        parse_prompt(f"objects:{one}", 0)
