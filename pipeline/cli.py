@@ -54,6 +54,8 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
                              "inline for the weight-free default segmenter on a cluster without GPUs")
     parser.add_argument("--parallel", type=int, help="videos processed at once (default: the cluster's CPUs)")
     parser.add_argument("--decoder", choices=("pyav", "decord"))
+    parser.add_argument("--fps", type=float, help="frame rate of frame-folder videos (folders of JPEG/PNG frames), "
+                                                  "which gives their pts (default 30)")
     parser.add_argument("--address", help="join this Ray cluster instead of starting a local one")
     parser.add_argument("--no-resume", dest="resume", action="store_const", const=False,
                         help="re-process videos a previous run finished")
@@ -66,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="segment and track prompted objects in video files")
-    run.add_argument("sources", nargs="*", help="video files, folders or globs (mp4, avi, mkv, mov, webm)")
+    run.add_argument("sources", nargs="*", help="video files (mp4, avi, mkv, mov, webm), frame folders (JPEG/PNG "
+                                                "frames), folders of them, or globs")
     run.add_argument("--prompt", action="append", metavar="SPEC",
                      help="point:X,Y[;X,Y] | box:X0,Y0,X1,Y1 | scribble:PNG | mask:PNG, optional @FRAME; repeatable")
     run.add_argument("--prompts-file", type=Path, help="JSON or YAML prompts per video (see README)")
@@ -90,7 +93,7 @@ def _config(args: argparse.Namespace, **given) -> JobConfig:
     sinks = [s for group in args.sink for s in group] if args.sink else None
     overrides = dict(
         out_dir=args.out, segmenter=args.segmenter, segmenter_options=options, keyframe_every=args.keyframe_every,
-        ill_posed_every=args.ill_posed_every, sinks=sinks, decoder=args.decoder, workers=args.workers,
+        ill_posed_every=args.ill_posed_every, sinks=sinks, decoder=args.decoder, fps=args.fps, workers=args.workers,
         segmenter_placement=args.segmenter_placement, parallel=args.parallel, address=args.address,
         resume=args.resume, progress=args.progress, **given,
     )

@@ -15,6 +15,7 @@ from operators.errors import PipelineError
 from operators.keyframes import KeyframeConfig
 from operators.segmenters import check_checkpoint, check_segmenter, segmenter_class
 from operators.sinks import SINKS, sink_kind
+from pipeline.sources import DEFAULT_FOLDER_FPS
 
 SINK_NAMES = ("jsonl", "png", "mp4")
 ENV_PREFIX = "XSAM_PIPELINE_"
@@ -37,6 +38,8 @@ class JobConfig(BaseModel):
                                  "is flat or striped, where optical flow cannot measure its motion; 0: off")
     sinks: list[str] = Field(default_factory=lambda: ["jsonl", "mp4"], min_length=1)
     decoder: Literal["pyav", "decord"] = "pyav"
+    fps: float = Field(default=DEFAULT_FOLDER_FPS, gt=0, description="frame rate of frame-folder videos, whose "
+                       "images carry no timestamps: frame i has pts i / fps")
     segmenter_placement: Literal["auto", "pool", "inline"] = Field(
         default="auto", description="segmenter actors (pool) or one segmenter in each stream worker (inline); "
         "auto: inline for the lightweight default segmenter without GPUs")

@@ -35,7 +35,7 @@ from pipeline.runtime import (
     read_done,
     segmenter_pool,
 )
-from pipeline.sources import expand_sources
+from pipeline.sources import expand_sources, source_bytes
 
 SUMMARY_FILE = "summary.json"
 POLL_SECONDS = 0.25
@@ -80,9 +80,10 @@ class JobSummary:
 
 
 def assign_stream_ids(paths: Sequence[Path]) -> list[str]:
-    """File stems, made unique with the parent folder's name (then an index) where stems collide."""
+    """File stems (a frame folder's name), made unique with the parent folder's name (then an index) where
+    they collide."""
     ids: list[str] = []
-    stems = [p.stem for p in paths]
+    stems = [p.name if p.is_dir() else p.stem for p in paths]
     for path, stem in zip(paths, stems):
         candidate = stem if stems.count(stem) == 1 else f"{path.parent.name}-{stem}"
         base, n = candidate, 1
@@ -131,13 +132,14 @@ def plan_streams(config: JobConfig) -> tuple[list[StreamSpec], list[StreamReport
                 out_dir=str(config.out_dir),
                 sinks=config.sinks,
                 decoder=config.decoder,
+                folder_fps=config.fps,
                 keyframes=config.keyframe_config(),
                 association=config.association_config(),
                 max_pending=config.max_pending,
                 checkpoint_every=config.checkpoint_every,
                 resume=config.resume,
                 fingerprint={**config.fingerprint(), "source": str(path.resolve()),
-                             "prompts": prompt_fingerprint(prompts)},
+                             "prompts": prompt_fingerprint(prompts), **({"fps": config.fps} if path.is_dir() else {})},
             )
         )
     return specs, failed, warnings
@@ -306,15 +308,10 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
 def longest_first(specs: Sequence[StreamSpec]) -> list[StreamSpec]:
     """The biggest files first: a long video started last would keep one worker busy after the others end.
 
-    File size stands for a video's work (length times resolution), known without opening it.
+    File size (a frame folder's frames together) stands for a video's work (length times resolution), known
+    without opening it.
     """
-    def size(spec: StreamSpec) -> int:
-        try:
-            return Path(spec.source).stat().st_size
-        except OSError:
-            return 0
-
-    return sorted(specs, key=size, reverse=True)
+    return sorted(specs, key=lambda spec: source_bytes(Path(spec.source)), reverse=True)
 
 
 def spread_over(node_cpus: dict[str, int], count: int) -> list[str | None]:

@@ -45,7 +45,7 @@ from operators.stream import (
     Future, KeyframeRequest, KeyframeResult, StreamProcessor, run_keyframes, run_stream, thread_submit,
 )
 from pipeline.batching import MicroBatcher
-from pipeline.sources import open_video
+from pipeline.sources import DEFAULT_FOLDER_FPS, open_video
 
 DONE_FILE = "done.json"
 CHECKPOINT_FILE = "checkpoint.pkl"
@@ -67,6 +67,7 @@ class StreamSpec:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     checkpoint_every: int = 300  # frames between stream checkpoints; 0 disables them
     decode_threads: int = 0  # FFmpeg decoder threads; 0 lets FFmpeg choose
+    folder_fps: float = DEFAULT_FOLDER_FPS  # a frame folder's frame rate (its pts are index / fps)
     resume: bool = True  # continue from a checkpoint left by an earlier run
 
     @property
@@ -270,7 +271,8 @@ class StreamWorker:
         writer: SinkWriter | None = None
         try:
             stream_dir(Path(spec.out_dir), spec.stream_id)  # done.json and checkpoints go there, whatever the sinks
-            with open_video(spec.source, backend=spec.decoder, threads=spec.decode_threads) as reader:
+            with open_video(spec.source, backend=spec.decoder, threads=spec.decode_threads,
+                            folder_fps=spec.folder_fps) as reader:
                 info = reader.info
                 self.expected = report.expected_frames = info.frame_count
                 stream = StreamInfo(spec.stream_id, spec.source, info.width, info.height, info.fps)

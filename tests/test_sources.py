@@ -183,8 +183,9 @@ def test_expand_sources_globs_deduplicates_and_keeps_explicit_files(tmp_path: Pa
     ("make_spec", "reason"),
     [
         (lambda folder: folder / "missing.mp4", "no such file"),
-        (lambda folder: folder, "no video files (mp4, avi, mkv, mov, webm) in directory"),
-        (lambda folder: folder / "*.mkv", "glob matched no video files"),
+        (lambda folder: folder, "no video files (mp4, avi, mkv, mov, webm) or frame folders (folders of jpg, jpeg, "
+                                "png images) in directory"),
+        (lambda folder: folder / "*.mkv", "glob matched no video files or frame folders"),
     ],
     ids=["missing", "empty-directory", "empty-glob"],
 )

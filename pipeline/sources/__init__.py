@@ -2,10 +2,12 @@
 
 The package's parts, each with one job:
 
-* :mod:`~pipeline.sources.discovery`: files, folders and globs -> video files (:func:`expand_sources`);
+* :mod:`~pipeline.sources.discovery`: files, folders and globs -> video files and frame folders
+  (:func:`expand_sources`);
 * :mod:`~pipeline.sources.probe`: one open, probe and error mapping shared by every backend;
 * :mod:`~pipeline.sources.matroska`: the Matroska damage check (damage FFmpeg would only log);
 * :mod:`~pipeline.sources.files`: the file readers, PyAV (default) and decord (:func:`open_video`);
+* :mod:`~pipeline.sources.frame_folders`: a folder of JPEG/PNG frames read as one video;
 * :mod:`~pipeline.sources.live`: live feeds with timeouts and reconnects (:class:`LiveReader`).
 
 Frame indices are 0-based in presentation order; ``pts`` are seconds from the container's timestamps
@@ -19,18 +21,22 @@ the Matroska elements instead. ``PyAVReader`` also takes any FFmpeg URL and demu
 local-file checks live in :func:`open_video`.
 """
 
-from pipeline.sources.discovery import VIDEO_EXTENSIONS, expand_sources
-from pipeline.sources.files import DECORD_REOPENS, Backend, DecordReader, PyAVReader, VideoReader, open_video
-from pipeline.sources.frames import DecodedFrame, VideoInfo
+from pipeline.sources.discovery import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, expand_sources, is_frame_folder, source_bytes
+from pipeline.sources.files import DECORD_REOPENS, Backend, DecordReader, PyAVReader, open_video
+from pipeline.sources.frame_folders import DEFAULT_FOLDER_FPS, FrameFolderReader
+from pipeline.sources.frames import DecodedFrame, VideoInfo, VideoReader
 from pipeline.sources.live import LIVE_SCHEMES, LiveFrame, LiveReader, ReconnectPolicy, is_live_source, live_options
 
 __all__ = [
     "DECORD_REOPENS",
+    "DEFAULT_FOLDER_FPS",
+    "IMAGE_EXTENSIONS",
     "LIVE_SCHEMES",
     "VIDEO_EXTENSIONS",
     "Backend",
     "DecodedFrame",
     "DecordReader",
+    "FrameFolderReader",
     "LiveFrame",
     "LiveReader",
     "PyAVReader",
@@ -38,6 +44,8 @@ __all__ = [
     "VideoInfo",
     "VideoReader",
     "expand_sources",
+    "is_frame_folder",
+    "source_bytes",
     "is_live_source",
     "live_options",
     "open_video",

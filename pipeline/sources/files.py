@@ -11,7 +11,6 @@ precede are withheld.
 from __future__ import annotations
 
 import bisect
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Mapping
@@ -21,7 +20,9 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from operators.errors import VideoDecodeError
-from pipeline.sources.frames import DecodedFrame, VideoInfo
+from pipeline.sources.discovery import is_frame_folder
+from pipeline.sources.frame_folders import DEFAULT_FOLDER_FPS, FrameFolderReader
+from pipeline.sources.frames import DecodedFrame, VideoInfo, VideoReader
 from pipeline.sources.probe import (
     _av_open,
     _check_complete,
@@ -38,30 +39,6 @@ from pipeline.sources.probe import (
 DECORD_REOPENS = 8
 
 Backend = Literal["pyav", "decord"]
-
-
-class VideoReader(ABC):
-    """Decodes one video. ``frames()`` may be called again, from any ``start``, one iteration at a time.
-
-    ``corrupt_frames``: indices of the last ``frames()`` run's frames that were decoded from damaged data
-    and patched by the decoder (error concealment), where the decoder says so.
-    """
-
-    info: VideoInfo
-    corrupt_frames: list[int]
-
-    @abstractmethod
-    def frames(self, start: int = 0) -> Iterator[DecodedFrame]:
-        """Yield frames from index ``start`` on; raise :class:`VideoDecodeError` where decoding fails."""
-
-    @abstractmethod
-    def close(self) -> None: ...
-
-    def __enter__(self) -> VideoReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass(frozen=True)
@@ -332,9 +309,14 @@ def open_video(
     *,
     threads: int = 0,
     keyframes_only: bool = False,
+    folder_fps: float = DEFAULT_FOLDER_FPS,
 ) -> VideoReader:
-    """Open a local video file, failing with a :class:`~operators.errors.PipelineError` that names why."""
+    """Open a local video file or frame folder, failing with a :class:`~operators.errors.PipelineError` that
+    names why. A frame folder's frames are read whatever the ``backend``, all of them keyframes, ``folder_fps``
+    apart."""
     path = Path(path)
+    if is_frame_folder(path):
+        return FrameFolderReader(path, folder_fps)
     _check_local_file(path)
     if backend == "pyav":
         return PyAVReader(str(path), threads=threads, keyframes_only=keyframes_only)

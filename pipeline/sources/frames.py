@@ -1,9 +1,11 @@
-"""What a source declares and what it yields: the records every reader shares."""
+"""What a source declares and what it yields: the records and the reader interface every reader shares."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Iterator
 
 import numpy as np
 
@@ -29,3 +31,27 @@ class DecodedFrame:
     index: int
     pts: float
     image: np.ndarray
+
+
+class VideoReader(ABC):
+    """Decodes one video. ``frames()`` may be called again, from any ``start``, one iteration at a time.
+
+    ``corrupt_frames``: indices of the last ``frames()`` run's frames that were decoded from damaged data
+    and patched by the decoder (error concealment), where the decoder says so.
+    """
+
+    info: VideoInfo
+    corrupt_frames: list[int]
+
+    @abstractmethod
+    def frames(self, start: int = 0) -> Iterator[DecodedFrame]:
+        """Yield frames from index ``start`` on; raise :class:`VideoDecodeError` where decoding fails."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
