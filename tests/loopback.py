@@ -72,18 +72,24 @@ def ffmpeg_binary() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def apt_install(*packages: str) -> None:
+    """``apt-get install`` Debian packages (as root, else with ``sudo -n``); the package lists are updated once
+    only if the install fails (stale lists)."""
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = subprocess.run(sudo + ["apt-get", "install", "-y", "-q", *packages], env=env, capture_output=True,
+                             timeout=600)
+    if install.returncode != 0:
+        subprocess.run(sudo + ["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+        subprocess.run(sudo + ["apt-get", "install", "-y", "-q", *packages], env=env, check=True,
+                       capture_output=True, timeout=600)
+
+
 def mosquitto_binary() -> str:
     for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = subprocess.run(sudo + ["apt-get", "install", "-y", "-q", "mosquitto"], env=env, capture_output=True,
-                             timeout=600)
-    if install.returncode != 0:  # stale package lists: update once and retry
-        subprocess.run(sudo + ["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        subprocess.run(sudo + ["apt-get", "install", "-y", "-q", "mosquitto"], env=env, check=True,
-                       capture_output=True, timeout=600)
+    apt_install("mosquitto")
     return shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 

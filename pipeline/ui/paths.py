@@ -1,0 +1,63 @@
+"""Paths from the browser, resolved inside one folder: no absolute paths, no ``..``, no symlink out of it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from operators.errors import PipelineError
+from pipeline.sources import VIDEO_EXTENSIONS
+
+#: Sources listed at most, so a root over a huge tree still answers at once.
+MAX_LISTED = 2000
+
+
+class PathOutsideError(PipelineError):
+    """A path the browser sent leaves the folder it must stay in."""
+
+
+class NoSuchPathError(PipelineError):
+    """A path the browser sent names nothing (of the kind asked for) in its folder."""
+
+
+def resolve_inside(folder: Path, relative: str, must_exist: bool = True) -> Path:
+    """``folder / relative`` with every symlink resolved, refused unless it stays inside ``folder``."""
+    if "\0" in relative or Path(relative).is_absolute():
+        raise PathOutsideError(relative, f"give a path relative to {folder}")
+    base = folder.resolve()
+    path = (base / relative).resolve()
+    if path != base and not path.is_relative_to(base):
+        raise PathOutsideError(relative, f"the path leaves {folder}")
+    if must_exist and not path.exists():
+        raise NoSuchPathError(relative, f"no such file or folder under {folder}")
+    return path
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` itself: refused (OSError) where ``path`` is a symlink, which could lead out of
+    the output folder."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+
+
+def list_sources(root: Path) -> list[dict]:
+    """Video files under ``root`` (hidden entries and symlinks that leave it skipped), as paths relative to it,
+    each with its folder, so the page can offer the whole folder as a job."""
+    base = root.resolve()
+    found = []
+    for folder, subfolders, files in os.walk(base):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and _stays_inside(base, Path(folder, d)))
+        for name in sorted(files):
+            path = Path(folder, name)
+            if name.startswith(".") or path.suffix.lower() not in VIDEO_EXTENSIONS or not _stays_inside(base, path):
+                continue
+            relative = path.relative_to(base)
+            found.append({"path": relative.as_posix(), "folder": relative.parent.as_posix(), "kind": "video"})
+            if len(found) >= MAX_LISTED:
+                return found
+    return found
+
+
+def _stays_inside(base: Path, path: Path) -> bool:
+    return path.resolve().is_relative_to(base)

@@ -1,0 +1,220 @@
+"""``xsam-pipeline ui`` driven in a real headless Chromium (Debian's chromium and chromedriver, via selenium),
+served by the real command on a real clip: draw a box, preview its masks, run the job on Ray, scrub the
+result; bad input shows the pipeline's reason on the page, and the API refuses paths out of its folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.loopback import LoopbackServer, apt_install
+
+pytestmark = pytest.mark.slow
+
+ROCK_BOX = (800, 270, 1160, 430)  # the large rock of bigbuckbunny.mp4's frame 0 (the demo's prompt)
+FRAMES = 30  # the clip is cut to this many frames, so the job stays short
+
+
+class UiServer(LoopbackServer):
+    """``xsam-pipeline ui`` as a user starts it; stopped with SIGTERM, as Ctrl-C would (it shuts its Ray down)."""
+
+    name = "xsam-pipeline ui"
+    start_timeout = 60.0
+
+    def __init__(self, root: Path, out: Path) -> None:
+        super().__init__()
+        self.root, self.out = root, out
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "pipeline.cli", "ui", "--root", str(self.root), "--out", str(self.out),
+                "--port", str(self.port)]
+
+    def ready(self) -> bool:
+        try:
+            urllib.request.urlopen(self.url + "/api/config", timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+
+def chromium_driver_binary() -> str:
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        apt_install("chromium", "chromium-driver")
+    return shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def clip_root(tmp_path_factory) -> Path:
+    """A root holding the first frames of bigbuckbunny.mp4 (1280x720, real H.264), and a symlink out of it."""
+    from pipeline.cli import demo_clip
+    from tests.loopback import ffmpeg_binary
+
+    root = tmp_path_factory.mktemp("root")
+    (root / "clips").mkdir()
+    subprocess.run([ffmpeg_binary(), "-nostdin", "-loglevel", "error", "-i", demo_clip(), "-frames:v", str(FRAMES),
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(root / "clips" / "bunny.mp4")],
+                   check=True, timeout=120)
+    (root / "outside").symlink_to("/etc")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ui(clip_root, tmp_path_factory):
+    server = UiServer(clip_root, tmp_path_factory.mktemp("out")).start()
+    yield server
+    server.stop(grace=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1600,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(chromium_driver_binary()), options=options)
+    driver.set_script_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver, script: str, timeout: float = 30.0):
+    """The value of ``script`` (JavaScript returning something) once it is truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.1)
+    message = driver.execute_script("return document.getElementById('message').textContent")
+    raise AssertionError(f"timed out waiting for {script!r}; the page says {message!r}")
+
+
+def open_page(driver, ui: UiServer) -> None:
+    driver.get(ui.url)
+    wait_for(driver, "return document.body.dataset.ready")
+
+
+def pick_source(driver, path: str) -> None:
+    from selenium.webdriver.support.select import Select
+
+    Select(driver.find_element("id", "source-list")).select_by_value(path)
+    wait_for(driver, "return document.querySelector('#prompt-stage canvas.frame').dataset.frame === '0'")
+
+
+def drag_box(driver, box: tuple[int, int, int, int]) -> None:
+    """Drag from the box's corner to its opposite one, in source pixels turned into the shown canvas's."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    canvas = driver.find_element("css selector", "#prompt-stage canvas.marks")
+    width, height, shown_width, shown_height = driver.execute_script(
+        "const c = arguments[0], r = c.getBoundingClientRect(); return [c.width, c.height, r.width, r.height]", canvas)
+
+    def offset(x: float, y: float) -> tuple[int, int]:  # selenium's offsets are from the element's centre
+        return round(x * shown_width / width - shown_width / 2), round(y * shown_height / height - shown_height / 2)
+
+    x0, y0, x1, y1 = box
+    actions = ActionChains(driver)
+    actions.move_to_element_with_offset(canvas, *offset(x0, y0)).click_and_hold()
+    actions.move_to_element_with_offset(canvas, *offset((x0 + x1) / 2, (y0 + y1) / 2))
+    actions.move_to_element_with_offset(canvas, *offset(x1, y1)).release().perform()
+
+
+def overlay_alpha(driver, stage: str, x: int, y: int) -> int:
+    return driver.execute_script(
+        f"return document.querySelector('{stage} canvas.overlay').getContext('2d')"
+        ".getImageData(arguments[0], arguments[1], 1, 1).data[3]", x, y)
+
+
+def message(driver) -> str:
+    return driver.execute_script("const m = document.getElementById('message'); return m.hidden ? '' : m.textContent")
+
+
+def test_box_preview_run_and_scrub_the_result(ui, browser):
+    open_page(browser, ui)
+    pick_source(browser, "clips/bunny.mp4")
+    drag_box(browser, ROCK_BOX)
+
+    spec = wait_for(browser, "return document.querySelector('#prompt-list li code')?.textContent")
+    kind, _, body = spec.split()[1].partition(":")
+    corners, _, frame = body.partition("@")
+    assert kind == "box" and frame == "0"
+    assert all(abs(v - w) <= 3 for v, w in zip(map(int, corners.split(",")), ROCK_BOX)), spec  # source pixels
+    prompts_file = json.loads(browser.find_element("id", "prompts-json").get_attribute("value"))
+    assert prompts_file == {"bunny.mp4": [spec.split()[1]]}
+    assert f"--prompt {spec.split()[1]}" in browser.find_element("id", "command-text").get_attribute("value")
+
+    browser.find_element("id", "preview-button").click()
+    preview = wait_for(browser, "return window.uiState.preview")
+    wait_for(browser, "return document.getElementById('preview-info').textContent.includes('instance')")
+    assert preview["seconds"] < 1.0, preview["seconds"]  # 720p, default segmenter (measured ~0.3 s here)
+    rock = preview["objects"][0]
+    x, y, w, h = rock["bbox"]
+    assert x <= 980 <= x + w and y <= 350 <= y + h  # the mask is where the rock is
+    assert overlay_alpha(browser, "#prompt-stage", 980, 350) > 0  # drawn there on the page
+    assert overlay_alpha(browser, "#prompt-stage", 640, 20) == 0  # and not over the sky
+
+    name = browser.find_element("id", "job-name")
+    name.clear()
+    name.send_keys("rock")
+    browser.find_element("id", "run-button").click()
+    wait_for(browser, "return document.querySelector('#job-progress tr[data-stream-id=bunny]')")
+    state = wait_for(browser, "return window.uiState.job.state !== 'running' && window.uiState.job", timeout=240)
+    assert state["state"] == "done", state
+    assert state["videos"] == [{"stream_id": "bunny", "frames_done": FRAMES, "expected_frames": FRAMES,
+                                "status": "done", "error": None, "fps": state["videos"][0]["fps"]}]
+    assert {"summary.json", "prompts.json", "bunny/frames.jsonl", "bunny/annotated.mp4"} <= set(state["files"])
+    assert (ui.out / "rock" / "bunny" / "frames.jsonl").read_text().count("\n") == FRAMES
+
+    tracks = wait_for(browser, "return [...document.querySelectorAll('#track-table tbody tr')]"
+                               ".map(r => [...r.cells].map(c => c.textContent))")
+    assert tracks[0][:5] == ["1", "0", str(FRAMES), "0", str(FRAMES - 1)]  # the rock, on every frame
+
+    browser.execute_script("const s = document.getElementById('result-slider'); s.value = arguments[0];"
+                           "s.dispatchEvent(new Event('input'))", FRAMES - 1)
+    record = wait_for(browser, f"return window.uiState.result.frame === {FRAMES - 1} && window.uiState.result.record")
+    rock = next(o for o in record["objects"] if o["track_id"] == 1)
+    x, y, w, h = rock["bbox"]
+    assert overlay_alpha(browser, "#result-stage", int(x + w / 2), int(y + h / 2)) > 0
+    assert "#1" in browser.find_element("id", "result-frame-info").text or "1" in \
+        browser.find_element("id", "result-frame-info").text
+
+    link = browser.find_element("css selector", "#downloads a[href$='bunny/frames.jsonl']").get_attribute("href")
+    with urllib.request.urlopen(link) as answer:
+        assert answer.read().decode() == (ui.out / "rock" / "bunny" / "frames.jsonl").read_text()
+    assert message(browser) == ""
+
+
+def test_bad_input_shows_the_reason(ui, browser):
+    open_page(browser, ui)
+    pick_source(browser, "clips/bunny.mp4")
+    browser.find_element("id", "preview-button").click()
+    assert "place a prompt first" in wait_for(browser, "return !document.getElementById('message').hidden"
+                                                       " && document.getElementById('message').textContent")
+
+    browser.execute_script("const n = document.getElementById('frame-number'); n.max = 1000; n.value = 500;"
+                           "window.uiState.source.lastFrame = 1000; n.dispatchEvent(new Event('change'))")
+    assert "frame 500: past the end of the video (it has 30 frames)" in wait_for(
+        browser, "return document.getElementById('message').textContent.includes('past the end')"
+                 " && document.getElementById('message').textContent")
+
+    for path in ("outside/passwd", "../../etc/passwd", "/etc/passwd"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{ui.url}/api/frame?path={urllib.request.quote(path)}&index=0")
+        assert refused.value.code == 400
+        assert json.loads(refused.value.read())["error"] == "PathOutsideError"
