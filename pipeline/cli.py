@@ -83,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_options(demo)
     demo.set_defaults(handler=_demo)
 
+    evaluation = commands.add_parser(
+        "eval", help="DAVIS semi-supervised evaluation: each sequence prompted with its first frame's annotation, "
+                     "J&F as davis2017-evaluation reports it")
+    evaluation.add_argument("root", type=Path, help="DAVIS-layout folder: JPEGImages/RES/<seq>/ and Annotations/RES/<seq>/")
+    evaluation.add_argument("--resolution", default="480p", help="the resolution folder (default 480p)")
+    evaluation.add_argument("--set", dest="set_file", type=Path,
+                            help="sequence list, one name a line (e.g. ImageSets/2017/val.txt, relative to ROOT); "
+                                 "default: every sequence")
+    _add_job_options(evaluation)
+    evaluation.set_defaults(handler=_eval)
+
     add_image_parser(commands)
     add_live_parser(commands)
     add_ui_parser(commands)
@@ -130,6 +141,20 @@ def demo_clip() -> str:
 def _demo(args: argparse.Namespace) -> int:
     args.sink = args.sink or [list(SINK_NAMES)]
     return _execute(_config(args, sources=[demo_clip()], prompts=[DEMO_PROMPT]))
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pipeline.evaluate import EVAL_SINKS, DavisSet, evaluate
+
+    davis = DavisSet.open(args.root, args.resolution, args.set_file)
+    args.sink = args.sink or [list(EVAL_SINKS)]
+    report, written = evaluate(davis, _config(args, sources=[str(s.frames) for s in davis.sequences]))
+    if report.scores:
+        print(report.table())
+    for name, reason in report.failed.items():
+        Console(stderr=True).print(f"[red]error:[/red] sequence {name} has no scores: {reason}")
+    Console(stderr=True).print(f"results: {', '.join(map(str, written))}")
+    return 1 if report.failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,14 @@ the Matroska elements instead. ``PyAVReader`` also takes any FFmpeg URL and demu
 local-file checks live in :func:`open_video`.
 """
 
-from pipeline.sources.discovery import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, expand_sources, is_frame_folder, source_bytes
+from pipeline.sources.discovery import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    expand_sources,
+    frame_files,
+    is_frame_folder,
+    source_bytes,
+)
 from pipeline.sources.files import DECORD_REOPENS, Backend, DecordReader, PyAVReader, open_video
 from pipeline.sources.frame_folders import DEFAULT_FOLDER_FPS, FrameFolderReader
 from pipeline.sources.frames import DecodedFrame, VideoInfo, VideoReader
@@ -44,6 +51,7 @@ __all__ = [
     "VideoInfo",
     "VideoReader",
     "expand_sources",
+    "frame_files",
     "is_frame_folder",
     "source_bytes",
     "is_live_source",
