@@ -24,10 +24,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from operators.annotate import paint_order
 from operators.errors import PipelineError
 from operators.metrics import ObjectScores, Statistics, object_scores
 from operators.records import FrameRecord
+from operators.sinks.palette_png import paint_values
 from pipeline.config import JobConfig
 from pipeline.prompts import OBJECTS, VOID_INDEX
 from pipeline.sources import frame_files, is_frame_folder
@@ -127,12 +127,7 @@ def read_indices(path: Path) -> np.ndarray:
 
 def track_map(record: FrameRecord) -> np.ndarray:
     """``(H, W)`` track id of every pixel (0: none), the higher score winning overlaps, as the PNG masks."""
-    instances = record.instances
-    labels = np.zeros(instances.shape, np.int64)
-    for i in paint_order(instances):
-        if instances.track_ids[i] > 0:
-            labels[instances.masks[i]] = instances.track_ids[i]
-    return labels
+    return paint_values(record.instances, np.maximum(record.instances.track_ids, 0), np.int64)
 
 
 def score_sequence(sequence: DavisSequence, frames_jsonl: Path) -> dict[int, ObjectScores]:

@@ -14,6 +14,16 @@ from operators.sinks.base import StreamInfo, output_errors, prepare_out_dir, str
 _PALETTE_BYTES = DAVIS_PALETTE.tobytes()
 
 
+def paint_values(instances: Instances, values: np.ndarray, dtype: type = np.uint8) -> np.ndarray:
+    """``(H, W)`` map of each instance's value over its mask, 0 elsewhere and where the value is 0; the higher
+    score wins overlaps."""
+    labels = np.zeros(instances.shape, dtype)
+    for i in paint_order(instances):
+        if values[i]:
+            labels[instances.masks[i]] = values[i]
+    return labels
+
+
 def label_map(instances: Instances) -> np.ndarray:
     """``(H, W)`` uint8 map: 0 = background, else the track's palette slot; the higher score wins overlaps.
 
@@ -22,12 +32,7 @@ def label_map(instances: Instances) -> np.ndarray:
     value with id 46), 255 never used. Instances without a track id (< 1) are
     left as background.
     """
-    labels = np.zeros(instances.shape, np.uint8)
-    slots = track_slots(instances.track_ids)
-    for i in paint_order(instances):
-        if slots[i]:
-            labels[instances.masks[i]] = slots[i]
-    return labels
+    return paint_values(instances, track_slots(instances.track_ids))
 
 
 class PalettePngSink:
