@@ -185,6 +185,7 @@ def test_box_preview_run_and_scrub_the_result(ui, browser):
                                ".map(r => [...r.cells].map(c => c.textContent))")
     assert tracks[0][:5] == ["1", "0", str(FRAMES), "0", str(FRAMES - 1)]  # the rock, on every frame
 
+    wait_for(browser, "return window.uiState.result.frame === 0")
     browser.execute_script("const s = document.getElementById('result-slider'); s.value = arguments[0];"
                            "s.dispatchEvent(new Event('input'))", FRAMES - 1)
     record = wait_for(browser, f"return window.uiState.result.frame === {FRAMES - 1} && window.uiState.result.record")

@@ -436,7 +436,10 @@ async function showResults(job) {
 
 async function chooseResult(streamId) {
   const base = `/api/jobs/${encodeURIComponent(state.job.name)}/videos/${encodeURIComponent(streamId)}`;
-  state.result = { base, streamId, frame: 0, frames: 0 };
+  const video = state.job.videos.find((v) => v.stream_id === streamId);
+  state.result = { base, streamId, frame: null, frames: video.frames_done };
+  $("result-slider").max = Math.max(video.frames_done - 1, 0);
+  $("result-slider").value = 0;
   const { tracks } = await api("GET", `${base}/tracks`);
   const body = $("track-table").querySelector("tbody");
   body.replaceChildren();
