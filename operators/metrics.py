@@ -109,7 +109,8 @@ def statistics(per_frame: Sequence[float]) -> Statistics:
     """Mean, recall and decay of per-frame scores, with DAVIS's quarters.
 
     The quarters are cut at ``round(1 + i (T - 1) / 4)`` for i = 0..4 (halves rounded up), 1-based, and
-    neighbouring quarters share their boundary frame, as in the reference's ``db_statistics``.
+    neighbouring quarters share their boundary frame, as in the reference's ``db_statistics`` (which casts the
+    cuts to uint8, so wraps them past 256 frames; these do not).
     """
     values = np.asarray(per_frame, np.float64)
     if values.size == 0:
