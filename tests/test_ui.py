@@ -57,7 +57,8 @@ def chromium_driver_binary() -> str:
 
 @pytest.fixture(scope="module")
 def clip_root(tmp_path_factory) -> Path:
-    """A root holding the first frames of bigbuckbunny.mp4 (1280x720, real H.264), and a symlink out of it."""
+    """A root holding the first frames of bigbuckbunny.mp4 (1280x720, real H.264), three of them as a frame
+    folder, and a symlink out of it."""
     from pipeline.cli import demo_clip
     from tests.loopback import ffmpeg_binary
 
@@ -66,6 +67,9 @@ def clip_root(tmp_path_factory) -> Path:
     subprocess.run([ffmpeg_binary(), "-nostdin", "-loglevel", "error", "-i", demo_clip(), "-frames:v", str(FRAMES),
                     "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(root / "clips" / "bunny.mp4")],
                    check=True, timeout=120)
+    (root / "frames" / "bunny").mkdir(parents=True)  # a frame folder, as DAVIS's JPEGImages/480p/<sequence>/
+    subprocess.run([ffmpeg_binary(), "-nostdin", "-loglevel", "error", "-i", str(root / "clips" / "bunny.mp4"),
+                    "-frames:v", "3", str(root / "frames" / "bunny" / "%05d.jpg")], check=True, timeout=60)
     (root / "outside").symlink_to("/etc")
     return root
 
@@ -203,6 +207,10 @@ def test_box_preview_run_and_scrub_the_result(ui, browser):
 
 def test_bad_input_shows_the_reason(ui, browser):
     open_page(browser, ui)
+    listed = browser.execute_script("return [...document.querySelectorAll('#source-list option')].map(o => o.value)")
+    assert listed == ["", "clips/bunny.mp4", "frames/bunny"]  # not the symlink out of the root
+    pick_source(browser, "frames/bunny")
+    assert "3 frames" in browser.find_element("id", "source-info").text
     pick_source(browser, "clips/bunny.mp4")
     browser.find_element("id", "preview-button").click()
     assert "place a prompt first" in wait_for(browser, "return !document.getElementById('message').hidden"

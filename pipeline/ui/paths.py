@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from operators.errors import PipelineError
-from pipeline.sources import VIDEO_EXTENSIONS
+from pipeline.sources import VIDEO_EXTENSIONS, is_frame_folder
 
 #: Sources listed at most, so a root over a huge tree still answers at once.
 MAX_LISTED = 2000
@@ -42,21 +42,34 @@ def write_file(path: Path, data: bytes) -> None:
 
 
 def list_sources(root: Path) -> list[dict]:
-    """Video files under ``root`` (hidden entries and symlinks that leave it skipped), as paths relative to it,
-    each with its folder, so the page can offer the whole folder as a job."""
+    """Video files and frame folders under ``root`` (hidden entries and symlinks that leave it skipped), as paths
+    relative to it, each with its folder, so the page can offer the whole folder as a job."""
     base = root.resolve()
     found = []
     for folder, subfolders, files in os.walk(base):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and _stays_inside(base, Path(folder, d)))
+        here = Path(folder)
+        if here != base and is_frame_folder(here):
+            found.append(_listed(base, here, "frames"))
+            subfolders.clear()
+            continue
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and _stays_inside(base, here / d))
         for name in sorted(files):
-            path = Path(folder, name)
-            if name.startswith(".") or path.suffix.lower() not in VIDEO_EXTENSIONS or not _stays_inside(base, path):
-                continue
-            relative = path.relative_to(base)
-            found.append({"path": relative.as_posix(), "folder": relative.parent.as_posix(), "kind": "video"})
-            if len(found) >= MAX_LISTED:
-                return found
+            path = here / name
+            if not name.startswith(".") and path.suffix.lower() in VIDEO_EXTENSIONS and _stays_inside(base, path):
+                found.append(_listed(base, path, "video"))
+        if len(found) >= MAX_LISTED:
+            return found[:MAX_LISTED]
     return found
+
+
+def is_source(path: Path) -> bool:
+    """A video file or a frame folder, as ``run`` takes them."""
+    return path.is_file() or is_frame_folder(path)
+
+
+def _listed(base: Path, path: Path, kind: str) -> dict:
+    relative = path.relative_to(base)
+    return {"path": relative.as_posix(), "folder": relative.parent.as_posix(), "kind": kind}
 
 
 def _stays_inside(base: Path, path: Path) -> bool:

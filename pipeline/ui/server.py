@@ -20,7 +20,7 @@ from pipeline.ui.frames import FrameStore
 from pipeline.ui.jobs import JobBusyError, JobRunner
 from pipeline.ui.live import LiveApi, LiveApiError
 from pipeline.ui.overlay import overlay_png, page_objects
-from pipeline.ui.paths import NoSuchPathError, list_sources, resolve_inside
+from pipeline.ui.paths import NoSuchPathError, is_source, list_sources, resolve_inside
 from pipeline.ui.preview import Previewer
 from pipeline.ui.prompts import PagePrompt, check_on_frame, parse_page_prompts
 
@@ -101,8 +101,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     def source(path: str) -> Path:
         found = resolve_inside(settings.root, path)
-        if not found.is_file():
-            raise NoSuchPathError(path, "not a video file")
+        if not is_source(found):
+            raise NoSuchPathError(path, "not a video file or a frame folder")
         return found
 
     @app.get("/")

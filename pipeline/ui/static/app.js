@@ -622,7 +622,7 @@ guarded(async () => {
   const { sources } = await api("GET", "/api/sources");
   const select = $("source-list");
   select.replaceChildren(new Option(sources.length ? "pick a video…" : `no videos under ${state.config.root}`, ""),
-    ...sources.map((s) => new Option(s.path, s.path)));
+    ...sources.map((s) => new Option(s.kind === "frames" ? `${s.path}/ (frames)` : s.path, s.path)));
   renderPrompts();
   if (state.config.live_api) {
     $("live").hidden = false;
