@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.clips import ClipSpec
+from bench.clips import ClipSpec, make_clip
 from operators.errors import VideoDecodeError, VideoOpenError
 from pipeline.config import JobConfig
 from pipeline.job import assign_stream_ids, run_job
@@ -90,11 +90,13 @@ def test_discovery_folders_of_frames_are_videos_and_folders_of_them_archives(tmp
     assert source_bytes(davis / "bear") == sum(f.stat().st_size for f in (davis / "bear").iterdir())
 
 
+SPEC = ClipSpec(seed=3, num_frames=FRAMES, kinds=("red_blob", "blue_tile"), instances_per_kind=1)
+
+
 @pytest.fixture(scope="module")
 def davis_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("davis")
-    spec = ClipSpec(seed=3, num_frames=FRAMES, kinds=("red_blob", "blue_tile"), instances_per_kind=1)
-    write_sequence(root, "shapes", spec)
+    write_sequence(root, "shapes", SPEC)
     return root
 
 
@@ -114,7 +116,10 @@ def test_run_on_a_frame_folder_resumes_after_its_worker_died_with_the_same_recor
     assert marker.exists(), "the stream worker really died"
     video = crashing.videos[0]
     assert (video.status, video.attempts, video.frames, video.resumed_from) == ("done", 2, FRAMES, 4), video
-    clean = run_job(_job(folder, tmp_path / "clean", fps=24))
+    video_file = make_clip(SPEC, tmp_path / "shapes-video.mp4").path  # a video file in the same job
+    clean = run_job(_job(folder, tmp_path / "clean", fps=24, sources=[str(folder), str(video_file)]))
+    assert [(v.stream_id, v.status, v.frames) for v in clean.videos] == [
+        ("shapes", "done", FRAMES), ("shapes-video", "done", FRAMES)]
     resumed_lines = (tmp_path / "crash" / "shapes" / "frames.jsonl").read_text()
     assert resumed_lines == (tmp_path / "clean" / "shapes" / "frames.jsonl").read_text()
     records = [json.loads(line) for line in resumed_lines.splitlines()]
