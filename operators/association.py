@@ -18,6 +18,7 @@ from scipy.optimize import linear_sum_assignment
 from operators.memory_bank import ObservationBank
 from operators.metrics import iou_matrix
 from operators.records import Instances, Prompt
+from operators.state import StateError, StateReader
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,28 @@ class TrackAssigner:
         bank.write(embedding, score=1.0)
         self.tracks[track_id] = _Track(track_id, prompt_id, bank, frame_index)
         return track_id
+
+    def to_state(self) -> dict:
+        """Everything but the config (the stream's settings give it): see :mod:`operators.state`."""
+        tracks = [{"track_id": t.track_id, "prompt_id": t.prompt_id, "bank": t.bank.to_state(),
+                   "last_seen": t.last_seen, "coasted": t.coasted} for t in self.tracks.values()]
+        return {"tracks": tracks, "next_id": self.next_id}
+
+    @classmethod
+    def from_state(cls, config: AssociationConfig, state: object) -> "TrackAssigner":
+        """The tracks :meth:`to_state` saved, in their order; :class:`operators.state.StateError` if not one."""
+        s = StateReader(state, "track_assigner")
+        tracks: dict[int, _Track] = {}
+        for t in s.readers("tracks"):
+            track_id = t.integer("track_id", minimum=1)
+            if track_id in tracks:
+                raise StateError(f"{t.where}: track id {track_id} appears twice")
+            bank = ObservationBank.from_state(config.bank_slots, config.bank_min_score, t.value("bank"),
+                                              f"{t.where}.bank")
+            tracks[track_id] = _Track(track_id, t.integer("prompt_id"), bank, t.integer("last_seen"),
+                                      t.integer("coasted", minimum=0))
+        next_id = s.integer("next_id", minimum=max(tracks, default=0) + 1)
+        return cls(config, tracks, next_id)
 
     def nbytes(self) -> int:
         """Appearance memory of all live and recently absent tracks."""

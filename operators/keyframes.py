@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from operators.records import Box, Instances
+from operators.state import StateReader, number_pairs
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class KeyframeConfig:
             raise ValueError(f"ill-posed-flow keyframe interval must be >= 0 (0: off), got {self.ill_posed_every}")
 
 
+#: Hue and saturation bins of a frame's colour signature.
+SIGNATURE_BINS = (16, 8)
+
+
 def colour_signature(image: np.ndarray) -> np.ndarray:
     """A small normalised HSV histogram; consecutive frames of one shot stay close.
 
@@ -55,7 +60,7 @@ def colour_signature(image: np.ndarray) -> np.ndarray:
         image = cv2.resize(image, (256, 192), interpolation=cv2.INTER_NEAREST)
     small = cv2.resize(image, (64, 48), interpolation=cv2.INTER_AREA)
     hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
-    hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256])
+    hist = cv2.calcHist([hsv], [0, 1], None, list(SIGNATURE_BINS), [0, 180, 0, 256])
     return cv2.normalize(hist, None).astype(np.float32)
 
 
@@ -113,6 +118,39 @@ class KeyframePolicy:
     cut: bool = False  # the current frame starts a new shot
     recheck: bool = False  # the last keyframe corrected a track's area by more than area_jump
     keyframe_scores: dict[int, float] = field(default_factory=dict)  # each track's score at the last keyframe
+
+    def to_state(self) -> dict:
+        """Everything but the config (the stream's settings give it): see :mod:`operators.state`."""
+        return {
+            "frames_since_keyframe": self.frames_since_keyframe,
+            "frames_since_full": self.frames_since_full,
+            "low_streak": number_pairs(self.low_streak),
+            "last_areas": number_pairs(self.last_areas),
+            "last_signature": self.last_signature,
+            "pending_reason": self.pending_reason,
+            "ill_posed": self.ill_posed,
+            "cut": self.cut,
+            "recheck": self.recheck,
+            "keyframe_scores": number_pairs(self.keyframe_scores),
+        }
+
+    @classmethod
+    def from_state(cls, config: KeyframeConfig, state: object) -> "KeyframePolicy":
+        """The policy :meth:`to_state` saved; :class:`operators.state.StateError` if ``state`` is not one."""
+        s = StateReader(state, "keyframe_policy")
+        return cls(
+            config,
+            frames_since_keyframe=s.integer("frames_since_keyframe", minimum=0, optional=True),
+            frames_since_full=s.integer("frames_since_full", minimum=0),
+            low_streak=s.number_map("low_streak"),
+            last_areas=s.number_map("last_areas"),
+            last_signature=s.array("last_signature", np.float32, SIGNATURE_BINS, optional=True),
+            pending_reason=s.text("pending_reason", optional=True),
+            ill_posed=s.flag("ill_posed"),
+            cut=s.flag("cut"),
+            recheck=s.flag("recheck"),
+            keyframe_scores=s.number_map("keyframe_scores", float),
+        )
 
     def observe_frame(self, image: np.ndarray) -> None:
         """Check for a scene cut against the previous frame; call once per frame before :meth:`decide`."""

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from operators.state import StateError, StateReader, check_array
+
 
 @dataclass
 class ObservationBank:
@@ -55,3 +57,19 @@ class ObservationBank:
 
     def nbytes(self) -> int:
         return sum(o.nbytes for o in self.observations)
+
+    def to_state(self) -> dict:
+        return {"pinned": self.pinned, "recent": list(self.recent)}
+
+    @classmethod
+    def from_state(cls, slots: int, min_score: float, state: object, where: str = "bank") -> "ObservationBank":
+        """The bank :meth:`to_state` saved, with the stream's ``slots`` and ``min_score``."""
+        s = StateReader(state, where)
+        pinned = s.array("pinned", np.float32, (None,), optional=True)
+        size = None if pinned is None else len(pinned)
+        recent = [check_array(v, np.float32, (size,), f"{where}.recent[{i}]")
+                  for i, v in enumerate(s.items("recent"))]
+        if len(recent) > slots - 1 or (recent and pinned is None):
+            raise StateError(f"{where}: {len(recent)} recent observations for {slots} slots"
+                             + ("" if pinned is not None else " and none pinned"))
+        return cls(slots, min_score, pinned, deque(recent))

@@ -174,9 +174,6 @@ class FlowPropagator:
         self._dis: cv2.DISOpticalFlow | None = None
         self._last: tuple[np.ndarray, np.ndarray] | None = None  # (frame, its working image): the next prev_frame
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_dis": None, "_last": None}  # OpenCV objects do not pickle; rebuilt on first use
-
     def _estimator(self) -> cv2.DISOpticalFlow:
         if self._dis is None:
             self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset])

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from operators import rle
+from operators.state import StateError, StateReader
 
 PromptKind = Literal["point", "box", "scribble", "mask"]
 FrameKind = Literal["keyframe", "propagated", "skipped"]
@@ -98,6 +99,35 @@ class Prompt:
     def with_frame(self, frame_index: int) -> "Prompt":
         return replace(self, frame_index=frame_index)
 
+    def to_state(self) -> dict:
+        """JSON values and the mask array (:mod:`operators.state`)."""
+        return {"prompt_id": self.prompt_id, "kind": self.kind, "frame_index": self.frame_index,
+                "points": [list(p) for p in self.points], "box": None if self.box is None else list(self.box),
+                "mask": self.mask}
+
+    @classmethod
+    def from_state(cls, state: object, where: str = "prompt") -> "Prompt":
+        """The prompt :meth:`to_state` saved, checked as a parsed one is; :class:`StateError` otherwise."""
+        s = StateReader(state, where)
+        kind = s.text("kind")
+        if kind not in ("point", "box", "scribble", "mask"):
+            raise StateError(f"{where}.kind: unknown prompt kind {kind!r:.40}")
+        points = [_numbers(p, 2, f"{where}.points") for p in s.items("points")]
+        box = s.items("box", optional=True)
+        try:
+            return cls(s.integer("prompt_id"), kind, s.integer("frame_index"), tuple(points),  # type: ignore[arg-type]
+                       None if box is None else _numbers(box, 4, f"{where}.box"),
+                       s.array("mask", bool, (None, None), optional=True))
+        except PromptError as exc:
+            raise StateError(f"{where}: {exc}") from None
+
+
+def _numbers(values: object, count: int, where: str) -> tuple:
+    if not (isinstance(values, list) and len(values) == count
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+        raise StateError(f"{where}: expected {count} numbers, got {values!r:.60}")
+    return tuple(values)
+
 
 @dataclass
 class Instances:
@@ -172,6 +202,23 @@ class Instances:
             mask[y : y + h, x : x + w] = np.unpackbits(bits, count=h * w).view(bool).reshape(h, w)
         state["masks"] = masks
         self.__dict__.update(state)
+
+    def to_state(self) -> dict:
+        """Arrays only (:mod:`operators.state`): masks as they are, a checkpoint's file compresses them."""
+        return {"masks": self.masks, "scores": self.scores, "prompt_ids": self.prompt_ids,
+                "track_ids": self.track_ids, "embeddings": self.embeddings}
+
+    @classmethod
+    def from_state(cls, state: object, frame_size: tuple[int, int] | None = None,
+                   where: str = "instances") -> "Instances":
+        """The instances :meth:`to_state` saved, their masks ``frame_size`` (H, W) if given."""
+        s = StateReader(state, where)
+        height, width = frame_size or (None, None)
+        masks = s.array("masks", bool, (None, height, width))
+        n = len(masks)
+        embeddings = s.array("embeddings", np.float32, (n, None), optional=True)
+        return cls(masks, s.array("scores", np.float32, (n,)), s.array("prompt_ids", np.int32, (n,)),
+                   s.array("track_ids", np.int64, (n,)), embeddings)
 
     def __getitem__(self, index: np.ndarray | slice | Sequence[int]) -> "Instances":
         return Instances(

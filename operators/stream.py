@@ -13,7 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import queue
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Protocol, Sequence
 
 import numpy as np
@@ -24,6 +24,7 @@ from operators.keyframes import KeyframeConfig, KeyframePolicy, reanchor_regions
 from operators.propagation import FlowPropagator
 from operators.records import Box, FrameRecord, Instances, Prompt, PromptError
 from operators.segmenters.base import PromptMemory, Segmenter, segment_many, segment_within
+from operators.state import StateError, StateReader
 
 
 class Frame(Protocol):
@@ -114,6 +115,15 @@ class StreamStats:
         else:
             self.skipped += 1
 
+    def to_state(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: object) -> "StreamStats":
+        s = StateReader(state, "stats")
+        counts = {name: s.integer(name, minimum=0) for name in ("frames", "keyframes", "propagated", "skipped")}
+        return cls(**counts, keyframe_reasons=s.counts("keyframe_reasons"))
+
 
 class StreamProcessor:
     """Per-stream state machine: decides each frame's kind and produces its record."""
@@ -146,13 +156,60 @@ class StreamProcessor:
         self._named: list[Prompt] = []  # the in-flight keyframe's new prompts that ask for a track id
         self._schedule(prompts)
 
-    def __getstate__(self) -> dict:
-        """Checkpointable: everything but pending control messages (which a restart would not replay)."""
-        return {**self.__dict__, "controls": None}
+    # -- saved state ------------------------------------------------------------------------
+    def to_state(self) -> dict:
+        """The stream's state at a frame boundary, as JSON values and arrays (:mod:`operators.state`).
 
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.controls = queue.SimpleQueue()
+        Not in it: the settings the constructor takes (the stream's spec gives them again) and pending
+        control messages (a restart does not replay them). Every prompt memory must have ``to_state``
+        (:class:`~operators.segmenters.base.PromptMemory`); an AttributeError says which does not.
+        """
+        return {
+            "next_index": self.next_index,
+            "first_prompt_frame": self.first_prompt_frame,
+            "memories": [memory.to_state() for memory in self.memories],
+            "scheduled": [prompt.to_state() for prompt in self.scheduled],
+            "removed_prompt_ids": sorted(self.removed_prompt_ids),
+            "last": None if self.last is None else self.last.to_state(),
+            "stats": self.stats.to_state(),
+            "policy": self.policy.to_state(),
+            "assigner": self.assigner.to_state(),
+        }
+
+    @classmethod
+    def from_state(
+        cls,
+        state: object,
+        memory_type: type[PromptMemory],
+        frame_size: tuple[int, int],
+        stream_id: str,
+        source: str,
+        keyframes: KeyframeConfig | None = None,
+        association: AssociationConfig | None = None,
+        keep_images: bool = False,
+    ) -> "StreamProcessor":
+        """The processor :meth:`to_state` saved, for a stream of ``frame_size`` (H, W) frames whose memories
+        are ``memory_type``'s; the other arguments are the constructor's. :class:`StateError` names what is
+        wrong with a ``state`` that is not one."""
+        s = StateReader(state, "processor")
+        processor = cls(stream_id, source, (), keyframes=keyframes, association=association, keep_images=keep_images)
+        processor.next_index = s.integer("next_index", minimum=1)
+        processor.first_prompt_frame = s.integer("first_prompt_frame", minimum=0, optional=True)
+        processor.memories = [memory_type.from_state(m) for m in s.items("memories")]
+        processor.scheduled = [Prompt.from_state(p, f"processor.scheduled[{i}]")
+                               for i, p in enumerate(s.items("scheduled"))]
+        for prompt in processor.scheduled:
+            try:
+                prompt.validate(*frame_size)
+            except PromptError as exc:
+                raise StateError(f"processor.scheduled: {exc}") from None
+        processor.removed_prompt_ids = set(s.ints("removed_prompt_ids"))
+        last = s.value("last")
+        processor.last = None if last is None else Instances.from_state(last, frame_size, "processor.last")
+        processor.stats = StreamStats.from_state(s.value("stats"))
+        processor.policy = KeyframePolicy.from_state(processor.policy.config, s.value("policy"))
+        processor.assigner = TrackAssigner.from_state(processor.assigner.config, s.value("assigner"))
+        return processor
 
     # -- prompts -----------------------------------------------------------------------------
     def _schedule(self, prompts: Sequence[Prompt]) -> None:

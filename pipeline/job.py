@@ -12,9 +12,10 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import ray
+from pydantic import TypeAdapter, ValidationError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -22,6 +23,7 @@ from rich.table import Table
 
 from operators.errors import PipelineError
 from operators.sinks.base import prepare_out_dir
+from pipeline.checkpoint import DONE_FILE, read_done
 from pipeline.config import JobConfig
 from pipeline.prompts import PromptBook
 from pipeline.runtime import (
@@ -32,7 +34,6 @@ from pipeline.runtime import (
     default_workers,
     init_ray,
     prompt_fingerprint,
-    read_done,
     segmenter_pool,
 )
 from pipeline.sources import expand_sources, source_bytes
@@ -131,6 +132,7 @@ def plan_streams(config: JobConfig) -> tuple[list[StreamSpec], list[StreamReport
                 prompts=prompts,
                 out_dir=str(config.out_dir),
                 sinks=config.sinks,
+                segmenter=config.segmenter,
                 decoder=config.decoder,
                 folder_fps=config.fps,
                 keyframes=config.keyframe_config(),
@@ -187,6 +189,8 @@ def print_table(summary: JobSummary, console: Console) -> None:
         if v.error:
             frame = "" if v.error.get("frame_index") is None else f" (frame {v.error['frame_index']})"
             note = f"{v.error['error']}{frame}: {v.error['reason']}"
+        elif v.warnings:
+            note = f"warning: {v.warnings[0]}" + (f" (+{len(v.warnings) - 1} more)" if len(v.warnings) > 1 else "")
         style = {"done": "green", "skipped": "cyan", "failed": "red", "interrupted": "yellow"}[v.status]
         table.add_row(v.stream_id, f"[{style}]{v.status}", str(v.frames), str(v.keyframes), f"{v.fps:.1f}", note)
     console.print(table)
@@ -198,16 +202,21 @@ def run_job(config: JobConfig, console: Console | None = None) -> JobSummary:
     console = console or Console(stderr=True)
     specs, failed, warnings = plan_streams(config)  # a bad prompt stops the job before --out is created
     out_dir = prepare_out_dir(Path(config.out_dir))
-    summary = JobSummary(out_dir, videos=list(failed), warnings=warnings)
-    for warning in warnings:
+    summary = JobSummary(out_dir, videos=list(failed))
+
+    def warn(warning: str) -> None:
+        summary.warnings.append(warning)
         console.print(f"[yellow]warning:[/yellow] {warning}")
+
+    for warning in warnings:
+        warn(warning)
     todo: list[StreamSpec] = []
     for spec in specs:
-        done = read_done(spec) if config.resume else None
-        if done is None:
+        skipped = _skipped(spec, warn) if config.resume else None
+        if skipped is None:
             todo.append(spec)
-            continue
-        summary.videos.append(_skipped(spec, done["report"]))
+        else:
+            summary.videos.append(skipped)
     started = time.perf_counter()
     view = _ProgressView(len(specs) + len(failed), config.progress, console)
     view.progress.advance(view.job, len(specs) + len(failed) - len(todo))
@@ -232,10 +241,25 @@ def run_job(config: JobConfig, console: Console | None = None) -> JobSummary:
     return summary
 
 
-def _skipped(spec: StreamSpec, previous: dict) -> StreamReport:
-    """A video a previous run finished with the same settings, with that run's figures."""
+_REPORT = TypeAdapter(StreamReport)
+
+
+def _skipped(spec: StreamSpec, warn: Callable[[str], None]) -> StreamReport | None:
+    """A video a previous run finished with the same settings, with that run's figures; None to process it
+    (``warn`` says why where its ``done.json`` could not be used)."""
+    previous = read_done(spec.stream_dir, spec.fingerprint, warn)
+    if previous is None:
+        return None
     kept = {name: previous[name] for name in StreamReport.__dataclass_fields__ if name in previous}
-    return StreamReport(**{**kept, "stream_id": spec.stream_id, "source": spec.source, "status": "skipped"})
+    try:
+        return _REPORT.validate_python({**kept, "stream_id": spec.stream_id, "source": spec.source,
+                                        "status": "skipped"})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        warn(f"{spec.stream_dir / DONE_FILE}: its report's {where} is wrong ({first['msg']}); "
+             "the video is processed again")
+        return None
 
 
 def _list_unfinished(todo: Sequence[StreamSpec], summary: JobSummary, stopped_by: Exception | None) -> None:

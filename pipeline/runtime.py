@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-import pickle
 import re
 import socket
 import sys
@@ -45,10 +43,8 @@ from operators.stream import (
     Future, KeyframeRequest, KeyframeResult, StreamProcessor, run_keyframes, run_stream, thread_submit,
 )
 from pipeline.batching import MicroBatcher
+from pipeline.checkpoint import StreamCheckpoints, write_done
 from pipeline.sources import DEFAULT_FOLDER_FPS, open_video
-
-DONE_FILE = "done.json"
-CHECKPOINT_FILE = "checkpoint.pkl"
 
 
 @dataclass
@@ -60,6 +56,7 @@ class StreamSpec:
     prompts: list[Prompt]
     out_dir: str
     sinks: list[str]
+    segmenter: str = "default"  # its name: its prompt memory type restores checkpoints
     decoder: str = "pyav"
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     association: AssociationConfig = field(default_factory=AssociationConfig)
@@ -93,6 +90,7 @@ class StreamReport:
     attempts: int = 1  # runs of this video; more than 1 when its stream worker died and it ran again
     resumed_from: int | None = None  # the frame a checkpoint let this run start at
     concealed_frames: list[int] = field(default_factory=list)  # decoded from damaged data, patched by FFmpeg
+    warnings: list[str] = field(default_factory=list)  # what the user should know though the video did not fail
 
     @property
     def fps(self) -> float:
@@ -110,44 +108,6 @@ def prompt_fingerprint(prompts: Sequence[Prompt]) -> str:
         if p.mask is not None:
             digest.update(np.packbits(p.mask).tobytes())
     return digest.hexdigest()[:16]
-
-
-def read_done(spec: StreamSpec) -> dict | None:
-    """The finished stream's report, if it finished with the same settings."""
-    path = spec.stream_dir / DONE_FILE
-    try:
-        done = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return done if done.get("fingerprint") == spec.fingerprint else None
-
-
-@dataclass
-class StreamCheckpoint:
-    """A stream's state at a frame boundary: every record before ``next_index`` is written."""
-
-    fingerprint: dict[str, Any]
-    next_index: int
-    processor: StreamProcessor
-    previous_image: np.ndarray
-
-    def save(self, path: Path) -> None:
-        """Atomically: a crash mid-write leaves the previous checkpoint intact."""
-        partial = path.with_suffix(".partial")
-        partial.write_bytes(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
-        os.replace(partial, path)
-
-    @staticmethod
-    def load(spec: StreamSpec) -> "StreamCheckpoint | None":
-        """The stream's checkpoint if resuming is on and it was written with the same settings."""
-        path = spec.stream_dir / CHECKPOINT_FILE
-        if not spec.resume or not path.exists():
-            return None
-        try:
-            checkpoint = pickle.loads(path.read_bytes())  # our own file, written by save() above
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError):
-            return None
-        return checkpoint if checkpoint.fingerprint == spec.fingerprint else None
 
 
 def _limit_threads(threads: int = 1) -> None:
@@ -265,9 +225,10 @@ class StreamWorker:
         self.use_threads(threads)
         report = StreamReport(spec.stream_id, spec.source, status="failed")
         started = time.perf_counter()
-        resume = StreamCheckpoint.load(spec)
-        start = resume.next_index if resume else 0
-        self.processor, self.frames_done, self.expected = None, start, None
+        checkpoints = StreamCheckpoints.of_segmenter(spec.stream_dir, spec.fingerprint, spec.segmenter,
+                                                     report.warnings.append)
+        resume = None
+        self.processor, self.frames_done, self.expected = None, 0, None
         writer: SinkWriter | None = None
         try:
             stream_dir(Path(spec.out_dir), spec.stream_id)  # done.json and checkpoints go there, whatever the sinks
@@ -278,12 +239,15 @@ class StreamWorker:
                 stream = StreamInfo(spec.stream_id, spec.source, info.width, info.height, info.fps)
                 writer = SinkWriter(build_sinks(self.sink_names, self.out_dir), name=f"sink-{spec.stream_id}",
                                     source=spec.source)
+                settings = dict(keyframes=spec.keyframes, association=spec.association,
+                                keep_images=any(sink.needs_image for sink in writer.sinks))
+                if spec.resume:
+                    resume = checkpoints.load((info.height, info.width), spec.stream_id, spec.source, **settings)
+                start = self.frames_done = resume.next_index if resume else 0
                 for sink in writer.sinks:
                     sink.open(stream, start_frame=start)
                 self.processor = resume.processor if resume else StreamProcessor(
-                    spec.stream_id, spec.source, spec.prompts, keyframes=spec.keyframes,
-                    association=spec.association, keep_images=any(sink.needs_image for sink in writer.sinks),
-                )
+                    spec.stream_id, spec.source, spec.prompts, **settings)
                 report.resumed_from = start if resume else None
 
                 def emit(record: FrameRecord) -> None:
@@ -292,8 +256,7 @@ class StreamWorker:
 
                 def checkpoint(last_image: np.ndarray) -> None:
                     writer.checkpoint()  # the sinks hold every record before the checkpoint, durably
-                    state = StreamCheckpoint(spec.fingerprint, self.processor.next_index, self.processor, last_image)
-                    state.save(spec.stream_dir / CHECKPOINT_FILE)
+                    checkpoints.save(self.processor, last_image)
 
                 run_stream(
                     reader.frames(start),
@@ -329,9 +292,9 @@ class StreamWorker:
             report.keyframe_reasons = dict(stats.keyframe_reasons)
             report.prompt_memory_bytes = self.processor.memory_nbytes()
         if report.status == "done":
-            done = {"fingerprint": spec.fingerprint, "report": report.to_dict()}
-            (spec.stream_dir / DONE_FILE).write_text(json.dumps(done, indent=1))
-            (spec.stream_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+            write_done(spec.stream_dir, spec.fingerprint, report.to_dict())
+        elif resume is not None:  # resumed and failed: a re-run starts over rather than meet the same failure
+            checkpoints.discard()
         return report
 
     def node_id(self) -> str:

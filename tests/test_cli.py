@@ -132,7 +132,7 @@ def test_killed_job_resubmitted_resumes_from_the_stream_checkpoint(tmp_path):
                            text=True, timeout=300)
     assert clean.returncode == 0, clean.stderr
     assert frames.read_text() == (tmp_path / "clean" / "long" / "frames.jsonl").read_text()
-    assert not (tmp_path / "out" / "long" / "checkpoint.pkl").exists()
+    assert not (tmp_path / "out" / "long" / "checkpoint.npz").exists()
     # One annotated video of every frame, as the clean run's (parts before the checkpoint kept, joined).
     (count, resumed_video), (clean_count, clean_video) = (
         _every_25th_frame(tmp_path / run / "long" / "annotated.mp4") for run in ("out", "clean"))

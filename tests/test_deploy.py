@@ -521,7 +521,7 @@ def test_ray_up_setup_commands_run_the_readme_install():
 
 def test_scaling_doc_names_what_the_code_uses():
     from pipeline.job import SUMMARY_FILE
-    from pipeline.runtime import DONE_FILE
+    from pipeline.checkpoint import DONE_FILE
 
     text = SCALING_DOC.read_text()
     for needle in (

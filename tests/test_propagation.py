@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 
 import cv2
 import numpy as np
@@ -115,16 +114,6 @@ def test_empty_instances_and_size_mismatch():
         propagator.flow(prev, cur[:120])
     with pytest.raises(ValueError):
         FlowPropagator(preset="glacial")
-
-
-def test_propagator_pickles_after_use():
-    (prev, cur), (mask_prev, _) = moving_square()
-    propagator = FlowPropagator(preset="fast")
-    propagator.flow(prev, cur)
-    clone = pickle.loads(pickle.dumps(propagator))
-    assert clone.preset == "fast"
-    moved = clone.warp(one(mask_prev), clone.flow(prev, cur))
-    assert moved.masks.any()
 
 
 def test_a_clean_translation_keeps_its_score():

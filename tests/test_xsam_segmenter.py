@@ -75,11 +75,12 @@ def test_prompt_outside_the_frame_is_refused(segmenter, frame):
 
 
 def test_asking_about_the_xsam_class_does_not_import_torch():
-    """A job's driver checks the segmenter's placement (``is_lightweight``) before any actor builds it."""
+    """A job's driver checks the segmenter's placement (``is_lightweight``) before any actor builds it; only
+    the numpy-only ``xsam.memory`` (the class's ``memory_type``) is imported for it."""
     import subprocess
     import sys
 
     code = ("import sys; from operators.segmenters import is_lightweight; "
-            "assert is_lightweight('xsam') is False; print('torch' in sys.modules, 'xsam' in sys.modules)")
+            "assert is_lightweight('xsam') is False; print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

@@ -14,7 +14,7 @@ _EXPORTS = {
     "XSamModel": "xsam.modeling_xsam",
     "XSamPrediction": "xsam.postprocessing",
     "XSamPredictor": "xsam.predictor",
-    "XSamPromptMemory": "xsam.predictor",
+    "XSamPromptMemory": "xsam.memory",
     "XSamProcessor": "xsam.processing_xsam",
 }
 
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from xsam.modeling_xsam import XSamModel
     from xsam.modeling_xsam import XSamModel as XSam
     from xsam.postprocessing import XSamPrediction
-    from xsam.predictor import XSamPredictor, XSamPromptMemory
+    from xsam.memory import XSamPromptMemory
+    from xsam.predictor import XSamPredictor
     from xsam.processing_xsam import XSamProcessor
 
 

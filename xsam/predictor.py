@@ -10,7 +10,6 @@ own confident masks while the user's region tokens stay pinned.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 
 from xsam import postprocessing
 from xsam.checkpoint import CheckpointError, resolve_local_path
+from xsam.memory import XSamPromptMemory
 from xsam.modeling_xsam import XSamModel, XSamPromptEmbeddings
 from xsam.postprocessing import XSamPrediction
 from xsam.processing_xsam import ImageGeometry, SamInputs, TextInputs, XSamProcessor, check_image
@@ -33,29 +33,6 @@ from xsam.tasks import (
     referring_instruction,
     visual_prompt_instruction,
 )
-
-
-@dataclass(frozen=True)
-class XSamPromptMemory:
-    """A stream's cached visual prompts: a few KB per prompt, constant over the stream, picklable.
-
-    prompt_ids: the user's prompt ids; label k of a result is ``prompt_ids[k]``.
-    region_tokens: ``(R, D_llm)`` region tokens of the last LLM pass. The first ``len(prompt_ids)`` rows are the
-        user's, pinned for the stream; later rows come from the latest keyframe refresh.
-    region_labels: ``(R,)`` index into ``prompt_ids`` of each region.
-    conditions: ``(R, D)`` the LLM's condition embedding of each region (the decoder's classes).
-    seg_embedding: ``(D,)`` the ``<SEG>`` embedding that conditions the decoder's queries.
-    """
-
-    prompt_ids: tuple[int, ...]
-    region_tokens: np.ndarray
-    region_labels: np.ndarray
-    conditions: np.ndarray
-    seg_embedding: np.ndarray
-
-    def nbytes(self) -> int:
-        arrays = (self.region_tokens, self.region_labels, self.conditions, self.seg_embedding)
-        return sum(a.nbytes for a in arrays) + 8 * len(self.prompt_ids)
 
 
 class XSamPredictor:

@@ -3,13 +3,12 @@
 A segmenter is stateless between calls: everything it needs about a stream's
 prompts lives in the :class:`PromptMemory` it returned from
 :meth:`Segmenter.encode_prompts`. That keeps one pool of segmenter workers
-shareable by all streams, and makes a stream's memory small, picklable and
-checkpointable.
+shareable by all streams, and makes a stream's memory small and checkpointable.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -18,13 +17,31 @@ from operators.records import Box, Instances, Prompt
 
 @runtime_checkable
 class PromptMemory(Protocol):
-    """Per-stream cached encoding of the visual prompts (opaque to the pipeline)."""
+    """Per-stream cached encoding of the visual prompts (opaque to the pipeline).
+
+    A stream's checkpoint (an archive job resumes a video from it) saves each memory as its
+    :meth:`to_state` and rebuilds it with the class's :meth:`from_state`, found as the segmenter class's
+    ``memory_type`` attribute. A segmenter without them still runs: its streams are not checkpointed
+    (the video's report warns) and a re-run starts such a video from its first frame.
+    """
 
     @property
     def prompt_ids(self) -> tuple[int, ...]: ...
 
     def nbytes(self) -> int:
         """Size of the memory in bytes; reported per stream and constant in stream length."""
+        ...
+
+    def to_state(self) -> dict[str, Any]:
+        """The memory as plain data: JSON values (numbers, strings, lists, str-keyed dicts) and numpy arrays
+        of plain dtypes. Nothing that needs pickling: a checkpoint holds data only."""
+        ...
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "PromptMemory":
+        """The memory :meth:`to_state` gave, read back from a file anyone with access to the output folder
+        could have written: check every type, dtype and shape, raise ValueError (or
+        :class:`operators.state.StateError`) naming what is wrong."""
         ...
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from operators.records import POINT_RADIUS, Box, Instances, Prompt
+from operators.state import StateReader
 
 #: Lab histogram bins (L, a, b) for the posterior; the descriptor halves each axis.
 COLOUR_BINS = (8, 16, 16)
@@ -109,6 +110,16 @@ class Appearance:
     def nbytes(self) -> int:
         return self.posterior.nbytes + self.descriptor.nbytes + 16
 
+    def to_state(self) -> dict:
+        return {"posterior": self.posterior, "descriptor": self.descriptor, "area": self.area, "extent": self.extent}
+
+    @classmethod
+    def from_state(cls, state: object, where: str) -> "Appearance":
+        s = StateReader(state, where)
+        return cls(s.array("posterior", np.float32, (N_COLOURS,)),
+                   s.array("descriptor", np.float32, (int(np.prod(DESCRIPTOR_BINS)),)),
+                   s.number("area"), s.number("extent"))
+
 
 @dataclass(frozen=True)
 class PromptModel:
@@ -121,7 +132,7 @@ class PromptModel:
 
 @dataclass(frozen=True)
 class DefaultPromptMemory:
-    """Per-stream memory of :class:`DefaultSegmenter`; picklable and constant in size."""
+    """Per-stream memory of :class:`DefaultSegmenter`; constant in size."""
 
     models: tuple[PromptModel, ...]
 
@@ -131,6 +142,20 @@ class DefaultPromptMemory:
 
     def nbytes(self) -> int:
         return sum(8 + m.pinned.nbytes + m.adaptive.nbytes for m in self.models)
+
+    def to_state(self) -> dict:
+        models = [{"prompt_id": m.prompt_id, "pinned": m.pinned.to_state(), "adaptive": m.adaptive.to_state()}
+                  for m in self.models]
+        return {"models": models}
+
+    @classmethod
+    def from_state(cls, state: object) -> "DefaultPromptMemory":
+        """The memory :meth:`to_state` saved; :class:`operators.state.StateError` if ``state`` is not one."""
+        models = []
+        for m in StateReader(state, "memory").readers("models"):
+            pinned, adaptive = (Appearance.from_state(m.value(name), f"{m.where}.{name}") for name in ("pinned", "adaptive"))
+            models.append(PromptModel(m.integer("prompt_id"), pinned, adaptive))
+        return cls(tuple(models))
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -196,6 +221,7 @@ class DefaultSegmenter:
 
     name = "default"
     lightweight = True
+    memory_type = DefaultPromptMemory
 
     def __init__(
         self,

@@ -9,10 +9,10 @@ import numpy as np
 
 from operators.records import Instances, Prompt
 
+from xsam.memory import XSamPromptMemory  # numpy only
+
 if TYPE_CHECKING:  # torch and the model load when a segmenter is built, not when a job asks about the class
     import torch
-
-    from xsam import XSamPromptMemory
 
 
 class XSamSegmenter:
@@ -24,6 +24,7 @@ class XSamSegmenter:
     """
 
     name = "xsam"
+    memory_type = XSamPromptMemory
 
     def __init__(
         self,
