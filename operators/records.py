@@ -103,7 +103,7 @@ class Prompt:
         """JSON values and the mask array (:mod:`operators.state`)."""
         return {"prompt_id": self.prompt_id, "kind": self.kind, "frame_index": self.frame_index,
                 "points": [list(p) for p in self.points], "box": None if self.box is None else list(self.box),
-                "mask": self.mask}
+                "mask": None if self.mask is None else self.mask.astype(bool, copy=False), "track_id": self.track_id}
 
     @classmethod
     def from_state(cls, state: object, where: str = "prompt") -> "Prompt":
@@ -117,7 +117,7 @@ class Prompt:
         try:
             return cls(s.integer("prompt_id"), kind, s.integer("frame_index"), tuple(points),  # type: ignore[arg-type]
                        None if box is None else _numbers(box, 4, f"{where}.box"),
-                       s.array("mask", bool, (None, None), optional=True))
+                       s.array("mask", bool, (None, None), optional=True), s.integer("track_id", optional=True))
         except PromptError as exc:
             raise StateError(f"{where}: {exc}") from None
 

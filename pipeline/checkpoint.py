@@ -150,7 +150,7 @@ class StreamCheckpoints:
         except (*_UNREADABLE, StateError) as exc:
             self.warn(f"{self.path}: not resumed from it ({_reason(exc)}); the video starts from frame 0")
             return None
-        except Exception as exc:  # noqa: BLE001 - a segmenter's own from_state, given untrusted data, may raise anything
+        except Exception as exc:  # noqa: BLE001 - a segmenter's own from_state, given untrusted data, may raise any
             self.warn(f"{self.path}: its prompt memory was refused ({_reason(exc)}); the video starts from frame 0")
             return None
         return Resume(processor, previous)

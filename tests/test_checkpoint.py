@@ -107,7 +107,8 @@ def _set(path: str, value):
 
 @pytest.mark.parametrize("mutate, named", [
     (_set("policy.last_signature", lambda a: a.astype(np.float64)), "keyframe_policy.last_signature: expected float32"),
-    (_set("last.masks", lambda a: np.zeros((len(a), 120, 160), bool)), "processor.last.masks: expected shape Nx240x320, got"),
+    (_set("last.masks", lambda a: np.zeros((len(a), 120, 160), bool)),
+     "processor.last.masks: expected shape Nx240x320, got"),
     (_set("last.scores", {"a": 1}), "scores: expected an array, got dict"),
     (_set("assigner.tracks.0.track_id", "1"), "tracks[0].track_id: expected an integer, got str"),
     (_set("assigner.tracks.0.bank.recent", lambda r: [np.zeros(3, np.float32)]), "bank.recent[0]: expected shape"),

@@ -153,7 +153,8 @@ class DefaultPromptMemory:
         """The memory :meth:`to_state` saved; :class:`operators.state.StateError` if ``state`` is not one."""
         models = []
         for m in StateReader(state, "memory").readers("models"):
-            pinned, adaptive = (Appearance.from_state(m.value(name), f"{m.where}.{name}") for name in ("pinned", "adaptive"))
+            pinned, adaptive = (Appearance.from_state(m.value(name), f"{m.where}.{name}")
+                                for name in ("pinned", "adaptive"))
             models.append(PromptModel(m.integer("prompt_id"), pinned, adaptive))
         return cls(tuple(models))
 
