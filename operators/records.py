@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from operators import rle
-from operators.state import StateError, StateReader
+from operators.state import StateError, StateReader, is_number
 
 PromptKind = Literal["point", "box", "scribble", "mask"]
 FrameKind = Literal["keyframe", "propagated", "skipped"]
@@ -124,7 +124,7 @@ class Prompt:
 
 def _numbers(values: object, count: int, where: str) -> tuple:
     if not (isinstance(values, list) and len(values) == count
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+            and all(is_number(v) for v in values)):
         raise StateError(f"{where}: expected {count} numbers, got {values!r:.60}")
     return tuple(values)
 

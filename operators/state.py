@@ -35,55 +35,44 @@ class StateReader:
     def _fail(self, name: str, expected: str, value: object) -> StateError:
         return StateError(f"{self.where}.{name}: expected {expected}, got {type(value).__name__}")
 
-    def integer(self, name: str, minimum: int | None = None, optional: bool = False) -> int | None:
+    def _typed(self, name: str, types: tuple[type, ...], expected: str, optional: bool) -> Any:
+        """The field's value if it is one of ``types`` (a bool counts only where ``types`` names it), or None
+        where ``optional``."""
         value = self.value(name)
         if value is None and optional:
             return None
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self._fail(name, "an integer", value)
-        if minimum is not None and value < minimum:
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise self._fail(name, expected, value)
+        return value
+
+    def integer(self, name: str, minimum: int | None = None, optional: bool = False) -> int | None:
+        value = self._typed(name, (int,), "an integer", optional)
+        if value is not None and minimum is not None and value < minimum:
             raise StateError(f"{self.where}.{name}: {value} is below {minimum}")
         return value
 
     def number(self, name: str) -> float:
-        value = self.value(name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise self._fail(name, "a number", value)
-        return float(value)
+        return float(self._typed(name, (int, float), "a number", False))
 
     def flag(self, name: str) -> bool:
-        value = self.value(name)
-        if not isinstance(value, bool):
-            raise self._fail(name, "true or false", value)
-        return value
+        return self._typed(name, (bool,), "true or false", False)
 
     def text(self, name: str, optional: bool = False) -> str | None:
-        value = self.value(name)
-        if value is None and optional:
-            return None
-        if not isinstance(value, str):
-            raise self._fail(name, "a string", value)
-        return value
+        return self._typed(name, (str,), "a string", optional)
 
     def items(self, name: str, optional: bool = False) -> list | None:
-        value = self.value(name)
-        if value is None and optional:
-            return None
-        if not isinstance(value, list):
-            raise self._fail(name, "a list", value)
-        return value
+        return self._typed(name, (list,), "a list", optional)
 
     def ints(self, name: str) -> list[int]:
         values = self.items(name)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        if not all(is_integer(v) for v in values):
             raise StateError(f"{self.where}.{name}: expected a list of integers")
         return values
 
     def counts(self, name: str) -> dict[str, int]:
         """A ``dict[str, int]`` (a JSON object of integers)."""
         value = self.value(name)
-        if not isinstance(value, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                  for v in value.values()):
+        if not isinstance(value, dict) or not all(is_integer(v) for v in value.values()):
             raise self._fail(name, "a mapping of integers", value)
         return value
 
@@ -91,18 +80,12 @@ class StateReader:
         """A list of nested states, each as its own reader (``name[i]``)."""
         return [StateReader(item, f"{self.where}.{name}[{i}]") for i, item in enumerate(self.items(name))]
 
-    def reader(self, name: str, optional: bool = False) -> "StateReader | None":
-        value = self.value(name)
-        return None if value is None and optional else StateReader(value, f"{self.where}.{name}")
-
     def number_map(self, name: str, values: type = int) -> dict[int, Any]:
         """A ``dict[int, int | float]`` saved as a list of ``[key, value]`` pairs (JSON keys are strings), in order."""
-        pairs = self.items(name)
         result: dict[int, Any] = {}
-        for pair in pairs:
-            ok = isinstance(pair, list) and len(pair) == 2 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair) and isinstance(pair[0], int)
-            if not ok or (values is int and not isinstance(pair[1], int)):
+        for pair in self.items(name):
+            valid = is_integer if values is int else is_number
+            if not (isinstance(pair, list) and len(pair) == 2 and is_integer(pair[0]) and valid(pair[1])):
                 raise StateError(f"{self.where}.{name}: expected [integer, {values.__name__}] pairs, got {pair!r:.60}")
             result[pair[0]] = values(pair[1])
         return result
@@ -114,6 +97,14 @@ class StateReader:
         if value is None and optional:
             return None
         return check_array(value, dtype, shape, f"{self.where}.{name}")
+
+
+def is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_array(value: object, dtype: type | str, shape: Sequence[int | None], where: str) -> np.ndarray:

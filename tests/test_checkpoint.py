@@ -6,6 +6,7 @@ import copy
 import json
 import pickle
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +55,10 @@ def frames(clip):
 
 
 def _prompts(clip) -> list[Prompt]:
-    """A box on frame 0 and a point waiting for frame 15: the checkpoint at 10 holds a scheduled prompt too."""
-    return [clip.suggested_prompt(clip.kinds[1], "box"),
-            clip.suggested_prompt(clip.kinds[1], "point", prompt_id=1).with_frame(15)]
+    """A box on frame 0 and a point waiting for frame 15 (asking for track id 5): the checkpoint at 10 holds a
+    scheduled prompt too."""
+    later = clip.suggested_prompt(clip.kinds[1], "point", prompt_id=1)
+    return [clip.suggested_prompt(clip.kinds[1], "box"), replace(later, frame_index=15, track_id=5)]
 
 
 def _records(frames, processor, **options) -> list[dict]:
@@ -89,8 +91,10 @@ def test_a_resumed_stream_gives_the_records_of_an_uninterrupted_one(clip, frames
     processor = resume.processor
     assert processor.memories and processor.scheduled and processor.assigner.tracks and processor.last is not None
     assert any(t.bank.pinned is not None for t in processor.assigner.tracks.values())
+    assert processor.scheduled[0].track_id == 5
     resumed = _records(frames[10:], processor, previous=resume.previous_image)
     assert resumed == full[10:]
+    assert (resumed[5]["kind"], resumed[5]["reason"]) == ("keyframe", "prompt"), "the scheduled prompt ran"
     assert processor.stats.frames == FRAMES and processor.stats.keyframes == sum(r["kind"] == "keyframe" for r in full)
 
 
