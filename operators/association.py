@@ -173,15 +173,16 @@ class TrackAssigner:
 
     def _named_births(self, detections: Instances, newborn: list[int], named: Sequence[Prompt]) -> dict[int, int]:
         """Detection -> the track id its prompt asks for: per prompt, the new detection overlapping the prompt's
-        mask most. Only ids no track has had yet are given (all of them on the stream's first prompt frame);
-        otherwise the object takes the next free id, as any other."""
+        mask most (none if no detection overlaps it). Only ids no track has had yet are given (all of them on the
+        stream's first prompt frame); otherwise the object takes the next free id, as any other."""
         asked: dict[int, int] = {}
         for prompt in named:
             mine = [d for d in newborn if detections.prompt_ids[d] == prompt.prompt_id and d not in asked]
             if prompt.track_id is None or prompt.track_id < self.next_id or prompt.track_id in asked.values() or not mine:
                 continue
             overlap = iou_matrix(detections.masks[mine], prompt.to_mask(*detections.shape)[None])[:, 0]
-            asked[mine[int(np.argmax(overlap))]] = prompt.track_id
+            if overlap.max() > 0:  # a detection elsewhere is another instance of the kind, not the object
+                asked[mine[int(np.argmax(overlap))]] = prompt.track_id
         return asked
 
     def _coasting(self, propagated: Instances, matched: set[int]) -> Instances:

@@ -67,6 +67,11 @@ def test_an_asked_id_a_track_had_already_gives_the_next_free_one():
     found = Instances.from_masks([square, other], [0.9, 0.9], [0, 4], 40, 40)
     second = assigner.assign_keyframe(found, first, 3, named=[late])
     assert sorted(zip(second.prompt_ids.tolist(), second.track_ids.tolist())) == [(0, 1), (4, 2)]
+    # A detection of the prompt that misses its mask is another instance of the kind: it does not take the id.
+    elsewhere = Prompt(7, "mask", 5, mask=square, track_id=9)
+    third = assigner.assign_keyframe(Instances.from_masks([other], [0.9], [7], 40, 40), Instances.empty(40, 40), 5,
+                                     named=[elsewhere])
+    assert third.track_ids.tolist() == [3]
 
 
 def test_an_annotation_of_another_size_is_named_with_the_frame(clip, tmp_path):
