@@ -148,7 +148,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     davis = DavisSet.open(args.root, args.resolution, args.set_file)
     args.sink = args.sink or [list(EVAL_SINKS)]
-    report, written = evaluate(davis, _config(args, sources=[str(s.frames) for s in davis.sequences]))
+    report, written = evaluate(davis, _config(args, sources=[str(s.folder) for s in davis.sequences]))
     if report.scores:
         print(report.table())
     for name, reason in report.failed.items():

@@ -27,8 +27,10 @@ from PIL import Image, UnidentifiedImageError
 from operators.errors import PipelineError
 from operators.metrics import ObjectScores, Statistics, object_scores
 from operators.records import FrameRecord
+from operators.sinks.base import output_errors, prepare_out_dir
 from operators.sinks.palette_png import paint_values
 from pipeline.config import JobConfig
+from pipeline.job import run_job
 from pipeline.prompts import OBJECTS, VOID_INDEX
 from pipeline.sources import frame_files, is_frame_folder
 
@@ -38,7 +40,8 @@ SEQUENCE_COLUMNS = ("Sequence", "J-Mean", "F-Mean")
 #: The sinks eval runs by default: frames.jsonl is what it scores, the PNG masks are DAVIS's results format.
 EVAL_SINKS = ("jsonl", "png")
 EVAL_FILE = "eval.json"
-#: Frames the protocol leaves out of the scores: the first (given as the prompt) and the last, as the reference.
+#: The protocol scores the frames between the first (whose annotation is the prompt) and the last, as the
+#: reference does: a sequence needs at least one.
 MIN_FRAMES = 3
 
 
@@ -47,7 +50,7 @@ class DavisSequence:
     """One sequence: its frame folder and the annotation of each of its frames, in frame order."""
 
     name: str
-    frames: Path
+    folder: Path  # its frames
     annotations: list[Path]
 
 
@@ -76,13 +79,17 @@ class DavisSet:
             names = _read_set(set_file if set_file.exists() else root / set_file)
         if not names:
             raise PipelineError(str(images), "no sequence to evaluate")
+        odd = next((n for n in names if n in (".", "..") or Path(n).name != n), None)
+        if odd is not None:
+            raise PipelineError(str(set_file), f"{odd!r} is not a sequence name (a folder of {IMAGES}/{resolution})")
         sequences = [_sequence(root, images / name, annotations / name) for name in names]
         return cls(root, resolution, "all" if set_file is None else set_file.stem, sequences)
 
     def write_prompts(self, path: Path) -> Path:
         """A prompt file giving each sequence its first frame's annotation as ``objects:`` prompts."""
-        entries = {str(s.frames): [f"{OBJECTS}:{s.annotations[0].resolve()}"] for s in self.sequences}
-        path.write_text(json.dumps(entries, indent=1))
+        entries = {str(s.folder): [f"{OBJECTS}:{s.annotations[0].resolve()}"] for s in self.sequences}
+        with output_errors(path):
+            path.write_text(json.dumps(entries, indent=1))
         return path
 
 
@@ -193,24 +200,32 @@ class EvalReport:
         }
 
     def write(self, out_dir: Path) -> list[Path]:
-        """The reference's two CSV files (three decimals) and ``eval.json``."""
-        written = [out_dir / f"global_results-{self.davis.name}.csv",
-                   out_dir / f"per-sequence_results-{self.davis.name}.csv", out_dir / EVAL_FILE]
-        if self.scores:
-            with written[0].open("w", newline="") as file:
-                csv.writer(file).writerows([GLOBAL_COLUMNS, [f"{v:.3f}" for v in self.global_row()]])
-            with written[1].open("w", newline="") as file:
-                csv.writer(file).writerows([SEQUENCE_COLUMNS, *[(n, f"{j:.3f}", f"{f:.3f}")
-                                                                for n, j, f in self.sequence_rows()]])
-        written[2].write_text(json.dumps(self.to_dict(), indent=1))
-        return [p for p in written if p.exists()]
+        """The reference's two CSV files (three decimals; none, and an earlier run's removed, without scores) and
+        ``eval.json``."""
+        tables = {out_dir / f"global_results-{self.davis.name}.csv": [GLOBAL_COLUMNS, self._formatted_global()],
+                  out_dir / f"per-sequence_results-{self.davis.name}.csv": [SEQUENCE_COLUMNS, *self._formatted_rows()]}
+        for path, rows in tables.items():
+            with output_errors(path):
+                path.unlink(missing_ok=True)
+                if self.scores:
+                    with path.open("w", newline="") as file:
+                        csv.writer(file).writerows(rows)
+        with output_errors(out_dir / EVAL_FILE):
+            (out_dir / EVAL_FILE).write_text(json.dumps(self.to_dict(), indent=1))
+        return [*tables, out_dir / EVAL_FILE] if self.scores else [out_dir / EVAL_FILE]
+
+    def _formatted_global(self) -> list[str]:
+        return [f"{v:.3f}" for v in self.global_row()] if self.scores else []
+
+    def _formatted_rows(self) -> list[tuple[str, str, str]]:
+        return [(n, f"{j:.3f}", f"{f:.3f}") for n, j, f in self.sequence_rows()]
 
     def table(self) -> str:
         """The global and per-sequence results as the reference prints them."""
         lines = [f"--------------------------- Global results for {self.davis.name} ---------------------------",
-                 _aligned([GLOBAL_COLUMNS, [f"{v:.3f}" for v in self.global_row()]]),
+                 _aligned([GLOBAL_COLUMNS, self._formatted_global()]),
                  f"\n---------- Per sequence results for {self.davis.name} ----------",
-                 _aligned([SEQUENCE_COLUMNS, *[(n, f"{j:.3f}", f"{f:.3f}") for n, j, f in self.sequence_rows()]])]
+                 _aligned([SEQUENCE_COLUMNS, *self._formatted_rows()])]
         return "\n".join(lines)
 
 
@@ -221,19 +236,16 @@ def _aligned(rows: Sequence[Sequence[str]]) -> str:
 
 def evaluate(davis: DavisSet, config: JobConfig) -> tuple[EvalReport, list[Path]]:
     """Run every sequence through the job and score it; results are written to ``config.out_dir``."""
-    from pipeline.job import run_job
-
     if "jsonl" not in config.sinks:
         raise PipelineError("--sink", "eval scores frames.jsonl: keep the jsonl sink")
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_out_dir(config.out_dir)
     prompts = davis.write_prompts(out_dir / f"davis_prompts-{davis.name}.json")
-    summary = run_job(config.model_copy(update={"sources": [str(s.frames) for s in davis.sequences],
+    summary = run_job(config.model_copy(update={"sources": [str(s.folder) for s in davis.sequences],
                                                 "prompts": [], "prompts_file": prompts}))
     reports = {Path(v.source).resolve(): v for v in summary.videos}
     scores, failed = {}, {}
     for sequence in davis.sequences:
-        report = reports.get(sequence.frames.resolve())
+        report = reports.get(sequence.folder.resolve())
         if report is None or report.status not in ("done", "skipped"):
             failed[sequence.name] = (report.error or {}).get("reason", report.status) if report else "not run"
             continue

@@ -172,4 +172,7 @@ def test_eval_names_a_root_without_the_layout_or_a_sequence_without_annotation(d
     (broken / "ImageSets" / "2017" / "val.txt").write_text("shapes\nbear\n")
     result = cli("eval", str(broken), "--set", "ImageSets/2017/val.txt", "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "sequence bear has no frame folder" in _said(result)
+    (broken / "ImageSets" / "2017" / "val.txt").write_text("../480p/shapes\n")
+    result = cli("eval", str(broken), "--set", "ImageSets/2017/val.txt", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "'../480p/shapes' is not a sequence name" in _said(result)
     assert not (tmp_path / "out").exists()  # refused before any work
