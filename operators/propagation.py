@@ -154,6 +154,9 @@ class FlowPropagator:
     motion boundaries); ``None`` keeps the preset's. ``max_side``: frames larger than
     this are downscaled for flow. ``score_decay`` is a per-frame factor on top of
     consistency, so unconfirmed masks age.
+
+    It holds no stream state, only settings and caches (DIS's estimator, the last frame's working image)
+    that the next call rebuilds, so a stream's checkpoint (:meth:`StreamProcessor.to_state`) leaves it out.
     """
 
     def __init__(

@@ -34,9 +34,10 @@ LEGACY_CHECKPOINT_FILE = "checkpoint.pkl"
 CHECKPOINT_FORMAT = "xsam-pipeline/stream-checkpoint"
 CHECKPOINT_VERSION = 1
 _ARRAY = "$array"
-#: What reading an archive, its JSON or its arrays raises on a damaged or crafted file (pickled members included:
-#: ``allow_pickle=False`` refuses them with a ValueError).
-_UNREADABLE = (OSError, ValueError, KeyError, EOFError, RecursionError, zipfile.BadZipFile, zlib.error)
+#: What reading an archive, its JSON or its arrays raises on a damaged or crafted file: pickled members are
+#: refused with a ValueError (``allow_pickle=False``); an array header claiming more than memory holds makes
+#: NumPy's allocation fail before anything is read (MemoryError).
+_UNREADABLE = (OSError, ValueError, KeyError, EOFError, RecursionError, MemoryError, zipfile.BadZipFile, zlib.error)
 
 
 def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:

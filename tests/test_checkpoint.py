@@ -6,6 +6,7 @@ import copy
 import json
 import pickle
 import re
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -156,6 +157,13 @@ def _archive(path: Path, document: dict, **arrays) -> None:
     np.savez(path, state=np.frombuffer(json.dumps(document).encode(), np.uint8), **arrays)
 
 
+def _huge_array(path: Path) -> None:
+    """A checkpoint whose array header claims 10 TB: NumPy allocates what a header says before reading."""
+    _archive(path, {**_header(FINGERPRINT), "previous_image": {"$array": "a0"}, "processor": {}})
+    with zipfile.ZipFile(path, "a") as archive, archive.open("a0.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array_header_1_0(member, {"descr": "|u1", "fortran_order": False, "shape": (10**13,)})
+
+
 def _header(fingerprint: dict) -> dict:
     return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "fingerprint": fingerprint}
 
@@ -173,6 +181,7 @@ def _header(fingerprint: dict) -> dict:
     (lambda path, marker: _archive(path, {**_header(FINGERPRINT), "processor": {}, "previous_image": {"$array": "a0"}},
                                    a0=np.zeros((120, 160, 3), np.uint8)), "previous_image: expected shape 240x320x3"),
     (lambda path, marker: _archive(path, {**_header({"other": 1})}), "written with other settings"),
+    (lambda path, marker: _huge_array(path), "not resumed from it"),
 ])
 def test_a_planted_checkpoint_is_ignored_with_a_warning_and_runs_nothing(tmp_path, plant, named):
     marker = tmp_path / "code-ran"
