@@ -38,17 +38,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
+import cv2
 import numpy as np
 
 from operators.errors import PipelineError
 from operators.keyframes import KeyframeConfig
-from operators.records import FrameRecord, Instances, Prompt
+from operators.annotate import default_annotator
+from operators.records import FrameRecord, Instances, Prompt, PromptError
 from operators.segmenters import build_segmenter, check_checkpoint, check_segmenter
 from operators.sinks import StreamInfo, build_sinks
 from operators.sinks.base import prepare_out_dir
 from operators.sinks.delivery import undelivered_error
 from operators.sinks.writer import SinkWriter
 from operators.stream import StreamProcessor, run_stream, thread_submit
+from pipeline.control.commands import DEFAULT_SCHEMES, KNOWN_SCHEMES, CommandHandler, SourcePolicy, derive_stream_id
 from pipeline.sources import LiveFrame, LiveReader, ReconnectPolicy, is_live_source
 
 log = logging.getLogger("pipeline.live")
@@ -56,6 +59,11 @@ log = logging.getLogger("pipeline.live")
 Mode = Literal["live", "archive"]
 DROP_QUEUE_FULL = "dropped_queue_full"
 DROP_LATENCY = "dropped_latency"
+#: A stream's status: connecting (opening its feed), connected (open, no frame processed yet), running,
+#: reconnecting (the feed dropped; retrying with backoff), stopped, failed.
+STREAM_STATUSES = ("connecting", "connected", "running", "reconnecting", "stopped", "failed")
+READER_STATUS = {"connected": "connected", "disconnected": "reconnecting", "reconnected": "running"}
+ANNOTATOR = default_annotator()  # draws latest_frame_jpeg
 
 
 # --------------------------------------------------------------------------- scheduling
@@ -197,7 +205,7 @@ class LiveStream:
         self.latency = LatencyStats()
         self.processor: StreamProcessor | None = None
         self.reader: LiveReader | None = None
-        self.status = "starting"  # starting | running | stopped | failed
+        self.status = "connecting"  # see STREAM_STATUSES
         self.error: dict | None = None
         self.events: list[dict] = []
         self.frames_in = 0
@@ -205,7 +213,10 @@ class LiveStream:
         self.records_written = 0
         self.skipped_records: dict[str, int] = {}
         self.track_ids: set[int] = set()
-        self.prompt_ids_given: set[int] = {p.prompt_id for p in spec.prompts}
+        self.prompt_ids_given: set[int] = {p.prompt_id for p in spec.prompts}  # never reused within the stream
+        self.prompt_ids_removed: set[int] = set()
+        self.frame_size: tuple[int, int] | None = None  # (width, height), once prompts can be checked against it
+        self._latest: tuple[np.ndarray, Instances] | None = None  # the last processed frame, for latest_frame_jpeg
         self.outputs: list[dict] = []
         self.started = time.monotonic()
         self.first_frame_at: float | None = None  # fps are measured from the first frame (not the open)
@@ -232,16 +243,30 @@ class LiveStream:
         return not self._thread.is_alive()
 
     def add_prompts(self, prompts: Sequence[Prompt]) -> None:
-        if self.processor is not None:
-            self.prompt_ids_given.update(p.prompt_id for p in prompts)
-            self.processor.add_prompts(prompts)
+        """Prompts already checked against :attr:`frame_size` (pipeline.control does) apply from the next frame."""
+        if self.processor is None:
+            raise RuntimeError(f"stream {self.spec.stream_id!r} is not connected yet")
+        self.prompt_ids_given.update(p.prompt_id for p in prompts)
+        self.processor.add_prompts(prompts)
 
     def remove_prompts(self, prompt_ids: Sequence[int]) -> None:
-        if self.processor is not None:
-            self.processor.remove_prompts(prompt_ids)
+        if self.processor is None:
+            raise RuntimeError(f"stream {self.spec.stream_id!r} is not connected yet")
+        self.prompt_ids_removed.update(prompt_ids)
+        self.processor.remove_prompts(prompt_ids)
+
+    def latest_frame_jpeg(self) -> bytes | None:
+        """The last processed frame with its instances drawn, as JPEG; None before the first one."""
+        latest = self._latest
+        if latest is None:
+            return None
+        image, instances = latest
+        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(ANNOTATOR.annotate(image, instances), cv2.COLOR_RGB2BGR))
+        return jpeg.tobytes() if ok else None
 
     def _status(self, event: dict) -> None:
         event = {"stream_id": self.spec.stream_id, "time": time.time(), **event}
+        self.status = READER_STATUS.get(event["event"], self.status)
         self.events.append(event)
         if self.on_status is not None:
             self.on_status(event)
@@ -261,9 +286,9 @@ class LiveStream:
             for sink in writer.sinks:
                 sink.open(StreamInfo(spec.stream_id, spec.source, info.width, info.height, fps))
             keep_images = any(getattr(sink, "needs_image", False) for sink in writer.sinks)
-            self.processor = StreamProcessor(spec.stream_id, spec.source, spec.prompts, keyframes=spec.keyframes,
-                                             keep_images=keep_images)
-            self.status = "running"
+            self.processor = StreamProcessor(spec.stream_id, spec.source, self._fitting(spec.prompts, info),
+                                             keyframes=spec.keyframes, keep_images=keep_images)
+            self.frame_size = (info.width, info.height)
             self._process(writer)
             self.status = "stopped" if self.error is None else "failed"
         except PipelineError as exc:
@@ -284,6 +309,20 @@ class LiveStream:
             if self.error is not None:
                 self._status({"event": "failed", "reason": self.error["reason"]})
                 log.error("%s: %s", spec.stream_id, self.error["reason"])
+
+    def _fitting(self, prompts: Sequence[Prompt], info) -> list[Prompt]:
+        """The stream's first prompts that fit its frame; the others are reported (``prompt_rejected``), the
+        stream runs on: they were given before its frame size was known."""
+        fitting = []
+        for prompt in prompts:
+            try:
+                prompt.validate(info.height, info.width)
+                fitting.append(prompt)
+            except PromptError as exc:
+                self.prompt_ids_removed.add(prompt.prompt_id)
+                self._status({"event": "prompt_rejected", "prompt_id": prompt.prompt_id, "reason": str(exc)})
+                log.warning("%s: %s", self.spec.stream_id, exc)
+        return fitting
 
     def _open_reader(self) -> LiveReader:
         spec = self.spec
@@ -319,7 +358,7 @@ class LiveStream:
     def _process(self, writer: SinkWriter) -> None:
         spec = self.spec
         processor = self.processor
-        captured: dict[int, float] = {}
+        pending: dict[int, LiveFrame] = {}
         dropped: list[tuple[int, int, LiveFrame, str]] = []  # heap by frame index
         order = [0]
 
@@ -336,7 +375,11 @@ class LiveStream:
             if record.instances is not None and len(record.instances):
                 self.track_ids.update(int(t) for t in record.instances.track_ids)
             self.frames_processed += 1
-            writer.put(record, captured.pop(record.frame_index))
+            frame = pending.pop(record.frame_index)
+            self._latest = (frame.image, record.instances)
+            if self.status == "connected":
+                self.status = "running"
+            writer.put(record, frame.captured)
 
         def frames():
             while True:
@@ -349,7 +392,7 @@ class LiveStream:
                         processor.drop_unreached_prompts()
                         return
                     continue
-                captured[frame.index] = frame.captured
+                pending[frame.index] = frame
                 yield frame
 
         segmenter = build_segmenter(self.segmenter_name, **self.segmenter_options)
@@ -377,6 +420,7 @@ class LiveStream:
             "source": self.spec.source,
             "mode": self.spec.mode,
             "status": self.status,
+            "frame_size": list(self.frame_size) if self.frame_size else None,
             "seconds": round(seconds, 2),
             "frames_in": self.frames_in,
             "frames_processed": self.frames_processed,
@@ -395,6 +439,8 @@ class LiveStream:
             "keyframe_reasons": dict(processor.stats.keyframe_reasons) if processor else {},
             "prompt_memory_bytes": processor.memory_nbytes() if processor else 0,
             "track_ids": sorted(self.track_ids),
+            "prompt_ids": sorted(self.prompt_ids_given - self.prompt_ids_removed),
+            "prompt_ids_used": sorted(self.prompt_ids_given),
             "events": [{k: v for k, v in e.items() if k != "stream_id"} for e in self.events[-20:]],
             "outputs": self.outputs,
             "error": self.error,
@@ -406,7 +452,13 @@ class LiveStream:
 
 
 class LiveRunner:
-    """Runs several live streams until :meth:`stop`; streams can be added and removed while it runs."""
+    """Runs several live streams until :meth:`stop`; streams can be added and removed while it runs.
+
+    The control plane (:mod:`pipeline.control`: the HTTP API and the Redis control stream) drives a runner
+    only through :meth:`add_stream`, :meth:`remove_stream`, :meth:`add_prompts`, :meth:`remove_prompts`,
+    :meth:`stream_report`, :meth:`summary` and :meth:`latest_frame_jpeg`, after validating each command;
+    an unknown ``stream_id`` raises KeyError.
+    """
 
     def __init__(self, sinks: Sequence[str], out_dir: str | Path, segmenter: str = "default",
                  segmenter_options: dict[str, Any] | None = None,
@@ -422,17 +474,37 @@ class LiveRunner:
         self._stopping = threading.Event()
 
     def add_stream(self, spec: LiveStreamSpec) -> LiveStream:
-        if spec.stream_id in self.streams and self.streams[spec.stream_id].status in ("starting", "running"):
+        """Start a stream; ValueError if one of that id still runs (a stopped one's report is replaced)."""
+        if spec.stream_id in self.streams and self.streams[spec.stream_id].is_alive():
             raise ValueError(f"stream {spec.stream_id!r} is already running")
         stream = LiveStream(spec, self.sinks, self.out_dir, self.segmenter, self.segmenter_options, self.on_status)
         self.streams[spec.stream_id] = stream
         return stream.start()
 
     def remove_stream(self, stream_id: str, timeout: float | None = None) -> dict:
+        """Stop a stream, flush its sinks (waiting up to ``timeout`` s) and return its final report."""
         stream = self.streams[stream_id]
         stream.stop()
         stream.join(timeout)
         return stream.report()
+
+    def add_prompts(self, stream_id: str, prompts: Sequence[Prompt]) -> list[int]:
+        """Give a connected stream prompts checked against its frame size, with ids it has not used; they
+        apply from its next frame. Returns their ids."""
+        self.streams[stream_id].add_prompts(prompts)
+        return [p.prompt_id for p in prompts]
+
+    def remove_prompts(self, stream_id: str, prompt_ids: Sequence[int]) -> None:
+        """Stop segmenting these prompts of a connected stream from its next frame on."""
+        self.streams[stream_id].remove_prompts(prompt_ids)
+
+    def stream_report(self, stream_id: str) -> dict:
+        """One stream's report: status (:data:`STREAM_STATUSES`), counts, latency, ``frame_size``, prompt ids."""
+        return self.streams[stream_id].report()
+
+    def latest_frame_jpeg(self, stream_id: str) -> bytes | None:
+        """The stream's last processed frame, annotated, as JPEG (None before its first frame)."""
+        return self.streams[stream_id].latest_frame_jpeg()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -455,143 +527,18 @@ class LiveRunner:
         return {"streams": streams, "failed": [s["stream_id"] for s in streams if s["status"] == "failed"]}
 
 
-# --------------------------------------------------------------------------- control
-
-
-class RedisControl:
-    """Control a running :class:`LiveRunner` through a Redis stream (a daemon thread reading with ``XREAD``).
-
-    Each command is one entry with a field ``command`` holding JSON; the outcome goes to
-    ``<stream>:replies`` as ``{"id": <entry id>, "ok": true|false, "result"|"error": ...}``::
-
-        {"op": "add_prompts", "stream_id": "cam", "prompts": ["box:10,20,90,120"], "prompt_ids": [3]}
-        {"op": "remove_prompts", "stream_id": "cam", "prompt_ids": [0]}
-        {"op": "add_stream", "stream_id": "door", "source": "rtsp://...", "prompts": ["point:50,60"]}
-        {"op": "remove_stream", "stream_id": "door"}
-        {"op": "status"}
-
-    Added prompts apply from the next frame; ``prompt_ids`` default to the next free ids. Changing a
-    prompt is ``remove_prompts`` then ``add_prompts``. Only entries added after the runner started
-    are read (``XREAD`` from ``$``).
-    """
-
-    def __init__(self, runner: "LiveRunner", url: str, stream_defaults: dict[str, Any] | None = None) -> None:
-        import redis
-        from urllib.parse import parse_qs, urlsplit, urlunsplit
-
-        parts = urlsplit(url)
-        self.key = parse_qs(parts.query).get("stream", ["xsam:control"])[-1]
-        self.replies = self.key + ":replies"
-        self.client = redis.Redis.from_url(urlunsplit(parts._replace(query="")), decode_responses=True,
-                                           socket_timeout=5, socket_connect_timeout=2)
-        self.runner = runner
-        self.stream_defaults = dict(stream_defaults or {})
-        self.handled = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="live-control", daemon=True)
-        self._last_id = "$"
-
-    def start(self) -> "RedisControl":
-        try:  # the position to read from is fixed now, so commands sent right after start() are not missed
-            latest = self.client.xrevrange(self.key, count=1)
-            self._last_id = latest[0][0] if latest else "0-0"
-        except Exception as exc:  # noqa: BLE001 - Redis down at start: read from its next entries
-            log.warning("control stream %s unreachable at start: %s", self.key, exc)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _loop(self) -> None:
-        delay = 0.2
-        while not self._stop.is_set():
-            try:
-                batches = self.client.xread({self.key: self._last_id}, block=500, count=16)
-                delay = 0.2
-            except Exception as exc:  # noqa: BLE001 - broker down: retry with backoff, the runner goes on
-                log.warning("control stream %s: %s; retrying in %.1f s", self.key, exc, delay)
-                self._stop.wait(delay)
-                delay = min(5.0, delay * 2)
-                continue
-            for _, entries in batches:
-                for entry_id, fields in entries:
-                    self._last_id = entry_id
-                    reply = self.handle(entry_id, fields.get("command", ""))
-                    try:
-                        self.client.xadd(self.replies, {"reply": json.dumps(reply)}, maxlen=1000, approximate=True)
-                    except Exception as exc:  # noqa: BLE001
-                        log.warning("control stream %s: cannot reply: %s", self.key, exc)
-
-    def handle(self, entry_id: str, text: str) -> dict:
-        self.handled += 1
-        try:
-            command = json.loads(text)
-            result = self.apply(command)
-            log.info("control %s: %s", command.get("op"), result)
-            return {"id": entry_id, "ok": True, "result": result}
-        except Exception as exc:  # noqa: BLE001 - a bad command is answered, never fatal
-            log.warning("control command %s rejected: %s", entry_id, exc)
-            return {"id": entry_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
-
-    def apply(self, command: dict) -> Any:
-        from pipeline.prompts import parse_prompt
-
-        op = command.get("op")
-        if op == "status":
-            return {s["stream_id"]: s["status"] for s in self.runner.summary()["streams"]}
-        if op == "add_stream":
-            prompts = [parse_prompt(spec, number) for number, spec in enumerate(command.get("prompts", []))]
-            spec = LiveStreamSpec(command["stream_id"], command["source"], prompts,
-                                  **{**self.stream_defaults, **command.get("options", {})})
-            self.runner.add_stream(spec)
-            return {"stream_id": spec.stream_id}
-        stream = self.runner.streams.get(command.get("stream_id", ""))
-        if stream is None:
-            raise KeyError(f"no stream {command.get('stream_id')!r}")
-        if op == "remove_stream":
-            self.runner.remove_stream(stream.spec.stream_id, timeout=30)
-            return {"stream_id": stream.spec.stream_id, "status": stream.status}
-        if stream.processor is None:
-            raise RuntimeError(f"stream {stream.spec.stream_id!r} is not running yet")
-        if op == "remove_prompts":
-            ids = [int(i) for i in command["prompt_ids"]]
-            stream.remove_prompts(ids)
-            return {"removed": ids}
-        if op == "add_prompts":
-            processor = stream.processor
-            used = processor.taken_prompt_ids | stream.prompt_ids_given
-            specs = command["prompts"]
-            ids = [int(i) for i in command.get("prompt_ids", [])] or list(range(max(used, default=-1) + 1,
-                                                                                max(used, default=-1) + 1 + len(specs)))
-            if len(ids) != len(specs) or set(ids) & used or len(set(ids)) != len(ids):
-                raise ValueError(f"prompt ids {ids} are taken or do not match the prompts (in use: {sorted(used)})")
-            stream.add_prompts([parse_prompt(spec, pid) for spec, pid in zip(specs, ids)])
-            return {"added": ids}
-        raise ValueError(f"unknown op {op!r}: add_prompts, remove_prompts, add_stream, remove_stream, status")
-
-
 # --------------------------------------------------------------------------- command line
-
-
-def _stream_ids(sources: Sequence[str]) -> list[str]:
-    ids: list[str] = []
-    for number, source in enumerate(sources):
-        base = "".join(c if c.isalnum() or c in "-_." else "_" for c in source.split("://")[-1]).strip("_") or "stream"
-        candidate = base[:60]
-        while candidate in ids:
-            candidate = f"{base[:56]}_{number}"
-            number += 1
-        ids.append(candidate)
-    return ids
 
 
 def add_live_parser(commands: "argparse._SubParsersAction") -> None:
     """Register ``xsam-pipeline live URL [URL...]``."""
     live = commands.add_parser("live", help="segment live feeds (rtsp/udp/tcp/http URLs, /dev/videoN) until interrupted")
-    live.add_argument("sources", nargs="+", help="live URLs or /dev/videoN devices (files are read once as a feed)")
-    live.add_argument("--prompt", action="append", metavar="SPEC", required=True,
-                      help="point:X,Y | box:X0,Y0,X1,Y1 | scribble:PNG | mask:PNG; repeatable (applies to every stream)")
+    live.add_argument("sources", nargs="*",
+                      help="live URLs or /dev/videoN devices (files are read once as a feed); none: an empty service "
+                           "that --api-port or --control adds streams to")
+    live.add_argument("--prompt", action="append", metavar="SPEC", default=[],
+                      help="point:X,Y | box:X0,Y0,X1,Y1 | scribble:PNG | mask:PNG; repeatable (applies to every "
+                           "stream given here; optional with --api-port or --control, which add prompts later)")
     live.add_argument("--out", type=Path, required=True, help="output folder (file sinks and live_summary.json)")
     live.add_argument("--sink", action="append", metavar="SINKS",
                       help="jsonl, png, mp4, redis://HOST:PORT/DB?stream=NAME[&maxlen=N] or mqtt://HOST:PORT/TOPIC; "
@@ -619,6 +566,16 @@ def add_live_parser(commands: "argparse._SubParsersAction") -> None:
                       help="the address the metrics are served on (default 127.0.0.1; 0.0.0.0 for a scraper elsewhere)")
     live.add_argument("--control", metavar="URL", default=None,
                       help="read control commands from a Redis stream: redis://HOST:PORT/DB?stream=NAME (docs/live.md)")
+    live.add_argument("--api-port", type=int, default=None, metavar="P",
+                      help="serve the HTTP control API on ADDRESS:P (docs/live.md, HTTP API)")
+    live.add_argument("--api-address", default="127.0.0.1",
+                      help="the address the HTTP API is served on (default 127.0.0.1: it has no authentication)")
+    live.add_argument("--allow-schemes", default=",".join(DEFAULT_SCHEMES), metavar="LIST",
+                      help="URL schemes a stream added by --api-port or --control may use, comma-separated, of "
+                           f"{', '.join(KNOWN_SCHEMES)} (device: /dev/videoN) (default {','.join(DEFAULT_SCHEMES)}: "
+                           "http(s) would let a client make the service fetch any URL it can reach)")
+    live.add_argument("--allow-files", action="store_true",
+                      help="let --api-port and --control add local files as streams and read prompt images by path")
     live.set_defaults(handler=run_live_command)
 
 
@@ -629,15 +586,36 @@ def live_stream_defaults(args: argparse.Namespace) -> dict:
                 timeout=args.timeout, reconnect=ReconnectPolicy(max_attempts=args.max_reconnects), keyframes=keyframes)
 
 
+def spec_factory(args: argparse.Namespace, stream_defaults: dict) -> Callable[[str, str, list[Prompt]], LiveStreamSpec]:
+    """How ``live`` builds a stream's spec, for its sources and for those the control plane adds."""
+
+    def make_spec(stream_id: str, source: str, prompts: list[Prompt]) -> LiveStreamSpec:
+        options = {"rtsp_transport": args.rtsp_transport} if source.lower().startswith("rtsp") else {}
+        return LiveStreamSpec(stream_id, source, prompts, options=options, **stream_defaults)
+
+    return make_spec
+
+
 def run_live_command(args: argparse.Namespace) -> int:
+    from pipeline.control.http import ApiServer
+    from pipeline.control.redis import RedisControl
     from pipeline.prompts import parse_prompt
 
+    served = args.api_port is not None or args.control is not None
+    if not args.sources and not served:
+        print("error: give live sources, or --api-port / --control to add them while it runs", file=sys.stderr)
+        return 2
+    if args.sources and not args.prompt and not served:
+        print("error: give --prompt (or --api-port / --control to add prompts while it runs)", file=sys.stderr)
+        return 2
     sinks = [s.strip() for group in (args.sink or ["jsonl"]) for s in group.split(",") if s.strip()]
     prompts = [parse_prompt(spec, number) for number, spec in enumerate(args.prompt)]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     options = {"checkpoint": args.checkpoint} if args.checkpoint else {}
     try:
         stream_defaults = live_stream_defaults(args)
+        policy = SourcePolicy(tuple(s.strip().lower() for s in args.allow_schemes.split(",") if s.strip()),
+                              args.allow_files)
         check_segmenter(args.segmenter, options)
         check_checkpoint(options)
     except ValueError as exc:
@@ -648,9 +626,17 @@ def run_live_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: --sink: {exc}", file=sys.stderr)
         return 2
+    make_spec = spec_factory(args, stream_defaults)
+    handler = CommandHandler(runner, make_spec, policy)
+    try:
+        api = ApiServer(handler, args.api_port, args.api_address).start() if args.api_port is not None else None
+    except OSError as exc:
+        print(f"error: --api-port: cannot listen on {args.api_address}:{args.api_port} ({exc.strerror or exc})",
+              file=sys.stderr)
+        return 2
     if args.metrics_port is not None:
         serve_metrics(runner, args.metrics_port, args.metrics_address)
-    control = RedisControl(runner, args.control, stream_defaults).start() if args.control else None
+    control = RedisControl(handler, args.control).start() if args.control else None
 
     def interrupted(signum: int, _frame: object) -> None:
         log.info("%s: stopping (flushing sinks)", signal.Signals(signum).name)
@@ -658,17 +644,17 @@ def run_live_command(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        for stream_id, source in zip(_stream_ids(args.sources), args.sources):
-            options = {"rtsp_transport": args.rtsp_transport} if source.lower().startswith("rtsp") else {}
-            runner.add_stream(LiveStreamSpec(stream_id, source, prompts, options=options, **stream_defaults))
+        for source in args.sources:
+            runner.add_stream(make_spec(derive_stream_id(source, runner.streams), source, prompts))
         if args.duration is not None:
             threading.Timer(args.duration, runner.stop).start()
-        runner.wait(until_stopped=control is not None)
+        runner.wait(until_stopped=served)
     finally:
-        if control is not None:
-            control.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for server in (control, api):
+            if server is not None:
+                server.stop()
+        for sig, previous_handler in previous.items():
+            signal.signal(sig, previous_handler)
     summary = runner.summary()
     (Path(args.out) / "live_summary.json").write_text(json.dumps(summary, indent=1))
     _print_summary(summary)

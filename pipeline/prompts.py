@@ -141,7 +141,8 @@ def _split_spec(spec: str) -> tuple[str, int, Any]:
     return kind, frame, body.split(";") if kind == "point" else body
 
 
-def _parse_entry(entry: Any, prompt_id: int, base: Path, source: str) -> list[Prompt]:
+def parse_prompt_entry(entry: Any, prompt_id: int, base: Path, source: str) -> list[Prompt]:
+    """One prompt-file entry (a spec string or an object) -> its prompts (``objects:`` gives several)."""
     if isinstance(entry, str):
         return parse_prompts(entry, prompt_id, base)
     if not isinstance(entry, Mapping) or "type" not in entry:
@@ -201,8 +202,8 @@ class PromptBook:
             if not isinstance(entries, list):
                 raise InvalidPromptError(str(path), f"entry {key!r} must be a list of prompts")
             where = f"{path} [{key}]"
-            per_video[key] = _distinct_ids([p for i, e in enumerate(entries) for p in _parse_entry(e, i, path.parent, where)],
-                                           where)
+            prompts = [p for i, e in enumerate(entries) for p in parse_prompt_entry(e, i, path.parent, where)]
+            per_video[key] = _distinct_ids(prompts, where)
         wildcard = per_video.pop("*", None)
         return cls(default or wildcard or [], per_video)
 

@@ -316,7 +316,9 @@ def still_clip(tmp_path_factory):
 def test_control_stream_adds_and_removes_prompts_and_streams_and_metrics_are_served(still_clip, tmp_path):
     import urllib.request
 
-    from pipeline.live import RedisControl, serve_metrics
+    from pipeline.control.commands import CommandHandler
+    from pipeline.control.redis import RedisControl
+    from pipeline.live import serve_metrics
 
     clip = still_clip
     servers = [StreamServer(clip.path, "tcp").start(), StreamServer(clip.path, "tcp").start()]  # TCP: no packet loss
@@ -326,8 +328,8 @@ def test_control_stream_adds_and_removes_prompts_and_streams_and_metrics_are_ser
     control = None
     try:
         runner = LiveRunner(["jsonl"], tmp_path / "out")
-        control = RedisControl(runner, redis_server.url + "?stream=ctl",
-                               {"timeout": 3.0, "keyframes": KeyframeConfig(every=5)}).start()
+        handler = CommandHandler(runner, lambda stream_id, url, prompts: _spec(stream_id, url, clip, prompts=prompts))
+        control = RedisControl(handler, redis_server.url + "?stream=ctl").start()
         port = free_port()
         serve_metrics(runner, port)
         stream = runner.add_stream(_spec("cam", source.url, clip, prompts=[]))
