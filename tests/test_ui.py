@@ -13,7 +13,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.loopback import LoopbackServer, apt_install
 
@@ -121,10 +123,12 @@ def pick_source(driver, path: str) -> None:
     wait_for(driver, "return document.querySelector('#prompt-stage canvas.frame').dataset.frame === '0'")
 
 
-def drag_box(driver, box: tuple[int, int, int, int]) -> None:
-    """Drag from the box's corner to its opposite one, in source pixels turned into the shown canvas's."""
+def drag(driver, points: list[tuple[float, float]], tool: str) -> None:
+    """Press at the first point, move through the others and release, in source pixels turned into the shown
+    canvas's; one point is a click."""
     from selenium.webdriver.common.action_chains import ActionChains
 
+    driver.find_element("css selector", f"input[name=tool][value={tool}]").click()
     canvas = driver.find_element("css selector", "#prompt-stage canvas.marks")
     width, height, shown_width, shown_height = driver.execute_script(
         "const c = arguments[0], r = c.getBoundingClientRect(); return [c.width, c.height, r.width, r.height]", canvas)
@@ -132,11 +136,20 @@ def drag_box(driver, box: tuple[int, int, int, int]) -> None:
     def offset(x: float, y: float) -> tuple[int, int]:  # selenium's offsets are from the element's centre
         return round(x * shown_width / width - shown_width / 2), round(y * shown_height / height - shown_height / 2)
 
+    actions = ActionChains(driver).move_to_element_with_offset(canvas, *offset(*points[0])).click_and_hold()
+    for point in points[1:]:
+        actions.move_to_element_with_offset(canvas, *offset(*point))
+    actions.release().perform()
+
+
+def drag_box(driver, box: tuple[int, int, int, int]) -> None:
     x0, y0, x1, y1 = box
-    actions = ActionChains(driver)
-    actions.move_to_element_with_offset(canvas, *offset(x0, y0)).click_and_hold()
-    actions.move_to_element_with_offset(canvas, *offset((x0 + x1) / 2, (y0 + y1) / 2))
-    actions.move_to_element_with_offset(canvas, *offset(x1, y1)).release().perform()
+    drag(driver, [(x0, y0), ((x0 + x1) / 2, (y0 + y1) / 2), (x1, y1)], "box")
+
+
+def prompt_specs(driver) -> list[str]:
+    return driver.execute_script("return [...document.querySelectorAll('#prompt-list li code')]"
+                                 ".map(c => c.textContent.split(/\\s+/)[1])")
 
 
 def overlay_alpha(driver, stage: str, x: int, y: int) -> int:
@@ -154,24 +167,35 @@ def test_box_preview_run_and_scrub_the_result(ui, browser):
     pick_source(browser, "clips/bunny.mp4")
     drag_box(browser, ROCK_BOX)
 
-    spec = wait_for(browser, "return document.querySelector('#prompt-list li code')?.textContent")
-    kind, _, body = spec.split()[1].partition(":")
+    wait_for(browser, "return document.querySelectorAll('#prompt-list li').length === 1")
+    kind, _, body = prompt_specs(browser)[0].partition(":")
     corners, _, frame = body.partition("@")
     assert kind == "box" and frame == "0"
-    assert all(abs(v - w) <= 3 for v, w in zip(map(int, corners.split(",")), ROCK_BOX)), spec  # source pixels
+    assert all(abs(v - w) <= 3 for v, w in zip(map(int, corners.split(",")), ROCK_BOX)), corners  # source pixels
+    drag(browser, [(900, 330), (1000, 350), (1100, 340)], "scribble")  # across the rock
+    drag(browser, [(1050, 390)], "point")  # a click on the rock
+    wait_for(browser, "return document.querySelectorAll('#prompt-list li').length === 3")
+    specs = prompt_specs(browser)
+    assert specs[1] == "scribble:prompt-1.png@0"
+    x, y = map(int, specs[2].removeprefix("point:").removesuffix("@0").split(","))
+    assert abs(x - 1050) <= 3 and abs(y - 390) <= 3, specs[2]
     prompts_file = json.loads(browser.find_element("id", "prompts-json").get_attribute("value"))
-    assert prompts_file == {"bunny.mp4": [spec.split()[1]]}
-    assert f"--prompt {spec.split()[1]}" in browser.find_element("id", "command-text").get_attribute("value")
+    assert prompts_file == {"bunny.mp4": specs}
+    assert " ".join(f"--prompt {s}" for s in specs) in browser.find_element("id", "command-text").get_attribute("value")
 
     browser.find_element("id", "preview-button").click()
     preview = wait_for(browser, "return window.uiState.preview")
     wait_for(browser, "return document.getElementById('preview-info').textContent.includes('instance')")
-    assert preview["seconds"] < 1.0, preview["seconds"]  # 720p, default segmenter (measured ~0.3 s here)
     rock = preview["objects"][0]
     x, y, w, h = rock["bbox"]
     assert x <= 980 <= x + w and y <= 350 <= y + h  # the mask is where the rock is
     assert overlay_alpha(browser, "#prompt-stage", 980, 350) > 0  # drawn there on the page
     assert overlay_alpha(browser, "#prompt-stage", 640, 20) == 0  # and not over the sky
+    assert preview["prompt_ids"] == [0, 1, 2]
+    assert {0, 1} <= {o["prompt_id"] for o in preview["objects"]}  # the box's and the scribble's rock
+
+    browser.find_element("css selector", "#prompt-list li[data-prompt-id='2'] button[title^=remove]").click()
+    wait_for(browser, "return document.querySelectorAll('#prompt-list li').length === 2")
 
     name = browser.find_element("id", "job-name")
     name.clear()
@@ -184,20 +208,23 @@ def test_box_preview_run_and_scrub_the_result(ui, browser):
                                 "status": "done", "error": None, "fps": state["videos"][0]["fps"]}]
     assert {"summary.json", "prompts.json", "bunny/frames.jsonl", "bunny/annotated.mp4"} <= set(state["files"])
     assert (ui.out / "rock" / "bunny" / "frames.jsonl").read_text().count("\n") == FRAMES
+    assert json.loads((ui.out / "rock" / "prompts.json").read_text()) == {"*": specs[:2]}  # as run takes it
+    with Image.open(ui.out / "rock" / "prompt-1.png") as scribble:  # the scribble, painted at the source's size
+        painted = np.asarray(scribble.convert("L")) > 0
+    assert painted.shape == (720, 1280) and painted[350, 1000] and not painted[100, 200]
 
     tracks = wait_for(browser, "return [...document.querySelectorAll('#track-table tbody tr')]"
                                ".map(r => [...r.cells].map(c => c.textContent))")
-    assert tracks[0][:5] == ["1", "0", str(FRAMES), "0", str(FRAMES - 1)]  # the rock, on every frame
+    assert [str(FRAMES), "0", str(FRAMES - 1)] in [t[2:5] for t in tracks]  # the rock is tracked on every frame
 
     wait_for(browser, "return window.uiState.result.frame === 0")
     browser.execute_script("const s = document.getElementById('result-slider'); s.value = arguments[0];"
                            "s.dispatchEvent(new Event('input'))", FRAMES - 1)
     record = wait_for(browser, f"return window.uiState.result.frame === {FRAMES - 1} && window.uiState.result.record")
-    rock = next(o for o in record["objects"] if o["track_id"] == 1)
-    x, y, w, h = rock["bbox"]
-    assert overlay_alpha(browser, "#result-stage", int(x + w / 2), int(y + h / 2)) > 0
-    assert "#1" in browser.find_element("id", "result-frame-info").text or "1" in \
-        browser.find_element("id", "result-frame-info").text
+    assert overlay_alpha(browser, "#result-stage", 980, 350) > 0  # the rock's mask
+    assert overlay_alpha(browser, "#result-stage", 640, 20) == 0
+    shown = browser.find_element("id", "result-frame-info").text
+    assert shown.endswith("tracks " + ", ".join(str(o["track_id"]) for o in record["objects"])), shown
 
     link = browser.find_element("css selector", "#downloads a[href$='bunny/frames.jsonl']").get_attribute("href")
     with urllib.request.urlopen(link) as answer:
