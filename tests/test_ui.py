@@ -205,7 +205,7 @@ def test_box_preview_run_and_scrub_the_result(ui, browser):
     state = wait_for(browser, "return window.uiState.job.state !== 'running' && window.uiState.job", timeout=240)
     assert state["state"] == "done", state
     assert state["videos"] == [{"stream_id": "bunny", "frames_done": FRAMES, "expected_frames": FRAMES,
-                                "status": "done", "error": None, "fps": state["videos"][0]["fps"]}]
+                                "status": "done", "error": None, "fps": state["videos"][0]["fps"], "browsable": True}]
     assert {"summary.json", "prompts.json", "bunny/frames.jsonl", "bunny/annotated.mp4"} <= set(state["files"])
     assert (ui.out / "rock" / "bunny" / "frames.jsonl").read_text().count("\n") == FRAMES
     assert json.loads((ui.out / "rock" / "prompts.json").read_text()) == {"*": specs[:2]}  # as run takes it
@@ -254,3 +254,42 @@ def test_bad_input_shows_the_reason(ui, browser):
             urllib.request.urlopen(f"{ui.url}/api/frame?path={urllib.request.quote(path)}&index=0")
         assert refused.value.code == 400
         assert json.loads(refused.value.read())["error"] == "PathOutsideError"
+
+
+def test_a_job_run_from_the_command_line_is_browsed_on_the_page(ui, browser):
+    """Folders under --out holding a summary.json are jobs the page opens, read back and checked: a video whose
+    source is outside the root is listed but not opened; a summary that is not one is refused with the reason."""
+    out = ui.out / "cli-job"
+    subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(ui.root / "clips" / "bunny.mp4"), "--prompt",
+                    "box:800,270,1160,430", "--out", str(out), "--sink", "jsonl", "--no-progress"], check=True,
+                   timeout=300)
+    summary = json.loads((out / "summary.json").read_text())
+    moved = ui.out / "moved-job"  # the same job, its source said to be outside the root
+    shutil.copytree(out, moved)
+    summary["videos"][0]["source"] = "/etc/passwd"
+    (moved / "summary.json").write_text(json.dumps(summary))
+    (ui.out / "not-a-job").mkdir()
+    (ui.out / "not-a-job" / "summary.json").write_text('{"videos": "none"}')
+
+    open_page(browser, ui)
+    jobs = browser.execute_script("return [...document.querySelectorAll('#job-list option')].map(o => o.value)")
+    assert {"cli-job", "moved-job", "not-a-job"} <= set(jobs)
+    from selenium.webdriver.support.select import Select
+
+    Select(browser.find_element("id", "job-list")).select_by_value("cli-job")
+    wait_for(browser, "return window.uiState.result && window.uiState.result.frame === 0")
+    tracks = wait_for(browser, "return [...document.querySelectorAll('#track-table tbody tr')]"
+                               ".map(r => [...r.cells].map(c => c.textContent))")
+    assert [str(FRAMES), "0", str(FRAMES - 1)] in [t[2:5] for t in tracks]
+    assert overlay_alpha(browser, "#result-stage", 980, 350) > 0
+
+    Select(browser.find_element("id", "job-list")).select_by_value("moved-job")
+    row = wait_for(browser, "return window.uiState.job.name === 'moved-job' && window.uiState.job.videos[0]")
+    assert row["status"] == "done" and not row["browsable"]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{ui.url}/api/jobs/moved-job/videos/bunny/frame?index=0")
+    assert refused.value.code == 400 and "no such video" in json.loads(refused.value.read())["message"]
+
+    Select(browser.find_element("id", "job-list")).select_by_value("not-a-job")
+    assert "not a job summary (no list of videos)" in wait_for(
+        browser, "return !document.getElementById('message').hidden && document.getElementById('message').textContent")

@@ -22,11 +22,11 @@ from rich.console import Console
 from operators.errors import PipelineError
 from operators.sinks.base import output_errors, prepare_out_dir
 from pipeline.config import JobConfig
-from pipeline.job import SUMMARY_FILE, plan_streams, run_job
+from pipeline.job import STATUSES, SUMMARY_FILE, plan_streams, run_job
 from pipeline.sources import open_video
-from pipeline.ui.paths import resolve_inside, write_file
+from pipeline.ui.paths import NoSuchPathError, is_source, resolve_inside, write_file
 from pipeline.ui.prompts import PagePrompt, parse_page_prompts, write_painted
-from pipeline.ui.results import ANNOTATED_FILE, FRAMES_FILE, FrameLog
+from pipeline.ui.results import ANNOTATED_FILE, FRAMES_FILE, FrameLog, ResultError
 
 PROMPTS_FILE = "prompts.json"
 #: The sinks a page job writes: the records the page reads back, and the video to download.
@@ -58,7 +58,7 @@ class PageJob:
     thread: threading.Thread | None = field(default=None, repr=False)
 
     def status(self) -> dict:
-        reports = {v["stream_id"]: v for v in (self.summary or {}).get("videos", [])}
+        reports = {v["stream_id"]: v for v in (self.summary or {}).get("videos", [])}  # checked where read back
         videos = []
         for video in self.videos.values():
             try:
@@ -68,10 +68,10 @@ class PageJob:
             report = reports.get(video.stream_id, {})
             videos.append({"stream_id": video.stream_id, "frames_done": done, "expected_frames": video.expected_frames,
                            "status": report.get("status", "running" if done else "queued"), "error": report.get("error"),
-                           "fps": report.get("fps")})
-        failed = [r for r in reports.values() if r["stream_id"] not in self.videos]  # never started: no prompt, say
+                           "fps": report.get("fps"), "browsable": True})
+        others = [r for r in reports.values() if r["stream_id"] not in self.videos]  # never started (no prompt, say)
         videos += [{"stream_id": r["stream_id"], "frames_done": 0, "expected_frames": None, "status": r["status"],
-                    "error": r.get("error"), "fps": None} for r in failed]
+                    "error": r.get("error"), "fps": None, "browsable": False} for r in others]
         return {"name": self.name, "state": self.state, "error": self.error, "videos": videos,
                 "files": self.files() if self.state != "running" else []}
 
@@ -84,7 +84,8 @@ class PageJob:
 class JobRunner:
     """Starts page jobs into folders under ``out_root`` and remembers them for their results."""
 
-    def __init__(self, out_root: Path, segmenter: str = "default") -> None:
+    def __init__(self, root: Path, out_root: Path, segmenter: str = "default") -> None:
+        self.root = root
         self.out_root = out_root
         self.segmenter = segmenter
         self.jobs: dict[str, PageJob] = {}
@@ -117,9 +118,46 @@ class JobRunner:
             return job
 
     def get(self, name: str) -> PageJob:
-        if name not in self.jobs:
-            raise PipelineError(name, "no such job in this session")
-        return self.jobs[name]
+        """A job of this session, else a finished one found in its folder under ``out_root``."""
+        with self._lock:
+            if name not in self.jobs:
+                self.jobs[name] = self._load(name)
+            return self.jobs[name]
+
+    def names(self) -> list[str]:
+        """This session's jobs and the folders under ``out_root`` that hold a job's summary, newest first."""
+        folders = [p for p in self.out_root.iterdir() if JOB_NAME.fullmatch(p.name) and (p / SUMMARY_FILE).is_file()
+                   and p.resolve().is_relative_to(self.out_root.resolve())]
+        found = [p.name for p in sorted(folders, key=lambda p: (p / SUMMARY_FILE).stat().st_mtime, reverse=True)]
+        return list(dict.fromkeys([*reversed(self.jobs), *found]))
+
+    def _load(self, name: str) -> PageJob:
+        """A finished job from its ``summary.json``, read back and checked: only videos whose folder is inside
+        the job's and whose source is under the root can be browsed."""
+        out_dir = resolve_inside(self.out_root, name)
+        path = out_dir / SUMMARY_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise NoSuchPathError(name, "no job in this folder (it has no summary.json)") from None
+        except (OSError, ValueError) as exc:
+            raise ResultError(str(path), f"not a job summary ({exc})") from None
+        reports = data.get("videos") if isinstance(data, dict) else None
+        if not isinstance(reports, list):
+            raise ResultError(str(path), "not a job summary (no list of videos)")
+        kept, videos = [], {}
+        for report in reports:
+            if not (isinstance(report, dict) and isinstance(report.get("stream_id"), str)
+                    and isinstance(report.get("source"), str) and report.get("status") in STATUSES):
+                raise ResultError(str(path), f"not a job summary (a video entry is {str(report)[:200]})")
+            error = report.get("error") if isinstance(report.get("error"), dict) else None
+            fps = report.get("fps") if isinstance(report.get("fps"), (int, float)) else None
+            kept.append({"stream_id": report["stream_id"], "status": report["status"], "error": error, "fps": fps})
+            source, folder = Path(report["source"]).resolve(), (out_dir / report["stream_id"]).resolve()
+            if source.is_relative_to(self.root) and folder.parent == out_dir and is_source(source):
+                frames = report.get("frames") if isinstance(report.get("frames"), int) else None
+                videos[report["stream_id"]] = Video(report["stream_id"], source, frames, FrameLog(folder / FRAMES_FILE))
+        return PageJob(name, out_dir, videos, state="done", summary={"videos": kept})
 
     def video(self, name: str, stream_id: str) -> Video:
         job = self.get(name)

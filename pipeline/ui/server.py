@@ -65,7 +65,7 @@ def _relay(answer: tuple[bytes, str]) -> Response:
 def create_app(settings: Settings) -> FastAPI:
     frames = FrameStore()
     previewer = Previewer(settings.segmenter)
-    jobs = JobRunner(settings.out, settings.segmenter)
+    jobs = JobRunner(settings.root, settings.out, settings.segmenter)
     live = LiveApi(settings.live_api)
 
     @asynccontextmanager
@@ -150,6 +150,10 @@ def create_app(settings: Settings) -> FastAPI:
         path = source(request.path)
         sources = [path.parent if request.scope == "folder" else path]
         return jobs.start(request.name, sources, request.prompts, request.keyframe_every).status()
+
+    @app.get("/api/jobs")
+    def job_names() -> dict:
+        return {"jobs": jobs.names()}
 
     @app.get("/api/jobs/{name}")
     def job_status(name: str) -> dict:

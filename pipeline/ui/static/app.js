@@ -386,6 +386,7 @@ async function pollJob(name) {
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     }
     if (state.job.error) showMessage(`the job stopped: ${state.job.error.source}: ${state.job.error.reason}`);
+    await listJobs();
     await showResults(state.job);
   } finally {
     $("run-button").disabled = false;
@@ -413,10 +414,27 @@ function renderJob() {
   }
 }
 
+// This session's jobs and the finished ones found under --out.
+async function listJobs() {
+  const { jobs } = await api("GET", "/api/jobs");
+  const select = $("job-list");
+  select.replaceChildren(new Option(jobs.length ? "a job…" : "no jobs yet", ""), ...jobs.map((n) => new Option(n, n)));
+  if (state.job) select.value = state.job.name;
+}
+
+async function openJob(name) {
+  if (!name) return;
+  showMessage("");
+  state.job = await api("GET", `/api/jobs/${encodeURIComponent(name)}`);
+  renderJob();
+  if (state.job.state === "running") await pollJob(name);
+  else await showResults(state.job);
+}
+
 const resultStage = new Stage($("result-stage"));
 
 async function showResults(job) {
-  const videos = job.videos.filter((v) => v.status === "done" || v.status === "skipped");
+  const videos = job.videos.filter((v) => v.browsable && (v.status === "done" || v.status === "skipped"));
   if (!videos.length) return;
   $("results").hidden = false;
   $("result-job").textContent = `of ${job.name}`;
@@ -496,14 +514,21 @@ async function pollLive() {
   }
 }
 
+// A live stream's figures as the live API reports them (pipeline/live.py LiveStream.report).
 function streamFigures(stream) {
-  const figures = [];
-  for (const [key, value] of Object.entries(stream)) {
-    if (typeof value === "number" || (typeof value === "string" && key !== "id" && key !== "stream_id")) {
-      figures.push(`${key.replace(/_/g, " ")}: ${typeof value === "number" ? +value.toFixed(3) : value}`);
-    }
-  }
-  return figures.join(" · ");
+  const drops = typeof stream.drops === "object" && stream.drops !== null
+    ? Object.values(stream.drops).reduce((a, b) => a + b, 0) : stream.drops;
+  const latency = stream.latency || {};
+  const figures = [
+    stream.status,
+    stream.frames_in !== undefined && `${stream.frames_processed ?? "?"}/${stream.frames_in} frames`,
+    stream.fps_out !== undefined && `${stream.fps_out} fps`,
+    drops !== undefined && `drops ${drops}` + (stream.drop_rate !== undefined ? ` (${(100 * stream.drop_rate).toFixed(1)} %)` : ""),
+    latency.p50_ms != null && `latency p50 ${latency.p50_ms} ms, p95 ${latency.p95_ms} ms`,
+    stream.reconnects && `reconnects ${stream.reconnects}`,
+    stream.track_ids && `tracks ${stream.track_ids.join(", ") || "none"}`,
+  ];
+  return figures.filter(Boolean).join(" · ");
 }
 
 function renderLive(streams) {
@@ -605,6 +630,7 @@ $("frame-slider").addEventListener("input", (event) => showFrame(Number(event.ta
 $("frame-number").addEventListener("change", (event) => showFrame(Number(event.target.value)));
 $("preview-button").addEventListener("click", guarded(preview));
 $("run-form").addEventListener("submit", guarded(startJob));
+$("job-list").addEventListener("change", guarded((event) => openJob(event.target.value)));
 $("result-video").addEventListener("change", guarded((event) => chooseResult(event.target.value)));
 $("result-slider").addEventListener("input", (event) => showResultFrame(Number(event.target.value)));
 for (const button of document.querySelectorAll("button.copy")) {
@@ -624,6 +650,7 @@ guarded(async () => {
   select.replaceChildren(new Option(sources.length ? "pick a video…" : `no videos under ${state.config.root}`, ""),
     ...sources.map((s) => new Option(s.kind === "frames" ? `${s.path}/ (frames)` : s.path, s.path)));
   renderPrompts();
+  await listJobs();
   if (state.config.live_api) {
     $("live").hidden = false;
     pollLive();
