@@ -11,10 +11,11 @@ call is injected (``submit``), so the same loop runs in-process or on Ray.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import queue
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, ContextManager, Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -91,6 +92,15 @@ def run_keyframes(segmenter: Segmenter, requests: Sequence[KeyframeRequest]) -> 
     return results
 
 
+#: Times one named step of a stream (``with timer("flow"): ...``): a profiler's hook, see :class:`StreamProcessor`.
+StepTimer = Callable[[str], ContextManager[object]]
+_UNTIMED = contextlib.nullcontext()
+
+
+def _untimed(_step: str) -> ContextManager[object]:
+    return _UNTIMED
+
+
 class Future(Protocol):
     def done(self) -> bool: ...
 
@@ -137,13 +147,18 @@ class StreamProcessor:
         keyframes: KeyframeConfig | None = None,
         association: AssociationConfig | None = None,
         keep_images: bool = False,
+        timer: StepTimer | None = None,
     ) -> None:
+        """``timer`` times the stream's steps (``scene_cut_signature``, ``flow``, ``finish_keyframe``,
+        ``association``, ``finish_propagated``, ``warp``, ``flow_support``; nested ones inside their
+        callers) for a profiler such as the bench's; without one they cost a no-op context each."""
         self.stream_id = stream_id
         self.source = source
         self.propagator = propagator or FlowPropagator()
         self.policy = KeyframePolicy(keyframes or KeyframeConfig())
         self.assigner = TrackAssigner(association or AssociationConfig())
         self.keep_images = keep_images
+        self.timer = timer or _untimed
         self.memories: list[PromptMemory] = []
         self.scheduled: list[Prompt] = []
         self.removed_prompt_ids: set[int] = set()
@@ -281,7 +296,8 @@ class StreamProcessor:
         """Decide the frame's kind; a keyframe returns the request to send to a segmenter."""
         self._apply_controls()
         self.next_index = frame.index + 1
-        self.policy.observe_frame(frame.image)
+        with self.timer("scene_cut_signature"):
+            self.policy.observe_frame(frame.image)
         new_prompts = self._due_prompts(frame)
         if not new_prompts and not self.memories:
             return None
@@ -297,9 +313,14 @@ class StreamProcessor:
         height, width = frame.image.shape[:2]
         if self.last is None or len(self.last) == 0 or flow is None:
             return Instances.empty(height, width)
-        return self.propagator.warp(self.last, flow)
+        with self.timer("warp"):
+            return self.propagator.warp(self.last, flow)
 
     def finish_keyframe(self, frame: Frame, flow: object | None, result: KeyframeResult) -> FrameRecord:
+        with self.timer("finish_keyframe"):
+            return self._finish_keyframe(frame, flow, result)
+
+    def _finish_keyframe(self, frame: Frame, flow: object | None, result: KeyframeResult) -> FrameRecord:
         self.memories = result.memories
         # An encoding shared with a removed prompt still finds that prompt's objects.
         detections = _without_prompts(result.detections, self.removed_prompt_ids)
@@ -307,12 +328,18 @@ class StreamProcessor:
         reference = self.last if self.policy.cut and self.last is not None else self._warped(flow, frame)
         # A re-anchoring keyframe corrects the tracked objects; the regular ones find new instances.
         births = self._reason != "ill_posed_flow"
-        instances = self.assigner.assign_keyframe(detections, reference, frame.index, births=births, named=self._named)
+        with self.timer("association"):
+            instances = self.assigner.assign_keyframe(detections, reference, frame.index, births=births,
+                                                      named=self._named)
         self.policy.observe_keyframe(instances)
         return self._emit(frame, "keyframe", instances, self._reason)
 
     def finish_other(self, frame: Frame, flow: object | None) -> FrameRecord:
         """A frame with no keyframe: propagate the tracks, or mark it skipped while there is no prompt."""
+        with self.timer("finish_propagated"):
+            return self._finish_other(frame, flow)
+
+    def _finish_other(self, frame: Frame, flow: object | None) -> FrameRecord:
         if not self.memories:
             height, width = frame.image.shape[:2]
             reason = "no_prompt_yet" if self.first_prompt_frame is None else "prompts_removed"
@@ -321,8 +348,11 @@ class StreamProcessor:
         lost = instances.scores <= 0  # no pixel of the mask is left in the frame, or none is consistent
         if lost.any():  # those tracks are absent now (a keyframe may bring them back), not shown empty or stale
             instances = instances[~lost]
-        watch = flow is not None and self.policy.config.watches_flow
-        self.policy.observe_instances(instances, self.propagator.flow_support(instances, flow) if watch else None)
+        support = None
+        if flow is not None and self.policy.config.watches_flow:
+            with self.timer("flow_support"):
+                support = self.propagator.flow_support(instances, flow)
+        self.policy.observe_instances(instances, support)
         self.assigner.observe(instances, frame.index)
         return self._emit(frame, "propagated", instances, None)
 
@@ -429,7 +459,8 @@ def run_stream(
                                    "masks and optical flow need one size per stream", frame.index)
         flow = None
         if previous is not None and processor.is_tracking(frame.index):
-            flow = processor.propagator.flow(previous, frame.image)
+            with processor.timer("flow"):
+                flow = processor.propagator.flow(previous, frame.image)
         previous = frame.image
         pending.append((frame, flow))
         advance(block=False, keep=0)

@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.__main__ import markdown_blocks, replace_blocks
 from bench.clips import ClipSpec, make_clip
-from bench.harness import efficiency_factors, loop_video, segmenter_fps, segmenter_ms_per_frame
+from bench.report import markdown_blocks, replace_blocks
+from bench.sections.breakdown import efficiency_factors
+from bench.sections.pipeline import segmenter_ms_per_frame
+from bench.sections.segmenter import segmenter_fps
+from bench.videos import loop_video
 from pipeline.sources import open_video
 
 ROOT = Path(__file__).resolve().parent.parent
