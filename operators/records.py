@@ -7,6 +7,7 @@ they leave it (see :meth:`FrameRecord.to_dict`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Literal, Sequence
 
@@ -47,6 +48,10 @@ class Prompt:
     track_id: int | None = None
 
     def __post_init__(self) -> None:
+        coordinates = [v for point in self.points for v in point] + list(self.box or ())
+        if not all(math.isfinite(v) for v in coordinates):  # NaN passes every comparison below
+            raise PromptError(f"prompt {self.prompt_id}: coordinates must be finite numbers, got "
+                              f"{self.box if self.box is not None else self.points}")
         if self.kind == "point" and not self.points:
             raise PromptError(f"prompt {self.prompt_id}: a point prompt needs at least one x,y point")
         if self.kind == "box":
