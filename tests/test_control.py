@@ -197,7 +197,7 @@ def _start_service(out: Path, log: Path) -> tuple[subprocess.Popen, str]:
 
 
 def test_http_api_adds_prompts_and_streams_refuses_bad_ones_and_serves_the_annotated_frame(still_clip, tmp_path):
-    feed = StreamServer(still_clip.path, "udp").start()
+    feed, other_feed = StreamServer(still_clip.path, "udp").start(), StreamServer(still_clip.path, "udp").start()
     out = tmp_path / "out"
     log = tmp_path / "live.log"
     process, base = _start_service(out, log)
@@ -236,20 +236,35 @@ def test_http_api_adds_prompts_and_streams_refuses_bad_ones_and_serves_the_annot
         assert frame.headers["content-type"] == "image/jpeg"
         assert cv2.imdecode(np.frombuffer(frame.content, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
 
+        # Prompts given with a stream are checked against its frame once it connects: one that does not fit is
+        # reported, the stream runs with the others.
+        created = api.post("/streams", json={"source": other_feed.url, "prompts": ["box:400,300,500,400", "point:5,5"]})
+        assert created.status_code == 201 and created.json()["prompt_ids"] == [0, 1]
+        other = "/streams/" + created.json()["stream_id"]
+        report = _wait(lambda: (r := api.get(other).json())["status"] == "running" and r, 30, "the second stream")
+        [rejected] = [e for e in report["events"] if e["event"] == "prompt_rejected"]
+        assert rejected["prompt_id"] == 0 and "outside the 320x240 frame" in rejected["reason"]
+        assert report["prompt_ids"] == [1] and report["prompt_ids_used"] == [0, 1] and report["error"] is None
+        assert api.delete(other).json()["status"] == "stopped"
+
         assert api.delete("/streams/cam/prompts/0").json() == {"removed": [0]}
         assert api.delete("/streams/cam/prompts/0").status_code == 404
         final = api.delete("/streams/cam")
         assert final.status_code == 200 and final.json()["status"] == "stopped"
         lines = (out / "cam" / "frames.jsonl").read_text().splitlines()
         assert final.json()["records_written"] == len(lines) > 0  # flushed before the reply
-        assert [s["status"] for s in api.get("/streams").json()["streams"]] == ["stopped"]
+        assert [s["status"] for s in api.get("/streams").json()["streams"]] == ["stopped", "stopped"]
+        again = api.post("/streams", json={"source": feed.url, "id": "cam"})
+        assert again.status_code == 409 and "another id" in again.json()["detail"]
         assert api.get("/streams/cam/frame.jpg").status_code == 200 and api.get("/streams/x/frame.jpg").status_code == 404
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
         feed.kill()
+        other_feed.kill()
     assert process.returncode == 0, log.read_text()
-    assert json.loads((out / "live_summary.json").read_text())["streams"][0]["stream_id"] == "cam"
+    summary = json.loads((out / "live_summary.json").read_text())
+    assert [s["stream_id"] for s in summary["streams"]] == ["cam", created.json()["stream_id"]]
 
 
 def test_live_without_sources_needs_a_control_plane(tmp_path):

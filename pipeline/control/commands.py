@@ -163,14 +163,19 @@ class CommandHandler:
         fit is reported as a ``prompt_rejected`` event, the stream runs on)."""
         with self._lock:
             self.policy.check(source)
-            running = {s["stream_id"] for s in self.streams() if s["status"] not in ENDED}
+            known = {s["stream_id"]: s["status"] for s in self.streams()}
             if stream_id is None:
-                stream_id = derive_stream_id(source, running)
+                stream_id = derive_stream_id(source, known)
             check_stream_id(stream_id)
-            if stream_id in running:
-                raise CommandError(f"stream {stream_id!r} is already running", 409)
+            if stream_id in known:  # an ended stream's id too: a new stream would overwrite its records
+                raise CommandError(f"stream {stream_id!r} is already running" if known[stream_id] not in ENDED else
+                                   f"stream {stream_id!r} has {known[stream_id]} and its records keep that id: give "
+                                   "the new stream another id", 409)
             parsed = self._parse(prompts, list(range(len(prompts))), None)
-            self.runner.add_stream(self.make_spec(stream_id, source, parsed))
+            try:
+                self.runner.add_stream(self.make_spec(stream_id, source, parsed))
+            except ValueError as exc:  # the runner's own refusal (a stream of that id still finishing)
+                raise CommandError(str(exc), 409) from None
             return {"stream_id": stream_id, "prompt_ids": [p.prompt_id for p in parsed]}
 
     def remove_stream(self, stream_id: str, timeout: float = 30.0) -> dict:
