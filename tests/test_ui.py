@@ -17,44 +17,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.loopback import LoopbackServer, apt_install
+from tests.page import (UiServer, chromium, drag, drag_box, message, open_page, overlay_alpha, pick_source, prompt_specs,
+                        wait_for)
 
 pytestmark = pytest.mark.slow
 
 ROCK_BOX = (800, 270, 1160, 430)  # the large rock of bigbuckbunny.mp4's frame 0 (the demo's prompt)
 FRAMES = 30  # the clip is cut to this many frames, so the job stays short
-
-
-class UiServer(LoopbackServer):
-    """``xsam-pipeline ui`` as a user starts it; stopped with SIGTERM, as Ctrl-C would (it shuts its Ray down)."""
-
-    name = "xsam-pipeline ui"
-    start_timeout = 60.0
-
-    def __init__(self, root: Path, out: Path) -> None:
-        super().__init__()
-        self.root, self.out = root, out
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "pipeline.cli", "ui", "--root", str(self.root), "--out", str(self.out),
-                "--port", str(self.port)]
-
-    def ready(self) -> bool:
-        try:
-            urllib.request.urlopen(self.url + "/api/config", timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-
-def chromium_driver_binary() -> str:
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        apt_install("chromium", "chromium-driver")
-    return shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
@@ -85,81 +54,8 @@ def ui(clip_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1600,1000"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(chromium_driver_binary()), options=options)
-    driver.set_script_timeout(30)
-    yield driver
-    driver.quit()
-
-
-def wait_for(driver, script: str, timeout: float = 30.0):
-    """The value of ``script`` (JavaScript returning something) once it is truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.1)
-    message = driver.execute_script("return document.getElementById('message').textContent")
-    raise AssertionError(f"timed out waiting for {script!r}; the page says {message!r}")
-
-
-def open_page(driver, ui: UiServer) -> None:
-    driver.get(ui.url)
-    wait_for(driver, "return document.body.dataset.ready")
-
-
-def pick_source(driver, path: str) -> None:
-    from selenium.webdriver.support.select import Select
-
-    Select(driver.find_element("id", "source-list")).select_by_value(path)
-    wait_for(driver, "return document.querySelector('#prompt-stage canvas.frame').dataset.frame === '0'")
-
-
-def drag(driver, points: list[tuple[float, float]], tool: str) -> None:
-    """Press at the first point, move through the others and release, in source pixels turned into the shown
-    canvas's; one point is a click."""
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    driver.find_element("css selector", f"input[name=tool][value={tool}]").click()
-    canvas = driver.find_element("css selector", "#prompt-stage canvas.marks")
-    width, height, shown_width, shown_height = driver.execute_script(
-        "const c = arguments[0], r = c.getBoundingClientRect(); return [c.width, c.height, r.width, r.height]", canvas)
-
-    def offset(x: float, y: float) -> tuple[int, int]:  # selenium's offsets are from the element's centre
-        return round(x * shown_width / width - shown_width / 2), round(y * shown_height / height - shown_height / 2)
-
-    actions = ActionChains(driver).move_to_element_with_offset(canvas, *offset(*points[0])).click_and_hold()
-    for point in points[1:]:
-        actions.move_to_element_with_offset(canvas, *offset(*point))
-    actions.release().perform()
-
-
-def drag_box(driver, box: tuple[int, int, int, int]) -> None:
-    x0, y0, x1, y1 = box
-    drag(driver, [(x0, y0), ((x0 + x1) / 2, (y0 + y1) / 2), (x1, y1)], "box")
-
-
-def prompt_specs(driver) -> list[str]:
-    return driver.execute_script("return [...document.querySelectorAll('#prompt-list li code')]"
-                                 ".map(c => c.textContent.split(/\\s+/)[1])")
-
-
-def overlay_alpha(driver, stage: str, x: int, y: int) -> int:
-    return driver.execute_script(
-        f"return document.querySelector('{stage} canvas.overlay').getContext('2d')"
-        ".getImageData(arguments[0], arguments[1], 1, 1).data[3]", x, y)
-
-
-def message(driver) -> str:
-    return driver.execute_script("const m = document.getElementById('message'); return m.hidden ? '' : m.textContent")
+    with chromium() as driver:
+        yield driver
 
 
 def test_box_preview_run_and_scrub_the_result(ui, browser):
@@ -293,3 +189,4 @@ def test_a_job_run_from_the_command_line_is_browsed_on_the_page(ui, browser):
     Select(browser.find_element("id", "job-list")).select_by_value("not-a-job")
     assert "not a job summary (no list of videos)" in wait_for(
         browser, "return !document.getElementById('message').hidden && document.getElementById('message').textContent")
+

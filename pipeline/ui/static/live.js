@@ -7,7 +7,7 @@ export async function pollLive() {
   while (true) {
     try {
       const answer = await api("GET", "/api/live/streams");
-      renderLive(Array.isArray(answer) ? answer : answer.streams || []);
+      renderLive(answer.streams);
     } catch (error) {
       showMessage(`live: ${error.message}`);
     }
@@ -36,7 +36,7 @@ function renderLive(streams) {
   const container = $("live-streams");
   const seen = new Set();
   for (const stream of streams) {
-    const id = String(stream.stream_id ?? stream.id);
+    const id = String(stream.stream_id);
     seen.add(id);
     let view = state.liveStreams[id];
     if (!view) view = state.liveStreams[id] = createLiveView(id, container);
@@ -54,31 +54,46 @@ function createLiveView(id, container) {
   element.className = "live-stream";
   element.dataset.streamId = id;
   element.innerHTML = `<h3></h3><div class="stage"><canvas class="frame"></canvas><canvas class="overlay">`
-    + `</canvas><canvas class="marks"></canvas></div><p class="figures"></p><ol class="live-prompts"></ol>`;
+    + `</canvas><canvas class="marks"></canvas></div><p class="frame-state"></p><p class="figures"></p>`
+    + `<ol class="live-prompts"></ol>`;
   element.querySelector("h3").textContent = id;
   container.append(element);
-  const view = { id, element, stage: new Stage(element.querySelector(".stage")), closed: false, info: {} };
+  // specs: what this page sent for each prompt id the live API gave back (its report lists ids only)
+  const view = { id, element, stage: new Stage(element.querySelector(".stage")), closed: false, info: {}, specs: {} };
   const send = guarded(async (spec) => {
     showMessage("");
-    await api("POST", `/api/live/streams/${encodeURIComponent(id)}/prompts`, { prompts: [spec] });
+    const answer = await api("POST", `/api/live/streams/${encodeURIComponent(id)}/prompts`, { prompts: [spec] });
+    for (const promptId of answer.added || []) view.specs[promptId] = spec;
     showMessage(`stream ${id}: prompt ${spec} added`, "info");
   });
+  const marks = view.stage.marks.getContext("2d");
   watchMouse(view.stage, {
     onPoint: ([x, y]) => send(`point:${x},${y}`),
-    onBox: (box) => send(`box:${box.join(",")}`),
+    onBox: (box) => { marks.clearRect(0, 0, marks.canvas.width, marks.canvas.height); send(`box:${box.join(",")}`); },
+    onDrag: (drag) => {  // the box being drawn
+      const [x0, y0] = drag.points[0];
+      const [x1, y1] = drag.points[drag.points.length - 1];
+      marks.clearRect(0, 0, marks.canvas.width, marks.canvas.height);
+      marks.strokeStyle = "#fff";
+      marks.lineWidth = Math.max(2, marks.canvas.width / 500);
+      marks.strokeRect(x0, y0, x1 - x0, y1 - y0);
+    },
   });
   refreshLiveFrame(view);
   return view;
 }
 
+// The latest annotated frame, again and again, while the stream is listed.
 async function refreshLiveFrame(view) {
+  const frameState = view.element.querySelector(".frame-state");
   while (!view.closed) {
     try {
       const blob = await api("GET", `/api/live/streams/${encodeURIComponent(view.id)}/frame.jpg?t=${Date.now()}`);
       view.stage.showFrame(await loadImage(blob));
       view.frames = (view.frames || 0) + 1;
+      frameState.textContent = "";
     } catch (error) {
-      view.element.querySelector(".figures").textContent = error.message;
+      frameState.textContent = error.message;
     }
     await sleep(POLL_MS);
   }
@@ -86,22 +101,20 @@ async function refreshLiveFrame(view) {
 
 function renderLivePrompts(view) {
   const list = view.element.querySelector(".live-prompts");
-  const prompts = view.info.prompts || [];
   list.replaceChildren();
-  for (const prompt of prompts) {
-    const id = prompt.prompt_id ?? prompt.id;
+  for (const id of view.info.prompt_ids || []) {
     const item = document.createElement("li");
     item.dataset.promptId = id;
-    item.textContent = `${id} ${prompt.spec ?? prompt.kind ?? ""} `;
+    item.textContent = `prompt ${id} ${view.specs[id] || ""} `;
     const remove = document.createElement("button");
     remove.type = "button";
     remove.textContent = "×";
     remove.title = `remove prompt ${id}`;
     remove.addEventListener("click", guarded(async () => {
       await api("DELETE", `/api/live/streams/${encodeURIComponent(view.id)}/prompts/${encodeURIComponent(id)}`);
+      showMessage(`stream ${view.id}: prompt ${id} removed`, "info");
     }));
     item.append(remove);
     list.append(item);
   }
 }
-
