@@ -222,6 +222,9 @@ def test_http_api_adds_prompts_and_streams_refuses_bad_ones_and_serves_the_annot
             "/streams/nope/prompts": [({"prompts": ["point:5,5"]}, 404, "no stream 'nope'")],
             "/streams": [({"source": "/etc/passwd"}, 403, "--allow-files"), ({"source": feed.url, "id": "../x"}, 400, "stream id")],
         }
+        with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=10) as raw:  # httpx won't lie
+            raw.sendall(b"POST /streams/cam/prompts HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n{}")
+            assert raw.recv(200).startswith(b"HTTP/1.1 413")
         for path, cases in refused.items():
             for body, status, reason in cases:
                 answer = api.post(path, json=body)

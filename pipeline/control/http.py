@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse, Response
 
 from pipeline.control.commands import CommandError, CommandHandler, NewPrompts, NewStream
 
+#: The largest request body taken (a painted 8K mask as a PNG is well under it).
+MAX_BODY_BYTES = 16 * 1024 * 1024
 #: How long DELETE /streams/{id} waits for the stream to flush its sinks before it answers with its report.
 REMOVE_TIMEOUT_S = 30.0
 
@@ -22,6 +24,18 @@ REMOVE_TIMEOUT_S = 30.0
 def create_app(handler: CommandHandler) -> FastAPI:
     app = FastAPI(title="xsam-pipeline live", description="Add and remove live streams and their prompts; watch "
                                                           "them (docs/live.md, HTTP API).")
+
+    @app.middleware("http")
+    async def bounded_body(request: Request, call_next):
+        """A body is read whole before it is validated: refuse one that says it is too large, or says nothing."""
+        if request.method in ("POST", "PUT", "PATCH"):
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit():
+                return JSONResponse({"detail": "a request body needs a Content-Length"}, status_code=411)
+            if int(length) > MAX_BODY_BYTES:
+                return JSONResponse({"detail": f"the body is {int(length)} bytes; at most {MAX_BODY_BYTES}"},
+                                    status_code=413)
+        return await call_next(request)
 
     @app.exception_handler(CommandError)
     def refused(_request: Request, exc: CommandError) -> JSONResponse:
