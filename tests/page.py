@@ -96,6 +96,7 @@ def drag(driver, points: list[tuple[float, float]], tool: str, stage: str = "#pr
 
     driver.find_element("css selector", f"input[name=tool][value={tool}]").click()
     canvas = driver.find_element("css selector", f"{stage} canvas.marks")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)  # as a user scrolls to it
     width, height, shown_width, shown_height = driver.execute_script(
         "const c = arguments[0], r = c.getBoundingClientRect(); return [c.width, c.height, r.width, r.height]", canvas)
 
