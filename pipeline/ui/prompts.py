@@ -31,7 +31,8 @@ class PagePrompt(BaseModel):
     """One prompt as the page sends it."""
 
     spec: str = Field(max_length=4096)
-    png: str | None = Field(default=None, description="base64 PNG (optionally a data: URL) of a painted prompt")
+    png: str | None = Field(default=None, max_length=MAX_PNG_BYTES * 4 // 3 + 64,  # base64, a data: URL's prefix
+                            description="base64 PNG (optionally a data: URL) of a painted prompt")
 
 
 def painted_file(spec: str) -> str | None:
