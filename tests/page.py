@@ -4,6 +4,7 @@ chromium and chromedriver through selenium; installed with apt-get when missing,
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import sys
 import time
@@ -14,30 +15,57 @@ from typing import Iterator
 from tests.loopback import LoopbackServer, apt_install
 
 
-class UiServer(LoopbackServer):
-    """``xsam-pipeline ui`` as a user starts it; stopped with SIGTERM, as Ctrl-C would (it shuts its Ray down)."""
+class HttpService(LoopbackServer):
+    """A command serving HTTP on 127.0.0.1: ready once ``probe`` answers."""
 
-    name = "xsam-pipeline ui"
     start_timeout = 60.0
-
-    def __init__(self, root: Path, out: Path, *options: str) -> None:
-        super().__init__()
-        self.root, self.out, self.options = root, out, options
+    probe = "/"
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def ready(self) -> bool:
+        try:
+            urllib.request.urlopen(self.url + self.probe, timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+
+class UiServer(HttpService):
+    """``xsam-pipeline ui`` as a user starts it; stopped with SIGTERM, as Ctrl-C would (it shuts its Ray down)."""
+
+    name = "xsam-pipeline ui"
+    probe = "/api/config"
+
+    def __init__(self, root: Path, out: Path, *options: str) -> None:
+        super().__init__()
+        self.root, self.out, self.options = root, out, options
+
     def command(self) -> list[str]:
         return [sys.executable, "-m", "pipeline.cli", "ui", "--root", str(self.root), "--out", str(self.out),
                 "--port", str(self.port), *self.options]
 
-    def ready(self) -> bool:
-        try:
-            urllib.request.urlopen(self.url + "/api/config", timeout=1).close()
-            return True
-        except OSError:
-            return False
+
+class LiveService(HttpService):
+    """``xsam-pipeline live --api-port P`` with no sources, as the page's --live-api expects it; stopped with
+    SIGTERM (it flushes its streams and writes live_summary.json)."""
+
+    name = "xsam-pipeline live"
+    probe = "/streams"
+
+    def __init__(self, out: Path, *options: str) -> None:
+        super().__init__()
+        self.out, self.options = out, options
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "pipeline.cli", "live", "--api-port", str(self.port), "--out", str(self.out),
+                *self.options]
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(self.url + path, timeout=10) as answer:
+            return json.load(answer)
 
 
 def chromium_driver_binary() -> str:

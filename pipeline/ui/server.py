@@ -53,6 +53,11 @@ class LivePromptsRequest(BaseModel):
     prompts: list[str] = Field(max_length=64)
 
 
+class LiveStreamRequest(BaseModel):
+    source: str = Field(min_length=1, max_length=4096)
+    id: str | None = None  # the live service derives one from the URL when none is given
+
+
 def _error(status: int, kind: str, message: str, **extra: object) -> JSONResponse:
     return JSONResponse({"error": kind, "message": message, **extra}, status_code=status)
 
@@ -186,6 +191,10 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/api/live/streams")
     def live_streams() -> Response:
         return _relay(live.request("GET", "streams"))
+
+    @app.post("/api/live/streams")
+    def live_add_stream(request: LiveStreamRequest) -> Response:
+        return _relay(live.request("POST", "streams", body=request.model_dump(exclude_none=True)))
 
     @app.get("/api/live/streams/{stream_id}")
     def live_stream(stream_id: str) -> Response:

@@ -2,7 +2,7 @@
 // Plain browser JavaScript modules, no build step; the server's JSON API is in pipeline/ui/server.py.
 
 import { $, api, guarded, latestOnly, loadImage, showMessage, state } from "./common.js";
-import { pollLive } from "./live.js";
+import { watchLive } from "./live.js";
 import { drawPrompt, pagePrompts, paintScribble, paintedName, promptColour, shellQuote } from "./prompts.js";
 import { chooseResult, listJobs, openJob, showResultFrame, startJob } from "./results.js";
 import { Stage, watchMouse } from "./stage.js";
@@ -182,9 +182,6 @@ guarded(async () => {
     ...sources.map((s) => new Option(s.kind === "frames" ? `${s.path}/ (frames)` : s.path, s.path)));
   renderPrompts();
   await listJobs();
-  if (state.config.live_api) {
-    $("live").hidden = false;
-    pollLive();
-  }
+  if (state.config.live_api) watchLive();
   document.body.dataset.ready = "true";
 })();

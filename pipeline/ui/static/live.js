@@ -1,9 +1,25 @@
-// Live streams of the live service (--live-api): the latest frame, figures, prompts added by clicking.
+// Live streams of the live service (--live-api): streams added by URL, the latest frame, figures, prompts added
+// by clicking.
 
 import { $, POLL_MS, api, guarded, loadImage, showMessage, sleep, state } from "./common.js";
 import { Stage, watchMouse } from "./stage.js";
 
-export async function pollLive() {
+export function watchLive() {
+  $("live").hidden = false;
+  $("live-form").addEventListener("submit", guarded(addStream));
+  pollLive();
+}
+
+// The live API checks the URL (its scheme policy) and the id; its refusal is shown as the page's message.
+async function addStream(event) {
+  event.preventDefault();
+  showMessage("");
+  const id = $("live-id").value.trim();
+  const answer = await api("POST", "/api/live/streams", { source: $("live-url").value.trim(), ...(id && { id }) });
+  showMessage(`stream ${answer.stream_id} added`, "info");
+}
+
+async function pollLive() {
   while (true) {
     try {
       const answer = await api("GET", "/api/live/streams");
