@@ -2,7 +2,7 @@
 --api-port`` (both run as a user runs them), a UDP feed served by ffmpeg. A stream is added by its URL, a box
 dragged on its latest frame becomes a prompt whose track the live API reports and the annotated frame shows,
 drops and latency are shown as they refresh, the prompt is removed again; a URL the live API refuses shows its
-reason on the page."""
+reason on the page, and so does a live service that went away."""
 
 from __future__ import annotations
 
@@ -110,6 +110,12 @@ def test_a_box_on_a_live_udp_feed_is_tracked_shown_and_removed(blob_clip, tmp_pa
             assert message(browser) == "stream cam: prompt 0 removed"
             assert live.get("/streams/cam")["prompt_ids"] == []
             assert _colour_change_until(browser, before, box, lambda change: change < 8) < 8  # the tint is gone
+
+            live.stop(grace=30)  # the page says so, it does not go blank
+            gone = wait_for(browser, "return !document.getElementById('message').hidden"
+                                     " && document.getElementById('message').textContent.startsWith('live: ')"
+                                     " && document.getElementById('message').textContent")
+            assert "the live service does not answer" in gone, gone
     finally:
         ui.stop(grace=30)
         live.stop(grace=30)
