@@ -2,6 +2,33 @@
 
 from __future__ import annotations
 
+import traceback as tracebacks
+from typing_extensions import NotRequired, TypedDict  # pydantic validates reports: it needs this TypedDict before 3.12
+
+
+class ErrorRecord(TypedDict):
+    """What a report says about a failure: the error's kind, where (``source``, ``frame_index``) and why;
+    ``traceback`` only for an unexpected error (a bug, not bad input)."""
+
+    error: str
+    source: str
+    frame_index: int | None
+    reason: str
+    traceback: NotRequired[str]
+
+
+def error_record(exc: BaseException, source: str, frame_index: int | None = None, *, kind: str | None = None,
+                 reason: str | None = None, traceback: bool = False) -> ErrorRecord:
+    """The one way a failure becomes a report's error: a :class:`PipelineError` speaks for itself; any other
+    exception is named by its type (or ``kind``) at ``source`` and ``frame_index``."""
+    if isinstance(exc, PipelineError) and kind is None and reason is None:
+        return exc.to_dict()
+    record = ErrorRecord(error=kind or type(exc).__name__, source=str(source), frame_index=frame_index,
+                         reason=reason or str(exc) or repr(exc))
+    if traceback:
+        record["traceback"] = "".join(tracebacks.format_exception(exc, limit=6))
+    return record
+
 
 class PipelineError(Exception):
     """Base error: ``source`` (file or URL), optional ``frame_index`` and a human ``reason``."""
@@ -22,7 +49,7 @@ class PipelineError(Exception):
     def kind(self) -> str:
         return type(self).__name__
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> ErrorRecord:
         return {"error": self.kind, "source": self.source, "frame_index": self.frame_index, "reason": self.reason}
 
 

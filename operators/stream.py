@@ -15,7 +15,7 @@ import contextlib
 import queue
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Callable, ContextManager, Iterable, Protocol, Sequence
+from typing import Callable, ContextManager, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -409,18 +409,34 @@ def run_stream(
     checkpoint: Callable[[np.ndarray], None] | None = None,
     checkpoint_every: int = 0,
 ) -> None:
-    """Process ``frames`` in order, emitting one record per frame.
+    """:func:`stream_records`, each record handed to ``emit``."""
+    for record in stream_records(frames, processor, submit, max_pending, previous, checkpoint, checkpoint_every):
+        emit(record)
+
+
+def stream_records(
+    frames: Iterable[Frame],
+    processor: StreamProcessor,
+    submit: Callable[[KeyframeRequest], Future],
+    max_pending: int = 16,
+    previous: np.ndarray | None = None,
+    checkpoint: Callable[[np.ndarray], None] | None = None,
+    checkpoint_every: int = 0,
+) -> Iterator[FrameRecord]:
+    """Process ``frames`` in order, yielding one record per frame.
 
     At most ``max_pending`` decoded frames wait for a keyframe result and at most
     one keyframe per stream is in flight, so memory is bounded whatever the
     video's length. ``previous`` is the image before the first frame (when
     resuming mid-video). Every ``checkpoint_every`` frames, once every earlier
-    frame has been emitted, ``checkpoint(last_image)`` may save the processor.
+    frame has been yielded, ``checkpoint(last_image)`` may save the processor.
+    A record is yielded before the next frame is prepared, so prompts the consumer adds on seeing frame
+    ``k`` apply from frame ``k + 1`` (with a segmenter that answers at once, before it is even decoded).
     """
     pending: deque[tuple[Frame, object | None]] = deque()
     inflight: Future | None = None
 
-    def advance(block: bool, keep: int) -> None:
+    def advance(block: bool, keep: int) -> Iterator[FrameRecord]:
         nonlocal inflight
         while len(pending) > keep:
             frame, flow = pending[0]
@@ -441,19 +457,19 @@ def run_stream(
                 inflight = None
                 record = processor.finish_keyframe(frame, flow, result)
             pending.popleft()
-            emit(record)
+            yield record
 
     decoded = iter(frames)
     while True:
         try:
             frame = next(decoded, None)
         except PipelineError:
-            advance(block=True, keep=0)  # decoding failed part-way: the frames before it still get records
+            yield from advance(block=True, keep=0)  # decoding failed part-way: the frames before it still get records
             raise
         if frame is None:
             break
         if previous is not None and previous.shape != frame.image.shape:
-            advance(block=True, keep=0)  # the frames before it still get records
+            yield from advance(block=True, keep=0)  # the frames before it still get records
             (h0, w0), (h1, w1) = previous.shape[:2], frame.image.shape[:2]
             raise VideoDecodeError(processor.source, f"the frame size changed from {w0}x{h0} to {w1}x{h1}; "
                                    "masks and optical flow need one size per stream", frame.index)
@@ -463,13 +479,13 @@ def run_stream(
                 flow = processor.propagator.flow(previous, frame.image)
         previous = frame.image
         pending.append((frame, flow))
-        advance(block=False, keep=0)
+        yield from advance(block=False, keep=0)
         if len(pending) > max_pending:
-            advance(block=True, keep=max_pending)
+            yield from advance(block=True, keep=max_pending)
         if checkpoint is not None and checkpoint_every and (frame.index + 1) % checkpoint_every == 0:
-            advance(block=True, keep=0)  # a consistent point: every frame so far has its record
+            yield from advance(block=True, keep=0)  # a consistent point: every frame so far has its record
             checkpoint(frame.image)
-    advance(block=True, keep=0)
+    yield from advance(block=True, keep=0)
     processor.finish_stream()
 
 

@@ -21,21 +21,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from operators.errors import PipelineError
+from operators.errors import PipelineError, error_record
 from operators.sinks.base import prepare_out_dir
 from pipeline.checkpoint import DONE_FILE, read_done
 from pipeline.config import JobConfig
 from pipeline.prompts import PromptBook
 from pipeline.runtime import (
     InlineSegmenter,
-    StreamReport,
-    StreamSpec,
     StreamWorker,
     default_workers,
     init_ray,
     prompt_fingerprint,
     segmenter_pool,
 )
+from pipeline.session import StreamReport, StreamSpec
 from pipeline.sources import expand_sources, source_bytes
 
 SUMMARY_FILE = "summary.json"
@@ -272,9 +271,8 @@ def _list_unfinished(todo: Sequence[StreamSpec], summary: JobSummary, stopped_by
         if summary.interrupted:
             summary.videos.append(StreamReport(spec.stream_id, spec.source, "interrupted"))
             continue
-        error = stopped_by.to_dict() if isinstance(stopped_by, PipelineError) else {
-            "error": type(stopped_by).__name__, "source": spec.source, "frame_index": None,
-            "reason": f"the job stopped: {stopped_by}"}
+        error = error_record(stopped_by, spec.source, reason=None if isinstance(stopped_by, PipelineError)
+                             else f"the job stopped: {stopped_by}")
         summary.videos.append(StreamReport(spec.stream_id, spec.source, "failed", error=error))
 
 
@@ -290,7 +288,7 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
 
     queue = longest_first(todo)
     attempts: dict[str, int] = {}
-    workers = _WorkerSlots(parallel, config.sinks, str(config.out_dir))
+    workers = _WorkerSlots(parallel)
     running: dict[ray.ObjectRef, tuple[StreamSpec, int]] = {}
     launched = 0
     try:
@@ -361,8 +359,7 @@ class _WorkerSlots:
     be pinned (softly) to the live node holding the fewest of the job's workers.
     """
 
-    def __init__(self, count: int, sinks: list[str], out_dir: str) -> None:
-        self.sinks, self.out_dir = sinks, out_dir
+    def __init__(self, count: int) -> None:
         self.workers: list[ray.actor.ActorHandle] = []
         self.homes: list[ray.ObjectRef] = []  # each worker's node id, resolved once it has started
         self.threads: list[int] = []  # the OpenCV threads each worker was last told to use
@@ -375,7 +372,7 @@ class _WorkerSlots:
         return self.workers[slot]
 
     def _start(self, strategy: "str | NodeAffinitySchedulingStrategy", slot: int | None = None) -> None:
-        worker = StreamWorker.options(num_cpus=0, scheduling_strategy=strategy).remote(self.sinks, self.out_dir)
+        worker = StreamWorker.options(num_cpus=0, scheduling_strategy=strategy).remote()
         node = strategy.node_id if isinstance(strategy, NodeAffinitySchedulingStrategy) else None
         if slot is None:
             self.workers.append(worker)
@@ -437,9 +434,7 @@ def _collect(ref: ray.ObjectRef, spec: StreamSpec) -> StreamReport:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:  # the worker is alive and its run raised: running again would too
         cause = exc.cause or exc
-        error = {"error": type(cause).__name__, "source": spec.source, "frame_index": None, "reason": str(cause)}
-        return StreamReport(spec.stream_id, spec.source, "failed", error=error)
+        return StreamReport(spec.stream_id, spec.source, "failed", error=error_record(cause, spec.source))
     except ray.exceptions.RayError as exc:
-        error = {"error": WORKER_DIED, "source": spec.source, "frame_index": None,
-                 "reason": f"stream worker died ({type(exc).__name__}): {exc}"}
+        error = error_record(exc, spec.source, kind=WORKER_DIED, reason=f"stream worker died ({type(exc).__name__}): {exc}")
         return StreamReport(spec.stream_id, spec.source, "failed", error=error)

@@ -3,9 +3,9 @@
 - :class:`SegmenterWorker` holds a model and nothing about any stream: every call
   carries the stream's prompt memory, so any worker can serve any stream and a
   restarted worker simply retries the call.
-- :class:`StreamWorker` decodes its video, keeps the stream's state
-  (:class:`operators.stream.StreamProcessor`) and sends keyframes to its
-  segmenter; at most one keyframe and ``max_pending`` frames are in flight.
+- :class:`StreamWorker` hosts one :class:`pipeline.session.StreamSession` at a time (decode, the
+  stream's state, sinks, checkpoints, its report) and sends its keyframes to its segmenter; at most
+  one keyframe and ``max_pending`` frames are in flight.
   A lightweight CPU segmenter runs in the stream worker itself instead
   (:class:`InlineSegmenter`, see :func:`segmenter_pool`).
   Its sinks (RLE encoding, files, brokers) write on a thread of that process.
@@ -19,10 +19,8 @@ import os
 import re
 import socket
 import sys
-import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -30,74 +28,12 @@ import cv2
 import numpy as np
 import ray
 
-from operators.association import AssociationConfig
 from operators.errors import PipelineError
-from operators.keyframes import KeyframeConfig
-from operators.records import FrameRecord, Prompt
+from operators.records import Prompt
 from operators.segmenters import Segmenter, build_segmenter, is_lightweight
-from operators.sinks import StreamInfo, build_sinks
-from operators.sinks.base import stream_dir
-from operators.sinks.delivery import undelivered_error
-from operators.sinks.writer import SinkWriter
-from operators.stream import (
-    Future, KeyframeRequest, KeyframeResult, StreamProcessor, run_keyframes, run_stream, thread_submit,
-)
+from operators.stream import Future, KeyframeRequest, KeyframeResult, run_keyframes, thread_submit
 from pipeline.batching import MicroBatcher
-from pipeline.checkpoint import StreamCheckpoints, write_done
-from pipeline.sources import DEFAULT_FOLDER_FPS, open_video
-
-
-@dataclass
-class StreamSpec:
-    """What one stream actor needs: its id, source, prompts and settings."""
-
-    stream_id: str
-    source: str
-    prompts: list[Prompt]
-    out_dir: str
-    sinks: list[str]
-    segmenter: str = "default"  # its name: its prompt memory type restores checkpoints
-    decoder: str = "pyav"
-    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
-    association: AssociationConfig = field(default_factory=AssociationConfig)
-    max_pending: int = 16
-    fingerprint: dict[str, Any] = field(default_factory=dict)
-    checkpoint_every: int = 300  # frames between stream checkpoints; 0 disables them
-    decode_threads: int = 0  # FFmpeg decoder threads; 0 lets FFmpeg choose
-    folder_fps: float = DEFAULT_FOLDER_FPS  # a frame folder's frame rate (its pts are index / fps)
-    resume: bool = True  # continue from a checkpoint left by an earlier run
-
-    @property
-    def stream_dir(self) -> Path:
-        return Path(self.out_dir) / self.stream_id
-
-
-@dataclass
-class StreamReport:
-    stream_id: str
-    source: str
-    status: str  # done | failed | skipped | interrupted (pipeline.job.STATUSES)
-    frames: int = 0
-    expected_frames: int | None = None
-    seconds: float = 0.0
-    keyframes: int = 0
-    propagated: int = 0
-    skipped_frames: int = 0
-    keyframe_reasons: dict[str, int] = field(default_factory=dict)
-    prompt_memory_bytes: int = 0
-    outputs: list[dict] = field(default_factory=list)
-    error: dict | None = None
-    attempts: int = 1  # runs of this video; more than 1 when its stream worker died and it ran again
-    resumed_from: int | None = None  # the frame a checkpoint let this run start at
-    concealed_frames: list[int] = field(default_factory=list)  # decoded from damaged data, patched by FFmpeg
-    warnings: list[str] = field(default_factory=list)  # what the user should know though the video did not fail
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "fps": round(self.fps, 2)}
+from pipeline.session import StreamReport, StreamSession, StreamSpec
 
 
 def prompt_fingerprint(prompts: Sequence[Prompt]) -> str:
@@ -193,12 +129,9 @@ class StreamWorker:
     (masks, and images for the MP4 sink) are never pickled or sent anywhere to be written.
     """
 
-    def __init__(self, sinks: list[str], out_dir: str) -> None:
+    def __init__(self) -> None:
         _limit_threads()
-        self.sink_names, self.out_dir = sinks, out_dir
-        self.processor: StreamProcessor | None = None
-        self.frames_done = 0
-        self.expected: int | None = None
+        self.session: StreamSession | None = None  # the video it runs, or ran last
         self.inline: tuple[InlineSegmenter, Segmenter] | None = None  # built once, kept for the next video
         self.keyframe_thread = ThreadPoolExecutor(1, thread_name_prefix="keyframes")  # the inline segmenter's
         self.threads = 1  # cores the job lends this worker (use_threads)
@@ -213,7 +146,8 @@ class StreamWorker:
         return thread_submit(self.inline[1], self.keyframe_thread, overlap=lambda: self.threads > 1)
 
     def progress(self) -> tuple[int, int | None]:
-        return self.frames_done, self.expected
+        session = self.session
+        return (session.frames_done, session.expected) if session is not None else (0, None)
 
     def use_threads(self, threads: int) -> None:
         """Take more cores for OpenCV's (and torch's) parallel loops when the job leaves some idle, or fewer."""
@@ -223,79 +157,8 @@ class StreamWorker:
     def run(self, spec: StreamSpec, segmenter: "ray.actor.ActorHandle | InlineSegmenter", threads: int = 1) -> StreamReport:
         """Process one video; ``threads``: the cores the job lends this worker to begin with (:meth:`use_threads`)."""
         self.use_threads(threads)
-        report = StreamReport(spec.stream_id, spec.source, status="failed")
-        started = time.perf_counter()
-        checkpoints = StreamCheckpoints.of_segmenter(spec.stream_dir, spec.fingerprint, spec.segmenter,
-                                                     report.warnings.append)
-        resume = None
-        self.processor, self.frames_done, self.expected = None, 0, None
-        writer: SinkWriter | None = None
-        try:
-            stream_dir(Path(spec.out_dir), spec.stream_id)  # done.json and checkpoints go there, whatever the sinks
-            with open_video(spec.source, backend=spec.decoder, threads=spec.decode_threads,
-                            folder_fps=spec.folder_fps) as reader:
-                info = reader.info
-                self.expected = report.expected_frames = info.frame_count
-                stream = StreamInfo(spec.stream_id, spec.source, info.width, info.height, info.fps)
-                writer = SinkWriter(build_sinks(self.sink_names, self.out_dir), name=f"sink-{spec.stream_id}",
-                                    source=spec.source)
-                settings = dict(keyframes=spec.keyframes, association=spec.association,
-                                keep_images=any(sink.needs_image for sink in writer.sinks))
-                if spec.resume:
-                    resume = checkpoints.load((info.height, info.width), spec.stream_id, spec.source, **settings)
-                start = self.frames_done = resume.next_index if resume else 0
-                for sink in writer.sinks:
-                    sink.open(stream, start_frame=start)
-                self.processor = resume.processor if resume else StreamProcessor(
-                    spec.stream_id, spec.source, spec.prompts, **settings)
-                report.resumed_from = start if resume else None
-
-                def emit(record: FrameRecord) -> None:
-                    writer.put(record)
-                    self.frames_done += 1
-
-                def checkpoint(last_image: np.ndarray) -> None:
-                    writer.checkpoint()  # the sinks hold every record before the checkpoint, durably
-                    checkpoints.save(self.processor, last_image)
-
-                run_stream(
-                    reader.frames(start),
-                    self.processor,
-                    submit=self._submitter(segmenter),
-                    emit=emit,
-                    max_pending=spec.max_pending,
-                    previous=resume.previous_image if resume else None,
-                    checkpoint=checkpoint,
-                    checkpoint_every=spec.checkpoint_every,
-                )
-                writer.drain()
-                report.concealed_frames = list(reader.corrupt_frames)
-            report.status = "done"
-        except PipelineError as exc:
-            report.error = exc.to_dict()
-        except Exception as exc:  # noqa: BLE001 - reported per video; the batch carries on
-            report.error = {
-                "error": type(exc).__name__, "source": spec.source, "frame_index": self.frames_done,
-                "reason": str(exc) or repr(exc), "traceback": traceback.format_exc(limit=6),
-            }
-        finally:
-            if writer is not None:
-                report.outputs = writer.close()  # records emitted before an error are written too
-        lost = undelivered_error(spec.source, report.outputs)
-        if report.status == "done" and lost:  # a broker never took them: not done, and not skipped on a re-run
-            report.status, report.error = "failed", lost
-        report.frames = self.frames_done
-        report.seconds = time.perf_counter() - started
-        if self.processor is not None:
-            stats = self.processor.stats
-            report.keyframes, report.propagated, report.skipped_frames = stats.keyframes, stats.propagated, stats.skipped
-            report.keyframe_reasons = dict(stats.keyframe_reasons)
-            report.prompt_memory_bytes = self.processor.memory_nbytes()
-        if report.status == "done":
-            write_done(spec.stream_dir, spec.fingerprint, report.to_dict())
-        elif resume is not None:  # resumed and failed: a re-run starts over rather than meet the same failure
-            checkpoints.discard()
-        return report
+        self.session = StreamSession(spec, lambda: self._submitter(segmenter))
+        return self.session.run()
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()

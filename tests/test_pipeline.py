@@ -106,7 +106,7 @@ def test_idle_cores_go_to_the_streams_still_running(ray_local, tmp_path):
 
     cpus = int(ray_local.cluster_resources()["CPU"])
     assert cpus >= 2
-    workers = _WorkerSlots(2, ["jsonl"], str(tmp_path))
+    workers = _WorkerSlots(2)
 
     def threads() -> tuple[int, int]:
         """Each worker's OpenCV threads, once the told count has landed (a threaded actor may run calls out of order)."""
@@ -163,7 +163,7 @@ def test_a_segmenter_actor_batches_keyframes_of_several_streams_and_results_stay
 def test_the_biggest_videos_start_first(tmp_path):
     """Longest first: a long video started last would run alone on one worker after the others end."""
     from pipeline.job import longest_first
-    from pipeline.runtime import StreamSpec
+    from pipeline.session import StreamSpec
 
     sizes = {"short": 10, "long": 1000, "medium": 100}
     for name, size in sizes.items():

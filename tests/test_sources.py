@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import pickle
 import signal
@@ -493,3 +494,16 @@ def test_a_real_packaged_clip_decodes(backend: str) -> None:
     assert [f.index for f in frames] == list(range(250))
     assert [f.pts for f in frames] == pytest.approx([i / 25 for i in range(250)], abs=1e-6)
     assert frames[0].image.shape == (272, 640, 3)
+
+
+def test_a_live_reader_reports_typed_events_json_keeps_their_names(videos, reference):
+    from pipeline.sources import LiveReader, ReconnectPolicy, SourceEvent
+
+    statuses = []
+    reader = LiveReader(str(videos["mp4"]), reconnect=ReconnectPolicy(max_attempts=0), on_status=statuses.append)
+    with reader:
+        count = sum(1 for _ in reader.frames())
+    assert count == len(reference)
+    assert [s["event"] for s in statuses] == [SourceEvent.CONNECTED, SourceEvent.ENDED]
+    assert all(type(s["event"]) is SourceEvent for s in statuses)
+    assert statuses[1]["frame_index"] == count and json.loads(json.dumps(statuses[1]))["event"] == "ended"

@@ -8,6 +8,7 @@ The package's parts, each with one job:
 * :mod:`~pipeline.sources.matroska`: the Matroska damage check (damage FFmpeg would only log);
 * :mod:`~pipeline.sources.files`: the file readers, PyAV (default) and decord (:func:`open_video`);
 * :mod:`~pipeline.sources.frame_folders`: a folder of JPEG/PNG frames read as one video;
+* :mod:`~pipeline.sources.arrays`: frames a program holds (numpy arrays) read as one video;
 * :mod:`~pipeline.sources.live`: live feeds with timeouts and reconnects (:class:`LiveReader`).
 
 Frame indices are 0-based in presentation order; ``pts`` are seconds from the container's timestamps
@@ -21,6 +22,7 @@ the Matroska elements instead. ``PyAVReader`` also takes any FFmpeg URL and demu
 local-file checks live in :func:`open_video`.
 """
 
+from pipeline.sources.arrays import ARRAY_SOURCE, ArrayReader
 from pipeline.sources.discovery import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -32,9 +34,13 @@ from pipeline.sources.discovery import (
 from pipeline.sources.files import DECORD_REOPENS, Backend, DecordReader, PyAVReader, open_video
 from pipeline.sources.frame_folders import DEFAULT_FOLDER_FPS, FrameFolderReader
 from pipeline.sources.frames import DecodedFrame, VideoInfo, VideoReader
-from pipeline.sources.live import LIVE_SCHEMES, LiveFrame, LiveReader, ReconnectPolicy, is_live_source, live_options
+from pipeline.sources.live import (
+    LIVE_SCHEMES, LiveFrame, LiveReader, ReconnectPolicy, SourceEvent, is_live_source, live_options,
+)
 
 __all__ = [
+    "ARRAY_SOURCE",
+    "ArrayReader",
     "DECORD_REOPENS",
     "DEFAULT_FOLDER_FPS",
     "IMAGE_EXTENSIONS",
@@ -48,6 +54,7 @@ __all__ = [
     "LiveReader",
     "PyAVReader",
     "ReconnectPolicy",
+    "SourceEvent",
     "VideoInfo",
     "VideoReader",
     "expand_sources",

@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Callable, Iterator, Mapping
 
 import av
@@ -26,6 +27,23 @@ from pipeline.sources.probe import _probe, _video_stream
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "udp://", "tcp://", "rtp://", "srt://", "http://", "https://")
 
 _log = logging.getLogger("pipeline.live")
+
+
+class SourceEvent(StrEnum):
+    """What a live reader reports to ``on_status`` as its feed changes (a str: JSON and logs show the name)."""
+
+    CONNECTED = "connected"  # the first open succeeded
+    DISCONNECTED = "disconnected"  # the connection dropped; reconnecting with backoff
+    RECONNECT_FAILED = "reconnect_failed"  # one reconnect attempt failed; another follows
+    RECONNECTED = "reconnected"  # frames flow again, indices and pts continuing
+    GAVE_UP = "gave_up"  # reconnect attempts ran out: the feed ends with an error
+    ENDED = "ended"  # a feed read without reconnects (a file) reached its end
+    STOPPED = "stopped"  # stop() ended it
+
+    @classmethod
+    def normal(cls) -> frozenset["SourceEvent"]:
+        """Events logged as information; the others are warnings."""
+        return frozenset((cls.CONNECTED, cls.RECONNECTED, cls.STOPPED, cls.ENDED))
 
 
 def is_live_source(source: str) -> bool:
@@ -91,7 +109,7 @@ class LiveReader:
     * A connection that drops (read error, end of stream, no data for ``timeout``) is reopened after
       ``reconnect.delay(attempt)``; each change is reported to ``on_status`` (and logged on
       ``pipeline.live``) as a dict: ``{"source", "event", "reason", "attempt", "delay", "frame_index"}``
-      with ``event`` one of ``connected``, ``disconnected``, ``reconnected``, ``gave_up``, ``stopped``.
+      with ``event`` a :class:`SourceEvent`.
     * :meth:`stop` (any thread) ends :meth:`frames` within ``timeout``.
 
     FFmpeg's log stays off (see the module docstring): causes come from the exceptions PyAV raises.
@@ -135,7 +153,7 @@ class LiveReader:
                 raise VideoOpenError(source, "cannot open live source: no frame to take its size from") from exc
             height, width = self._first.image.shape[:2]
             self.info = replace(self.info, width=width, height=height)
-        self._status("connected", None)
+        self._status(SourceEvent.CONNECTED, None)
 
     # -- connection -----------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -166,9 +184,9 @@ class LiveReader:
                 pass
             self._container = None
 
-    def _status(self, event: str, reason: str | None, **extra: object) -> None:
+    def _status(self, event: SourceEvent, reason: str | None, **extra: object) -> None:
         status = {"source": self.source, "event": event, "reason": reason, **extra}
-        level = logging.INFO if event in ("connected", "reconnected", "stopped", "ended") else logging.WARNING
+        level = logging.INFO if event in SourceEvent.normal() else logging.WARNING
         _log.log(level, "%s: %s%s", self.source, event, f" ({reason})" if reason else "")
         if self.on_status is not None:
             self.on_status(status)
@@ -185,14 +203,14 @@ class LiveReader:
         """Reopen after backoff; False when stopped. Raises VideoDecodeError once attempts run out."""
         self._close_container()
         if self.reconnect.max_attempts == 0:
-            self._status("ended", reason, frame_index=frame_index)
+            self._status(SourceEvent.ENDED, reason, frame_index=frame_index)
             return False
-        self._status("disconnected", reason, frame_index=frame_index)
+        self._status(SourceEvent.DISCONNECTED, reason, frame_index=frame_index)
         attempt = 0
         while not self._stop.is_set():
             attempt += 1
             if self.reconnect.max_attempts is not None and attempt > self.reconnect.max_attempts:
-                self._status("gave_up", reason, attempt=attempt - 1, frame_index=frame_index)
+                self._status(SourceEvent.GAVE_UP, reason, attempt=attempt - 1, frame_index=frame_index)
                 raise VideoDecodeError(
                     self.source, f"connection lost ({reason}); {attempt - 1} reconnect attempts failed", frame_index
                 )
@@ -203,11 +221,11 @@ class LiveReader:
                 self._open()
             except (VideoOpenError, UnsupportedCodecError) as exc:
                 reason = exc.reason if hasattr(exc, "reason") else str(exc)
-                self._status("reconnect_failed", reason, attempt=attempt, delay=delay, frame_index=frame_index)
+                self._status(SourceEvent.RECONNECT_FAILED, reason, attempt=attempt, delay=delay, frame_index=frame_index)
                 continue
             self.reconnects += 1
             self._connection += 1
-            self._status("reconnected", None, attempt=attempt, delay=delay, frame_index=frame_index)
+            self._status(SourceEvent.RECONNECTED, None, attempt=attempt, delay=delay, frame_index=frame_index)
             return True
         return False
 
@@ -265,7 +283,7 @@ class LiveReader:
         finally:
             self._close_container()
             if self._stop.is_set():
-                self._status("stopped", None, frame_index=index)
+                self._status(SourceEvent.STOPPED, None, frame_index=index)
 
     def close(self) -> None:
         self.stop()

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from rich.console import Console
 
-from operators.errors import PipelineError
+from operators.errors import PipelineError, error_record
 from operators.sinks.base import output_errors, prepare_out_dir
 from pipeline.config import JobConfig
 from pipeline.job import STATUSES, SUMMARY_FILE, plan_streams, run_job
@@ -170,11 +170,8 @@ class JobRunner:
         try:
             summary = run_job(config, console=Console(file=io.StringIO()))
             job.summary, job.state = summary.to_dict(), "done"  # videos that failed say so in their status
-        except PipelineError as exc:
-            job.error, job.state = exc.to_dict(), "failed"
-        except Exception as exc:  # the page shows it; the server keeps serving
-            job.error = {"error": type(exc).__name__, "source": job.name, "frame_index": None, "reason": str(exc)}
-            job.state = "failed"
+        except Exception as exc:  # noqa: BLE001 - the page shows it; the server keeps serving
+            job.error, job.state = error_record(exc, job.name), "failed"
 
 
 def _declared_frames(path: Path) -> int | None:

@@ -1,0 +1,286 @@
+"""One stream from its source to its sinks, without Ray: the session users open and the runtime hosts.
+
+:class:`StreamSession` runs a stream's whole life once: open the source, build and open the sinks, resume
+from a checkpoint where one is left, run :func:`operators.stream.stream_records`, drain and close the sinks,
+check that brokers took every record, and end in one :class:`StreamReport` whose error, if any, is one
+:class:`~operators.errors.ErrorRecord`. Its records come out as a generator, so a program can watch them
+and add prompts on any frame while the stream runs::
+
+    session = StreamSession.open("clip.mp4", segmenter="default")
+    session.add_prompts(["box:10,10,50,50"], frame=0)
+    for record in session:
+        ...
+
+The archive runtime (:class:`pipeline.runtime.StreamWorker`) hosts the same object with a remote
+segmenter; what it is given (segmenter calls, sinks, the reader) is injected, so a live host passes its own
+reader (a freshest-frame queue is another frame source) the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from operators.association import AssociationConfig
+from operators.errors import ErrorRecord, InvalidPromptError, error_record
+from operators.keyframes import KeyframeConfig
+from operators.records import FrameRecord, Prompt, PromptError
+from operators.segmenters import build_segmenter
+from operators.sinks import Sink, StreamInfo, build_sinks
+from operators.sinks.base import stream_dir
+from operators.sinks.delivery import undelivered_error
+from operators.sinks.writer import SinkWriter
+from operators.stream import Future, KeyframeRequest, StreamProcessor, local_submit, stream_records
+from pipeline.checkpoint import StreamCheckpoints, write_done
+from pipeline.prompts import parse_prompts
+from pipeline.sources import ARRAY_SOURCE, DEFAULT_FOLDER_FPS, ArrayReader, VideoReader, open_video
+
+#: Sends one keyframe to a segmenter: in this process, on a thread, or to a Ray actor.
+Submit = Callable[[KeyframeRequest], Future]
+
+
+@dataclass
+class StreamSpec:
+    """What one stream needs: its id, source, prompts and settings."""
+
+    stream_id: str
+    source: str
+    prompts: list[Prompt]
+    out_dir: str | None  # where its sinks, checkpoints and done.json go; None: nowhere (records only)
+    sinks: list[str]
+    segmenter: str = "default"  # its name: its prompt memory type restores checkpoints
+    decoder: str = "pyav"
+    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+    association: AssociationConfig = field(default_factory=AssociationConfig)
+    max_pending: int = 16
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    checkpoint_every: int = 300  # frames between stream checkpoints; 0 disables them
+    decode_threads: int = 0  # FFmpeg decoder threads; 0 lets FFmpeg choose
+    folder_fps: float = DEFAULT_FOLDER_FPS  # a frame folder's frame rate (its pts are index / fps)
+    resume: bool = True  # continue from a checkpoint left by an earlier run
+
+    @property
+    def stream_dir(self) -> Path:
+        if self.out_dir is None:
+            raise ValueError(f"stream {self.stream_id!r} has no output folder")
+        return Path(self.out_dir) / self.stream_id
+
+
+@dataclass
+class StreamReport:
+    stream_id: str
+    source: str
+    status: str  # done | failed | skipped | interrupted (pipeline.job.STATUSES)
+    frames: int = 0
+    expected_frames: int | None = None
+    seconds: float = 0.0
+    keyframes: int = 0
+    propagated: int = 0
+    skipped_frames: int = 0
+    keyframe_reasons: dict[str, int] = field(default_factory=dict)
+    prompt_memory_bytes: int = 0
+    outputs: list[dict] = field(default_factory=list)
+    error: ErrorRecord | None = None
+    attempts: int = 1  # runs of this video; more than 1 when its stream worker died and it ran again
+    resumed_from: int | None = None  # the frame a checkpoint let this run start at
+    concealed_frames: list[int] = field(default_factory=list)  # decoded from damaged data, patched by FFmpeg
+    warnings: list[str] = field(default_factory=list)  # what the user should know though the video did not fail
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "fps": round(self.fps, 2)}
+
+
+#: What :meth:`StreamSession.open` reads: a video file or frame folder, a reader, or an iterable of RGB frames.
+Source = str | Path | VideoReader | Iterable[np.ndarray]
+#: A prompt as a :class:`Prompt` or a command-line spec (``box:10,10,50,50``, ``point:120,80@5``).
+PromptLike = Prompt | str
+
+
+class StreamSession:
+    """One stream, run once: iterate it for its records (or :meth:`run` it for its report only).
+
+    ``submit`` builds the keyframe call when the stream starts (so a segmenter that cannot be built is the
+    stream's error, reported like any other); ``sinks`` are sink objects written next to ``spec.sinks``
+    (names, built under ``spec.out_dir``); ``reader`` replaces opening ``spec.source``.
+    """
+
+    def __init__(self, spec: StreamSpec, submit: Callable[[], Submit], *, sinks: Sequence[Sink] = (),
+                 reader: VideoReader | None = None) -> None:
+        self.spec = spec
+        self.report = StreamReport(spec.stream_id, spec.source, status="failed")
+        self.processor: StreamProcessor | None = None
+        self.frames_done = 0
+        self.expected: int | None = None
+        self.frame_size: tuple[int, int] | None = None  # (height, width), once the source is open
+        self._submit, self._sink_objects, self._reader = submit, list(sinks), reader
+        self._added: list[Prompt] = []  # given before the processor exists
+        self._prompt_ids = {p.prompt_id for p in spec.prompts}
+        self._started = False
+        self.failure: BaseException | None = None  # what ended the stream early, raised by iteration
+
+    @classmethod
+    def open(cls, source: Source, segmenter: str = "default", *, prompts: Sequence[PromptLike] = (),
+             sinks: Sequence[str | Sink] = (), out_dir: str | Path | None = None, stream_id: str | None = None,
+             segmenter_options: dict[str, Any] | None = None, fps: float = DEFAULT_FOLDER_FPS,
+             keyframes: KeyframeConfig | None = None, association: AssociationConfig | None = None,
+             decoder: str = "pyav") -> "StreamSession":
+        """A session on ``source`` in this process. ``sinks``: names (``jsonl``, ``png``, ``mp4``, broker URLs)
+        written under ``out_dir``, and sink objects with their own options; ``fps`` times a frame folder's or
+        an iterable's frames. Keyframes are segmented in this thread: a record is out before the next frame
+        is decoded, so prompts added on seeing frame ``k`` apply from frame ``k + 1``."""
+        names = [sink for sink in sinks if isinstance(sink, str)]
+        if names and out_dir is None:
+            raise ValueError(f"sinks {', '.join(names)} write files: give out_dir")
+        reader = None
+        if not isinstance(source, (str, Path)):
+            reader = source if isinstance(source, VideoReader) else ArrayReader(source, fps)
+        name = reader.info.path if reader is not None else str(source)
+        spec = StreamSpec(
+            stream_id or (Path(name).stem if reader is None or name != ARRAY_SOURCE else "frames"), name, [],
+            None if out_dir is None else str(out_dir), names, segmenter=segmenter, decoder=decoder,
+            keyframes=keyframes or KeyframeConfig(), association=association or AssociationConfig(),
+            checkpoint_every=0, folder_fps=fps, resume=False)
+        options = dict(segmenter_options or {})
+        session = cls(spec, lambda: local_submit(build_segmenter(segmenter, **options)),
+                      sinks=[sink for sink in sinks if not isinstance(sink, str)], reader=reader)
+        if prompts:
+            session.add_prompts(prompts)
+        return session
+
+    # -- prompts -----------------------------------------------------------------------------
+    def add_prompts(self, prompts: Sequence[PromptLike], frame: int | None = None) -> list[Prompt]:
+        """Add prompts on ``frame`` (each one's own frame if None; a frame already passed means the next one),
+        before or while the stream runs; returns them with their ids (a spec string takes the next free id).
+        A prompt that cannot fit the frame or reuses an id raises :class:`InvalidPromptError` here and the
+        stream runs on."""
+        built: list[Prompt] = []
+        for item in prompts:
+            taken = self._prompt_ids | {p.prompt_id for p in built}
+            new = [item] if isinstance(item, Prompt) else parse_prompts(item, max(taken, default=-1) + 1)
+            built.extend(new if frame is None else [p.with_frame(frame) for p in new])
+        for prompt in built:
+            if prompt.prompt_id in self._prompt_ids or sum(p.prompt_id == prompt.prompt_id for p in built) > 1:
+                raise InvalidPromptError(self.spec.source, f"prompt id {prompt.prompt_id} is already in use")
+            if self.frame_size is not None:
+                try:
+                    prompt.validate(*self.frame_size)
+                except PromptError as exc:
+                    raise InvalidPromptError(self.spec.source, str(exc), prompt.frame_index) from None
+        self._prompt_ids.update(p.prompt_id for p in built)
+        if self.processor is None:
+            self._added.extend(built)
+        else:
+            self.processor.add_prompts(built)
+        return built
+
+    def remove_prompts(self, prompt_ids: Iterable[int]) -> None:
+        """Stop segmenting these prompts from the next frame on (their ids stay used)."""
+        ids = set(prompt_ids)
+        if self.processor is None:
+            self._added = [p for p in self._added if p.prompt_id not in ids]
+        else:
+            self.processor.remove_prompts(ids)
+
+    # -- the stream --------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[FrameRecord]:
+        """Every frame's record in order; the error that ended the stream early is raised after its records
+        (the report has it too)."""
+        yield from self.records()
+        if self.failure is not None:
+            raise self.failure
+
+    def run(self) -> StreamReport:
+        """Run the stream to its end for the report; an error is the report's, not raised."""
+        for _ in self.records():
+            pass
+        return self.report
+
+    def records(self) -> Iterator[FrameRecord]:
+        """The stream's records as it runs; errors end it and go in :attr:`report` (and :attr:`failure`)."""
+        if self._started:
+            raise RuntimeError(f"stream {self.spec.stream_id!r} already ran: a session runs once")
+        self._started = True
+        spec, report = self.spec, self.report
+        started = time.perf_counter()
+        checkpoints = None if spec.out_dir is None else StreamCheckpoints.of_segmenter(
+            spec.stream_dir, spec.fingerprint, spec.segmenter, report.warnings.append)
+        resume = None
+        writer: SinkWriter | None = None
+        try:
+            if spec.out_dir is not None:
+                stream_dir(Path(spec.out_dir), spec.stream_id)  # done.json and checkpoints go there, whatever the sinks
+            with self._reader or open_video(spec.source, backend=spec.decoder, threads=spec.decode_threads,
+                                            folder_fps=spec.folder_fps) as reader:
+                info = reader.info
+                self.expected = report.expected_frames = info.frame_count
+                self.frame_size = (info.height, info.width)
+                stream = StreamInfo(spec.stream_id, spec.source, info.width, info.height, info.fps)
+                sinks = build_sinks(spec.sinks, spec.out_dir) if spec.sinks else []
+                writer = SinkWriter([*sinks, *self._sink_objects], name=f"sink-{spec.stream_id}", source=spec.source)
+                settings = dict(keyframes=spec.keyframes, association=spec.association,
+                                keep_images=any(sink.needs_image for sink in writer.sinks))
+                if spec.resume and checkpoints is not None:
+                    resume = checkpoints.load((info.height, info.width), spec.stream_id, spec.source, **settings)
+                start = self.frames_done = resume.next_index if resume else 0
+                for sink in writer.sinks:
+                    sink.open(stream, start_frame=start)
+                self.processor = resume.processor if resume else StreamProcessor(
+                    spec.stream_id, spec.source, [*spec.prompts, *self._added], **settings)
+                if resume and self._added:
+                    self.processor.add_prompts(self._added)
+                report.resumed_from = start if resume else None
+
+                def checkpoint(last_image: np.ndarray) -> None:
+                    writer.checkpoint()  # the sinks hold every record before the checkpoint, durably
+                    checkpoints.save(self.processor, last_image)
+
+                for record in stream_records(
+                    reader.frames(start),
+                    self.processor,
+                    submit=self._submit(),
+                    max_pending=spec.max_pending,
+                    previous=resume.previous_image if resume else None,
+                    checkpoint=checkpoint if checkpoints is not None else None,
+                    checkpoint_every=spec.checkpoint_every,
+                ):
+                    writer.put(record)
+                    self.frames_done += 1
+                    yield record
+                writer.drain()
+                report.concealed_frames = list(reader.corrupt_frames)
+            report.status = "done"
+        except GeneratorExit:  # the consumer stopped iterating: the records so far are written, the rest never run
+            report.status = "interrupted"
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported per stream; a batch carries on
+            self.failure = exc
+            report.error = error_record(exc, spec.source, self.frames_done, traceback=True)
+        finally:
+            if writer is not None:
+                report.outputs = writer.close()  # records emitted before an error are written too
+            self._finish(started, resumed=resume is not None, checkpoints=checkpoints)
+
+    def _finish(self, started: float, resumed: bool, checkpoints: StreamCheckpoints | None) -> None:
+        spec, report = self.spec, self.report
+        lost = undelivered_error(spec.source, report.outputs)
+        if report.status == "done" and lost:  # a broker never took them: not done, and not skipped on a re-run
+            report.status, report.error = "failed", lost
+        report.frames = self.frames_done
+        report.seconds = time.perf_counter() - started
+        if self.processor is not None:
+            stats = self.processor.stats
+            report.keyframes, report.propagated, report.skipped_frames = stats.keyframes, stats.propagated, stats.skipped
+            report.keyframe_reasons = dict(stats.keyframe_reasons)
+            report.prompt_memory_bytes = self.processor.memory_nbytes()
+        if spec.out_dir is not None and report.status == "done":
+            write_done(spec.stream_dir, spec.fingerprint, report.to_dict())
+        elif resumed and report.status == "failed":  # a re-run starts over rather than meet the same failure
+            checkpoints.discard()
