@@ -34,6 +34,18 @@ class Frame(Protocol):
     image: np.ndarray
 
 
+@dataclass(frozen=True, eq=False)
+class DroppedFrame:
+    """A frame the source decoded but will not have processed (a live feed's scheduler dropped it, ``reason``
+    saying why): it still gets its record, ``skipped`` with that reason, in frame order, and the stream's
+    state and optical flow pass over it."""
+
+    index: int
+    pts: float | None
+    image: np.ndarray
+    reason: str
+
+
 @dataclass
 class KeyframeRequest:
     """Everything a stateless segmenter worker needs for one keyframe."""
@@ -371,6 +383,12 @@ class StreamProcessor:
         self.stats.count(record)
         return record
 
+    def dropped(self, frame: DroppedFrame) -> FrameRecord:
+        """The record of a frame the source dropped; the stream's state does not see it."""
+        height, width = frame.image.shape[:2]
+        return FrameRecord(self.stream_id, frame.index, frame.pts, "skipped", Instances.empty(height, width),
+                           reason=frame.reason)
+
     def drop_unreached_prompts(self) -> None:
         """Forget prompts scheduled on frames the stream will not reach: a live feed that stops before them
         is not an error (:meth:`finish_stream` is, for a file)."""
@@ -400,7 +418,7 @@ def _without_prompts(instances: Instances, prompt_ids: set[int]) -> Instances:
 
 
 def run_stream(
-    frames: Iterable[Frame],
+    frames: Iterable[Frame | DroppedFrame],
     processor: StreamProcessor,
     submit: Callable[[KeyframeRequest], Future],
     emit: Callable[[FrameRecord], None],
@@ -415,7 +433,7 @@ def run_stream(
 
 
 def stream_records(
-    frames: Iterable[Frame],
+    frames: Iterable[Frame | DroppedFrame],
     processor: StreamProcessor,
     submit: Callable[[KeyframeRequest], Future],
     max_pending: int = 16,
@@ -429,18 +447,21 @@ def stream_records(
     one keyframe per stream is in flight, so memory is bounded whatever the
     video's length. ``previous`` is the image before the first frame (when
     resuming mid-video). Every ``checkpoint_every`` frames, once every earlier
-    frame has been yielded, ``checkpoint(last_image)`` may save the processor.
+    frame has been yielded, ``checkpoint(last_image)`` may save the processor. ``frames`` may hold
+    :class:`DroppedFrame`s: each gets its skipped record in its place.
     A record is yielded before the next frame is prepared, so prompts the consumer adds on seeing frame
     ``k`` apply from frame ``k + 1`` (with a segmenter that answers at once, before it is even decoded).
     """
-    pending: deque[tuple[Frame, object | None]] = deque()
+    pending: deque[tuple[Frame | DroppedFrame, object | None]] = deque()
     inflight: Future | None = None
 
     def advance(block: bool, keep: int) -> Iterator[FrameRecord]:
         nonlocal inflight
         while len(pending) > keep:
             frame, flow = pending[0]
-            if inflight is None:
+            if isinstance(frame, DroppedFrame):
+                record = processor.dropped(frame)
+            elif inflight is None:
                 request = processor.prepare(frame)
                 if request is not None:
                     inflight = submit(request)
@@ -468,6 +489,10 @@ def stream_records(
             raise
         if frame is None:
             break
+        if isinstance(frame, DroppedFrame):
+            pending.append((frame, None))
+            yield from advance(block=False, keep=0)
+            continue
         if previous is not None and previous.shape != frame.image.shape:
             yield from advance(block=True, keep=0)  # the frames before it still get records
             (h0, w0), (h1, w1) = previous.shape[:2], frame.image.shape[:2]

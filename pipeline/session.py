@@ -109,11 +109,16 @@ class StreamSession:
 
     ``submit`` builds the keyframe call when the stream starts (so a segmenter that cannot be built is the
     stream's error, reported like any other); ``sinks`` are sink objects written next to ``spec.sinks``
-    (names, built under ``spec.out_dir``); ``reader`` replaces opening ``spec.source``.
+    (names, built under ``spec.out_dir``); ``reader`` replaces opening ``spec.source``: a live host's reader
+    over its freshest-frame queue, whose ``frames()`` may yield :class:`~operators.stream.DroppedFrame`s.
+    ``open_ended``: the source may end anywhere (a feed that is stopped), so prompts on frames it never
+    reached are dropped rather than an error. ``on_written(record, None)`` runs on the sink thread once every
+    sink took ``record`` (a live host measures latency there).
     """
 
     def __init__(self, spec: StreamSpec, submit: Callable[[], Submit], *, sinks: Sequence[Sink] = (),
-                 reader: VideoReader | None = None) -> None:
+                 reader: VideoReader | None = None, open_ended: bool = False,
+                 on_written: Callable[[FrameRecord, Any], None] | None = None) -> None:
         self.spec = spec
         self.report = StreamReport(spec.stream_id, spec.source, status="failed")
         self.processor: StreamProcessor | None = None
@@ -121,6 +126,7 @@ class StreamSession:
         self.expected: int | None = None
         self.frame_size: tuple[int, int] | None = None  # (height, width), once the source is open
         self._submit, self._sink_objects, self._reader = submit, list(sinks), reader
+        self._open_ended, self._on_written = open_ended, on_written
         self._added: list[Prompt] = []  # given before the processor exists
         self._prompt_ids = {p.prompt_id for p in spec.prompts}
         self._started = False
@@ -224,7 +230,8 @@ class StreamSession:
                 self.frame_size = (info.height, info.width)
                 stream = StreamInfo(spec.stream_id, spec.source, info.width, info.height, info.fps)
                 sinks = build_sinks(spec.sinks, spec.out_dir) if spec.sinks else []
-                writer = SinkWriter([*sinks, *self._sink_objects], name=f"sink-{spec.stream_id}", source=spec.source)
+                writer = SinkWriter([*sinks, *self._sink_objects], name=f"sink-{spec.stream_id}", source=spec.source,
+                                    on_written=self._on_written)
                 settings = dict(keyframes=spec.keyframes, association=spec.association,
                                 keep_images=any(sink.needs_image for sink in writer.sinks))
                 if spec.resume and checkpoints is not None:
@@ -243,7 +250,7 @@ class StreamSession:
                     checkpoints.save(self.processor, last_image)
 
                 for record in stream_records(
-                    reader.frames(start),
+                    self._frames(reader, start),
                     self.processor,
                     submit=self._submit(),
                     max_pending=spec.max_pending,
@@ -267,6 +274,11 @@ class StreamSession:
             if writer is not None:
                 report.outputs = writer.close()  # records emitted before an error are written too
             self._finish(started, resumed=resume is not None, checkpoints=checkpoints)
+
+    def _frames(self, reader: VideoReader, start: int) -> Iterator[Any]:
+        yield from reader.frames(start)
+        if self._open_ended:
+            self.processor.drop_unreached_prompts()
 
     def _finish(self, started: float, resumed: bool, checkpoints: StreamCheckpoints | None) -> None:
         spec, report = self.spec, self.report

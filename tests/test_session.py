@@ -12,10 +12,12 @@ import pipeline
 from bench.clips import ClipSpec, make_clip
 from operators.errors import InvalidPromptError, VideoDecodeError
 from operators.records import Prompt
+from operators.segmenters import build_segmenter
+from operators.stream import DroppedFrame, local_submit
 from operators.sinks import JsonlSink
 from pipeline.config import JobConfig
 from pipeline.job import run_job
-from pipeline.session import StreamSession
+from pipeline.session import StreamSession, StreamSpec
 from pipeline.sources import open_video
 
 FRAMES = 24
@@ -152,3 +154,46 @@ def test_stopping_the_loop_early_writes_the_records_so_far_and_reports_interrupt
     assert not (tmp_path / "two_kinds" / "done.json").exists()
     with pytest.raises(RuntimeError, match="runs once"):
         session.run()
+
+
+class _DroppingReader:
+    """A live host's source in small: the file's frames, every third one dropped by its scheduler."""
+
+    def __init__(self, path):
+        self.video = open_video(path)
+        self.info, self.corrupt_frames = self.video.info, []
+
+    def frames(self, start=0):
+        for frame in self.video.frames(start):
+            yield DroppedFrame(frame.index, frame.pts, frame.image, "dropped_latency") if frame.index % 3 == 2 else frame
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.video.close()
+
+
+def test_a_live_host_s_source_with_dropped_frames_and_prompts_it_never_reaches(clip):
+    written = []
+    spec = StreamSpec("cam", str(clip.path), [], None, [])
+    session = StreamSession(spec, lambda: local_submit(build_segmenter("default")), reader=_DroppingReader(clip.path),
+                            open_ended=True, on_written=lambda record, _: written.append(record))
+    session.add_prompts([_box(clip, 1), f"{_box(clip, 2)}@{FRAMES + 50}"])
+    records = list(session)
+    assert [r.frame_index for r in records] == list(range(FRAMES))
+    dropped = [r for r in records if r.frame_index % 3 == 2]
+    assert all(r.kind == "skipped" and r.reason == "dropped_latency" and len(r.instances) == 0 for r in dropped)
+    kept = [r for r in records if r.frame_index % 3 != 2]
+    assert all(r.kind in ("keyframe", "propagated") and 0 in r.instances.prompt_ids for r in kept)
+    assert session.report.status == "done" and session.report.error is None
+    assert session.report.skipped_frames == 0 and session.report.keyframes + session.report.propagated == len(kept)
+    assert [r.frame_index for r in written] == list(range(FRAMES))
+
+
+def test_a_file_that_ends_before_a_prompt_s_frame_fails_naming_it(clip):
+    session = StreamSession.open(clip.path, prompts=[_box(clip, 1), f"{_box(clip, 2)}@{FRAMES + 50}"])
+    report = session.run()
+    assert report.status == "failed" and report.frames == FRAMES
+    assert report.error["error"] == "InvalidPromptError" and report.error["frame_index"] == FRAMES + 50
+    assert f"ends after {FRAMES} frames" in report.error["reason"]
