@@ -6,13 +6,15 @@ reason on the page, and so does a live service that went away."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import time
 
 import pytest
 
 from bench.clips import ClipSpec, make_clip
-from tests.loopback import StreamServer
+from tests.loopback import StreamServer, ffmpeg_binary
 from tests.page import LiveService, UiServer, chromium, drag_box, message, open_page, wait_for
 
 pytestmark = pytest.mark.slow
@@ -22,10 +24,17 @@ STREAM = ".live-stream[data-stream-id='cam']"
 
 @pytest.fixture(scope="module")
 def blob_clip(tmp_path_factory):
-    """One red blob that stays put on a 320x240 loop, so a box drawn on any frame fits every later one; a
-    keyframe a second, so a reader joining the UDP feed mid-stream opens quickly."""
-    spec = ClipSpec(seed=3, num_frames=25, fps=25.0, kinds=("red_blob",), instances_per_kind=1, speed=0.0, gop=25)
-    return make_clip(spec, tmp_path_factory.mktemp("live-ui") / "blob.mp4")
+    """Frame 0 of a clip with one red blob, held for a second (the clip's objects sway, and the box drawn must
+    fit whatever frame of the loop it lands on); one keyframe a second, so a reader joining the UDP feed
+    mid-stream opens quickly. The clip is returned for its ground truth on frame 0."""
+    folder = tmp_path_factory.mktemp("live-ui")
+    clip = make_clip(ClipSpec(seed=3, num_frames=2, kinds=("red_blob",), instances_per_kind=1), folder / "blob.mp4")
+    run = [ffmpeg_binary(), "-nostdin", "-loglevel", "error"]
+    subprocess.run([*run, "-i", str(clip.path), "-frames:v", "1", str(folder / "frame0.png")], check=True, timeout=60)
+    subprocess.run([*run, "-loop", "1", "-framerate", "25", "-i", str(folder / "frame0.png"), "-frames:v", "25",
+                    "-g", "25", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(folder / "still.mp4")],
+                   check=True, timeout=60)
+    return clip, folder / "still.mp4"
 
 
 def _colour_change_until(browser, before: list[float], box, done, timeout: float = 30.0) -> float:
@@ -53,8 +62,9 @@ def _figures(browser) -> str:
 
 
 def test_a_box_on_a_live_udp_feed_is_tracked_shown_and_removed(blob_clip, tmp_path):
-    box = blob_clip.suggested_prompt("red_blob", "box").box
-    feed = StreamServer(blob_clip.path, "udp").start()
+    clip, still = blob_clip
+    box = clip.suggested_prompt("red_blob", "box").box
+    feed = StreamServer(still, "udp").start()
     live = LiveService(tmp_path / "live", "--keyframe-every", "5", "--timeout", "5").start()
     (tmp_path / "root").mkdir()
     ui = UiServer(tmp_path / "root", tmp_path / "out", "--live-api", live.url).start()
@@ -91,7 +101,7 @@ def test_a_box_on_a_live_udp_feed_is_tracked_shown_and_removed(blob_clip, tmp_pa
             deadline = time.monotonic() + 60
             while not (api_report := live.get("/streams/cam"))["track_ids"] and time.monotonic() < deadline:
                 time.sleep(0.5)
-            assert api_report["track_ids"], api_report
+            assert api_report["track_ids"], json.dumps(api_report)
             report = wait_for(browser, "const v = window.uiState.liveStreams.cam;"
                                        " return v.info.track_ids.length && v.info", timeout=60)
             api_report = live.get("/streams/cam")
