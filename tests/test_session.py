@@ -197,3 +197,31 @@ def test_a_file_that_ends_before_a_prompt_s_frame_fails_naming_it(clip):
     assert report.status == "failed" and report.frames == FRAMES
     assert report.error["error"] == "InvalidPromptError" and report.error["frame_index"] == FRAMES + 50
     assert f"ends after {FRAMES} frames" in report.error["reason"]
+
+
+def test_a_session_hosts_a_live_feed_served_by_ffmpeg_until_its_consumer_stops_it(clip, tmp_path):
+    from loopback import StreamServer
+
+    from pipeline.sources import LiveReader, SourceEvent
+
+    server = StreamServer(clip.path, "udp").start()
+    events = []
+    try:
+        reader = LiveReader(server.url, timeout=10, on_status=events.append)
+        spec = StreamSpec("cam", server.url, [], str(tmp_path), ["jsonl"])
+        session = StreamSession(spec, lambda: local_submit(build_segmenter("default")), reader=reader, open_ended=True)
+        session.add_prompts([_box(clip, 1), f"{_box(clip, 2)}@100000"])
+        records = []
+        for record in session:
+            records.append(record)
+            if len(records) == 30:
+                reader.stop()
+    finally:
+        server.kill()
+    assert session.report.status == "done", session.report.error
+    assert [r.frame_index for r in records] == list(range(len(records))) and len(records) >= 30
+    assert all(b.pts > a.pts for a, b in zip(records, records[1:]))
+    assert records[0].kind == "keyframe" and records[0].reason == "prompt"
+    assert [e["event"] for e in events] == [SourceEvent.CONNECTED, SourceEvent.STOPPED]
+    lines = (tmp_path / "cam" / "frames.jsonl").read_text().splitlines()
+    assert [json.loads(line)["frame_index"] for line in lines] == [r.frame_index for r in records]

@@ -21,6 +21,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from operators.errors import PipelineError, UnsupportedCodecError, VideoDecodeError, VideoOpenError
+from pipeline.sources.frames import DecodedFrame, VideoReader
 from pipeline.sources.probe import _probe, _video_stream
 
 #: URL schemes read as live streams (plus ``/dev/videoN`` capture devices).
@@ -71,12 +72,9 @@ class ReconnectPolicy:
 
 
 @dataclass(frozen=True, eq=False)
-class LiveFrame:
+class LiveFrame(DecodedFrame):
     """A decoded live frame; ``captured`` is ``time.monotonic()`` when it left the decoder (for latency)."""
 
-    index: int
-    pts: float
-    image: np.ndarray
     captured: float
     connection: int  # 0 for the first connection, +1 per reconnect
 
@@ -96,7 +94,7 @@ def live_options(source: str, options: Mapping[str, str] | None = None) -> dict[
     return {**defaults, **dict(options or {})}
 
 
-class LiveReader:
+class LiveReader(VideoReader):
     """Reads a live feed through PyAV, reconnecting with backoff when the connection drops.
 
     * Each connection starts decoding at its first keyframe (a feed joined mid-GOP would otherwise
@@ -135,6 +133,7 @@ class LiveReader:
         self.format = format or ("v4l2" if source.startswith("/dev/video") else None)
         self.reconnects = 0
         self.decode_errors = 0
+        self.corrupt_frames: list[int] = []  # damaged packets are skipped (decode_errors), never concealed
         self.skipped_before_keyframe = 0  # packets of each connection before its first keyframe, not decoded
         self._stop = threading.Event()
         self._container: av.container.InputContainer | None = None
@@ -230,8 +229,11 @@ class LiveReader:
         return False
 
     # -- frames ---------------------------------------------------------------------------------------
-    def frames(self) -> Iterator[LiveFrame]:
-        """Yield frames until :meth:`stop` (or until reconnecting gives up); one iteration per reader."""
+    def frames(self, start: int = 0) -> Iterator[LiveFrame]:
+        """Yield frames until :meth:`stop` (or until reconnecting gives up); one iteration per reader. A feed
+        is read from where it is now: ``start`` must be 0."""
+        if start:
+            raise ValueError(f"{self.source}: a live feed cannot start at frame {start}")
         if self._first is not None:
             first, self._first = self._first, None
             yield first
@@ -288,9 +290,3 @@ class LiveReader:
     def close(self) -> None:
         self.stop()
         self._close_container()
-
-    def __enter__(self) -> LiveReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
