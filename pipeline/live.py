@@ -41,7 +41,7 @@ from typing import Any, Callable, Literal, Sequence
 import cv2
 import numpy as np
 
-from operators.errors import PipelineError
+from operators.errors import ErrorRecord, error_record
 from operators.keyframes import KeyframeConfig
 from operators.annotate import default_annotator
 from operators.records import FrameRecord, Instances, Prompt, PromptError
@@ -206,7 +206,7 @@ class LiveStream:
         self.processor: StreamProcessor | None = None
         self.reader: LiveReader | None = None
         self.status = "connecting"  # see STREAM_STATUSES
-        self.error: dict | None = None
+        self.error: ErrorRecord | None = None
         self.events: list[dict] = []
         self.frames_in = 0
         self.frames_processed = 0
@@ -291,12 +291,8 @@ class LiveStream:
             self.frame_size = (info.width, info.height)
             self._process(writer)
             self.status = "stopped" if self.error is None else "failed"
-        except PipelineError as exc:
-            self.status, self.error = "failed", exc.to_dict()
         except Exception as exc:  # noqa: BLE001 - reported in the stream's summary; other streams go on
-            self.status = "failed"
-            self.error = {"error": type(exc).__name__, "source": spec.source, "frame_index": self.frames_in,
-                          "reason": str(exc) or repr(exc)}
+            self.status, self.error = "failed", error_record(exc, spec.source, self.frames_in)
         finally:
             if self.reader is not None:
                 self.reader.close()
@@ -339,11 +335,8 @@ class LiveStream:
                     self.first_frame_at = frame.captured
                 self.frames_in += 1
                 self.queue.put(frame)
-        except PipelineError as exc:
-            self.error = exc.to_dict()
-        except Exception as exc:  # noqa: BLE001
-            self.error = {"error": type(exc).__name__, "source": self.spec.source, "frame_index": self.frames_in,
-                          "reason": str(exc) or repr(exc)}
+        except Exception as exc:  # noqa: BLE001 - the stream's error, reported when its processing ends
+            self.error = error_record(exc, self.spec.source, self.frames_in)
         finally:
             self.queue.close()
 
