@@ -225,3 +225,19 @@ def test_a_session_hosts_a_live_feed_served_by_ffmpeg_until_its_consumer_stops_i
     assert [e["event"] for e in events] == [SourceEvent.CONNECTED, SourceEvent.STOPPED]
     lines = (tmp_path / "cam" / "frames.jsonl").read_text().splitlines()
     assert [json.loads(line)["frame_index"] for line in lines] == [r.frame_index for r in records]
+
+
+def test_a_frame_folder_is_a_session_s_video_timed_by_fps(clip, tmp_path):
+    from PIL import Image
+
+    with open_video(clip.path) as video:
+        for frame in video.frames():
+            Image.fromarray(frame.image).save(tmp_path / f"{frame.index:05d}.png")
+    predictor = pipeline.VideoPredictor()
+    state = predictor.init_state(str(tmp_path), fps=10.0)
+    x0, y0, x1, y1 = clip.suggested_prompt(clip.kinds[1], "box").box
+    predictor.add_new_points_or_box(state, 0, 3, points=[((x0 + x1) / 2, (y0 + y1) / 2)], labels=[1])
+    records = list(state)
+    assert [r.frame_index for r in records] == list(range(FRAMES))
+    np.testing.assert_allclose([r.pts for r in records], np.arange(FRAMES) / 10.0)
+    assert records[0].kind == "keyframe" and 3 in records[0].instances.track_ids
