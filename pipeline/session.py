@@ -29,7 +29,7 @@ from operators.association import AssociationConfig
 from operators.errors import ErrorRecord, InvalidPromptError, error_record
 from operators.keyframes import KeyframeConfig
 from operators.records import FrameRecord, Prompt, PromptError
-from operators.segmenters import build_segmenter
+from operators.segmenters import build_segmenter, check_segmenter
 from operators.sinks import Sink, StreamInfo, build_sinks
 from operators.sinks.base import stream_dir
 from operators.sinks.delivery import undelivered_error
@@ -144,7 +144,13 @@ class StreamSession:
         is decoded, so prompts added on seeing frame ``k`` apply from frame ``k + 1``."""
         names = [sink for sink in sinks if isinstance(sink, str)]
         if names and out_dir is None:
-            raise ValueError(f"sinks {', '.join(names)} write files: give out_dir")
+            raise ValueError(f"sinks {', '.join(names)} write under an output folder: give out_dir")
+        objects = [sink for sink in sinks if not isinstance(sink, str)]
+        for sink in objects:
+            if not isinstance(sink, Sink):
+                raise TypeError(f"{type(sink).__name__} is not a sink: it needs open, write, close and needs_image")
+        options = dict(segmenter_options or {})
+        check_segmenter(segmenter, options)
         reader = None
         if not isinstance(source, (str, Path)):
             reader = source if isinstance(source, VideoReader) else ArrayReader(source, fps)
@@ -154,9 +160,7 @@ class StreamSession:
             None if out_dir is None else str(out_dir), names, segmenter=segmenter, decoder=decoder,
             keyframes=keyframes or KeyframeConfig(), association=association or AssociationConfig(),
             checkpoint_every=0, folder_fps=fps, resume=False)
-        options = dict(segmenter_options or {})
-        session = cls(spec, lambda: local_submit(build_segmenter(segmenter, **options)),
-                      sinks=[sink for sink in sinks if not isinstance(sink, str)], reader=reader)
+        session = cls(spec, lambda: local_submit(build_segmenter(segmenter, **options)), sinks=objects, reader=reader)
         if prompts:
             session.add_prompts(prompts)
         return session
@@ -171,7 +175,10 @@ class StreamSession:
         for item in prompts:
             taken = self._prompt_ids | {p.prompt_id for p in built}
             new = [item] if isinstance(item, Prompt) else parse_prompts(item, max(taken, default=-1) + 1)
-            built.extend(new if frame is None else [p.with_frame(frame) for p in new])
+            try:
+                built.extend(new if frame is None else [p.with_frame(frame) for p in new])
+            except PromptError as exc:
+                raise InvalidPromptError(self.spec.source, str(exc), frame) from None
         for prompt in built:
             if prompt.prompt_id in self._prompt_ids or sum(p.prompt_id == prompt.prompt_id for p in built) > 1:
                 raise InvalidPromptError(self.spec.source, f"prompt id {prompt.prompt_id} is already in use")

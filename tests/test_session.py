@@ -241,3 +241,21 @@ def test_a_frame_folder_is_a_session_s_video_timed_by_fps(clip, tmp_path):
     assert [r.frame_index for r in records] == list(range(FRAMES))
     np.testing.assert_allclose([r.pts for r in records], np.arange(FRAMES) / 10.0)
     assert records[0].kind == "keyframe" and 3 in records[0].instances.track_ids
+
+
+def test_bad_settings_are_refused_when_the_session_opens(clip, tmp_path):
+    misspelt = StreamSession.open(clip.path, sinks=["jsnol"], out_dir=tmp_path)
+    with pytest.raises(ValueError, match="unknown sink 'jsnol'"):
+        list(misspelt)
+    assert misspelt.report.status == "failed" and misspelt.report.error["error"] == "ValueError"
+    with pytest.raises(ValueError, match="give out_dir"):
+        StreamSession.open(clip.path, sinks=["jsonl"])
+    with pytest.raises(TypeError, match="list is not a sink"):
+        StreamSession.open(clip.path, sinks=[[]])
+    with pytest.raises(ValueError, match="segmenter 'default'"):
+        StreamSession.open(clip.path, segmenter_options={"no_such_option": 1})
+    session = StreamSession.open(clip.path)
+    with pytest.raises(InvalidPromptError, match="frame index -2 is negative"):
+        session.add_prompts([_box(clip, 1)], frame=-2)
+    with pytest.raises(InvalidPromptError, match="a box is x0,y0,x1,y1"):
+        session.add_prompts(["box:1,2,3"])
