@@ -14,6 +14,7 @@ from typing import Sequence
 
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from operators.errors import PipelineError
 from pipeline.config import SINK_NAMES, JobConfig, load_job_config
@@ -152,18 +153,23 @@ def _eval(args: argparse.Namespace) -> int:
     if report.scores:
         print(report.table())
     for name, reason in report.failed.items():
-        Console(stderr=True).print(f"[red]error:[/red] sequence {name} has no scores: {reason}")
-    Console(stderr=True).print(f"results: {', '.join(map(str, written))}")
+        _stderr().print(f"[red]error:[/red] sequence {escape(name)} has no scores: {escape(str(reason))}")
+    _stderr().print(f"results: {escape(', '.join(map(str, written)))}")
     return 1 if report.failed else 0
+
+
+def _stderr() -> Console:
+    """Messages to stderr, each on one line whatever its length (rich wraps at 80 columns off a terminal)."""
+    return Console(stderr=True, soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(stderr=True)
+    console = _stderr()
     try:
         return args.handler(args)
     except PipelineError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
     except ValidationError as exc:
         for err in exc.errors():
             # A check of the whole config names its field as the error's type (JobConfig._checkpoint_on_this_machine).
@@ -172,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 where = f"--config: unknown option {field!r}"
             else:
                 where = OPTION_NAMES.get(field, f"--{field.replace('_', '-')}" if field else "options")
-            console.print(f"[red]error:[/red] {where}: {err['msg'].removeprefix('Value error, ')}")
+            console.print(f"[red]error:[/red] {escape(where)}: {escape(err['msg'].removeprefix('Value error, '))}")
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: finished videos are kept; re-run to resume")
         return 130

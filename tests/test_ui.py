@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -190,3 +191,19 @@ def test_a_job_run_from_the_command_line_is_browsed_on_the_page(ui, browser):
     assert "not a job summary (no list of videos)" in wait_for(
         browser, "return !document.getElementById('message').hidden && document.getElementById('message').textContent")
 
+
+
+def test_the_command_refuses_bad_arguments_in_one_line(tmp_path):
+    """A missing root, a live API that is not http and a port in use: ``error:`` naming it, exit 2, nothing served."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        cases = {("--root", str(tmp_path / "none")): "--root: not a folder",
+                 ("--live-api", "ftp://127.0.0.1:1"): "--live-api: give the live service's http:// URL",
+                 ("--port", str(busy)): f"error: --port: cannot listen on 127.0.0.1:{busy}"}
+        for options, reason in cases.items():
+            run = subprocess.run([sys.executable, "-m", "pipeline.cli", "ui", "--root", str(tmp_path), "--out",
+                                  str(tmp_path / "out"), *options], capture_output=True, text=True, timeout=60)
+            assert run.returncode == 2 and run.stderr.startswith("error: ") and reason in run.stderr, run.stderr
+            assert run.stderr.count("\n") == 1 and run.stdout == "", (run.stdout, run.stderr)

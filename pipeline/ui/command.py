@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import urllib.parse
 from pathlib import Path
 
@@ -34,8 +35,21 @@ def serve(args: argparse.Namespace) -> int:
     if args.live_api and urllib.parse.urlsplit(args.live_api).scheme not in ("http", "https"):
         raise PipelineError(args.live_api, "--live-api: give the live service's http:// URL")
     out = prepare_out_dir(args.out)
+    listener = _listen(args.address, args.port)
     app = create_app(Settings(args.root.resolve(), out.resolve(), args.live_api))
     print(f"xsam-pipeline ui: http://{args.address}:{args.port}/ (sources under {args.root}, outputs under {out})",
           flush=True)
-    uvicorn.run(app, host=args.address, port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listener])
     return 0
+
+
+def _listen(address: str, port: int) -> socket.socket:
+    """The page's socket, bound here: a port in use is the CLI's one-line error, not a log line of uvicorn's."""
+    listener = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((address, port))
+    except OSError as exc:
+        listener.close()
+        raise PipelineError("--port", f"cannot listen on {address}:{port} ({exc.strerror or exc})") from None
+    return listener
