@@ -19,7 +19,7 @@ class HttpService(LoopbackServer):
     """A command serving HTTP on 127.0.0.1: ready once ``probe`` answers."""
 
     start_timeout = 60.0
-    probe = "/"
+    probe: str  # a path that answers once the service is up
 
     @property
     def url(self) -> str:
