@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -60,21 +61,29 @@ class H264Writer:
         self.close()
 
 
-def join_mp4(parts: Sequence[str | Path], path: str | Path) -> int:
+def join_mp4(parts: Sequence[str | Path], path: str | Path, skip: Sequence[int] = ()) -> int:
     """Copy the packets of ``parts`` (:class:`H264Writer` files of consecutive frame ranges, same settings) into
-    one MP4 at ``path``, without re-encoding; returns the frames joined. Parts without frames are left out."""
+    one MP4 at ``path``, without re-encoding; returns the frames joined. Parts without frames are left out.
+
+    ``skip``: per part, the frames at its start to leave out (the first frame kept must be a keyframe, as
+    the first of a joined part is); missing entries are 0.
+    """
     inputs = [av.open(str(part)) for part in parts]
     try:
-        sources = [i for i in inputs if i.streams.video and i.streams.video[0].frames]
+        sources = [(i, n) for i, n in itertools.zip_longest(inputs, skip[:len(inputs)], fillvalue=0)
+                   if i.streams.video and i.streams.video[0].frames > n]
         frames = 0
         with av.open(str(path), mode="w") as output:
             if not sources:
                 return 0
-            stream = output.add_stream_from_template(sources[0].streams.video[0])
-            for source in sources:
-                for packet in source.demux(source.streams.video[0]):
-                    if packet.dts is None:  # the demuxer's end-of-stream marker
+            stream = output.add_stream_from_template(sources[0][0].streams.video[0])
+            for source, skipped in sources:
+                packets = (p for p in source.demux(source.streams.video[0]) if p.dts is not None)  # None: the end
+                for n, packet in enumerate(packets):
+                    if n < skipped:
                         continue
+                    if n == skipped and not packet.is_keyframe:
+                        raise ValueError(f"{source.name}: frame {n} is not a keyframe; the part cannot start there")
                     packet.stream = stream
                     output.mux(packet)
                     frames += 1

@@ -55,6 +55,12 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
                         help="segmenter actors (pool) or a segmenter in each stream worker (inline); default auto: "
                              "inline for the weight-free default segmenter on a cluster without GPUs")
     parser.add_argument("--parallel", type=int, help="videos processed at once (default: the cluster's CPUs)")
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument("--split", dest="split", action="store_const", const=True,
+                       help="split every long video into chunks that several stream workers process at once, track "
+                            "ids stitched across the chunks (default: automatic, when fewer videos than --parallel)")
+    split.add_argument("--no-split", dest="split", action="store_const", const=False,
+                       help="one stream worker per video, whatever the job's size")
     parser.add_argument("--decoder", choices=("pyav", "decord"))
     parser.add_argument("--fps", type=float, help="frame rate of frame-folder videos (folders of JPEG/PNG frames), "
                                                   "which gives their pts (default 30)")
@@ -108,7 +114,8 @@ def _config(args: argparse.Namespace, **given) -> JobConfig:
     overrides = dict(
         out_dir=args.out, segmenter=args.segmenter, segmenter_options=options, keyframe_every=args.keyframe_every,
         ill_posed_every=args.ill_posed_every, sinks=sinks, decoder=args.decoder, fps=args.fps, workers=args.workers,
-        segmenter_placement=args.segmenter_placement, parallel=args.parallel, address=args.address,
+        segmenter_placement=args.segmenter_placement, parallel=args.parallel, split=args.split,
+        address=args.address,
         resume=args.resume, progress=args.progress, **given,
     )
     return load_job_config(args.config, overrides)

@@ -45,6 +45,8 @@ class JobConfig(BaseModel):
         "auto: inline for the lightweight default segmenter without GPUs")
     workers: int | None = Field(default=None, ge=1, description="segmenter actors; default: one per GPU, else 1")
     parallel: int | None = Field(default=None, ge=1, description="videos at once; default: the cluster's CPUs")
+    split: bool | None = Field(default=None, description="split long videos into chunks that several stream workers "
+                               "process at once; default: when the job has fewer videos than parallel slots")
     max_pending: int = Field(default=16, ge=1, description="decoded frames a stream may hold waiting for a keyframe")
     checkpoint_every: int = Field(default=300, ge=0, description="frames between stream checkpoints (0: none)")
     address: str | None = Field(default=None, description="Ray cluster to join; default: start a local one")
@@ -82,6 +84,15 @@ class JobConfig(BaseModel):
                 check_checkpoint(self.segmenter_options)
             except ValueError as exc:
                 raise PydanticCustomError("segmenter_options", str(exc)) from None  # the type names the field
+        return self
+
+    @model_validator(mode="after")
+    def _split_sinks_are_files(self) -> "JobConfig":
+        """A split video's chunks run at once: only file outputs can be joined in order afterwards."""
+        brokers = [s for s in self.sinks if sink_kind(s) not in SINK_NAMES]
+        if self.split and brokers:
+            raise PydanticCustomError("split", f"a split video is written only to file sinks ({', '.join(SINK_NAMES)}), not "
+                                      f"{', '.join(brokers)}: a message queue would get the chunks' frames out of order")
         return self
 
     def keyframe_config(self) -> KeyframeConfig:

@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import ray
 from pydantic import TypeAdapter, ValidationError
@@ -36,6 +36,7 @@ from pipeline.runtime import (
 )
 from pipeline.session import StreamReport, StreamSpec
 from pipeline.sources import expand_sources, source_bytes
+from pipeline.split import SplitVideo, can_split, chunk_counts, plan_video
 
 SUMMARY_FILE = "summary.json"
 POLL_SECONDS = 0.25
@@ -170,13 +171,16 @@ class _ProgressView:
         fps = done / max(time.perf_counter() - started, 1e-6)
         self.progress.update(task, completed=done, total=expected, fps=f"{fps:6.1f} fps")
 
-    def finish(self, report: StreamReport) -> None:
-        if report.stream_id in self.tasks:
-            task, _ = self.tasks.pop(report.stream_id)
-            status = "[green]done" if report.status == "done" else "[red]failed"
-            self.progress.update(task, description=f"  {report.stream_id} {status}", total=report.frames,
+    def finish(self, report: StreamReport, key: str | None = None, video: bool = True) -> None:
+        """``key``: the bar's (a chunk's work id), else the video's; ``video``: the job's bar advances."""
+        key = key or report.stream_id
+        if key in self.tasks:
+            task, _ = self.tasks.pop(key)
+            status = "[green]done" if report.status in ("done", "skipped") else "[red]failed"
+            self.progress.update(task, description=f"  {key} {status}", total=report.frames,
                                  completed=report.frames)
-        self.progress.advance(self.job)
+        if video:
+            self.progress.advance(self.job)
 
 
 def print_table(summary: JobSummary, console: Console) -> None:
@@ -222,7 +226,7 @@ def run_job(config: JobConfig, console: Console | None = None) -> JobSummary:
     stopped_by: Exception | None = None
     try:
         if todo:
-            _run_streams(config, todo, summary, view)
+            _run_streams(config, todo, summary, view, warn)
     except KeyboardInterrupt:
         summary.interrupted = True
         raise
@@ -276,22 +280,54 @@ def _list_unfinished(todo: Sequence[StreamSpec], summary: JobSummary, stopped_by
         summary.videos.append(StreamReport(spec.stream_id, spec.source, "failed", error=error))
 
 
-def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary, view: _ProgressView) -> None:
-    """Feed the videos to ``parallel`` long-lived stream workers, each taking the next video when it finishes."""
+def _split_work(config: JobConfig, todo: list[StreamSpec], slots: int, warn: Callable[[str], None],
+                finished: Callable[[StreamReport], None]) -> tuple[list[StreamSpec], dict[str, SplitVideo]]:
+    """The streams to run, biggest first: whole videos, and the chunks of those split
+    (:mod:`pipeline.split`) that an earlier run did not finish (a finished chunk's report is collected
+    now, and ``finished`` is given its video's report if every chunk is in)."""
+    counts = chunk_counts(config.split, len(todo), slots) if can_split(config.sinks) else [1] * len(todo)
+    queue: list[StreamSpec] = []
+    splits: dict[str, SplitVideo] = {}
+    for spec, count in zip(longest_first(todo), counts):
+        chunks = plan_video(spec, count, overlap=config.keyframe_every)
+        if len(chunks) == 1:
+            queue.append(spec)
+            continue
+        splits[spec.stream_id] = video = SplitVideo.of(spec, chunks)
+        for chunk in video.chunks:
+            done = _skipped(chunk, warn) if config.resume else None
+            if done is None:
+                queue.append(chunk)
+            elif (report := video.collect(chunk, done)) is not None:
+                finished(report)
+    return queue, splits
+
+
+def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary, view: _ProgressView,
+                 warn: Callable[[str], None]) -> None:
+    """Feed the streams (videos, or chunks of a split video) to ``parallel`` long-lived stream workers, each
+    taking the next when it finishes."""
     init_ray(config.address)
     pool = segmenter_pool(config.segmenter, config.segmenter_options, config.workers or default_workers(),
                           config.segmenter_placement)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    parallel = min(len(todo), config.parallel or cpus)
-    for spec in todo:  # streams sharing few cores decode with one thread each: FFmpeg's threads only contend
-        spec.decode_threads = max(1, cpus // parallel)
 
-    queue = longest_first(todo)
+    def finished(report: StreamReport, key: str | None = None) -> None:
+        summary.videos.append(report)
+        view.finish(report, key)
+
+    queue, splits = _split_work(config, todo, config.parallel or cpus, warn, finished)
+    if not queue:
+        return
+    parallel = min(len(queue), config.parallel or cpus)
+    for spec in queue:  # streams sharing few cores decode with one thread each: FFmpeg's threads only contend
+        spec.decode_threads = max(1, cpus // parallel)
     attempts: dict[str, int] = {}
     workers = _WorkerSlots(parallel)
     running: dict[ray.ObjectRef, tuple[StreamSpec, int]] = {}
     launched = 0
     try:
+        queue = _encode_memories(queue, splits, workers, pool[0], finished)
         with view.progress:
             while queue or running:
                 busy = {slot for _, slot in running.values()}
@@ -299,32 +335,54 @@ def _run_streams(config: JobConfig, todo: list[StreamSpec], summary: JobSummary,
                 starting = [(slot, queue.pop(0)) for slot in free[: len(queue)]]
                 busy |= {slot for slot, _ in starting}
                 for slot, spec in starting:
-                    attempts[spec.stream_id] = attempts.get(spec.stream_id, 0) + 1
+                    attempts[spec.work_id] = attempts.get(spec.work_id, 0) + 1
                     running[workers.run(slot, spec, pool[launched % len(pool)], busy)] = (spec, slot)
                     launched += 1
-                    view.start(spec.stream_id)
-                finished, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
-                for ref in finished:
+                    view.start(spec.work_id)
+                done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
+                for ref in done:
                     spec, slot = running.pop(ref)
                     report = _collect(ref, spec)
                     if report.error and report.error["error"] == WORKER_DIED:
                         workers.replace(slot)  # its process or node died
-                        if attempts[spec.stream_id] < MAX_ATTEMPTS:
+                        if attempts[spec.work_id] < MAX_ATTEMPTS:
                             queue.insert(0, spec)  # it runs again, from its last checkpoint if it made one
                             continue
-                    report.attempts = attempts[spec.stream_id]
-                    summary.videos.append(report)
-                    view.finish(report)
+                    report.attempts = attempts[spec.work_id]
+                    if spec.chunk is None:
+                        finished(report)
+                        continue
+                    view.finish(report, spec.work_id, video=False)
+                    video_report = splits[spec.stream_id].collect(spec, report)
+                    if video_report is not None:
+                        finished(video_report)
                 if config.progress:
                     for spec, slot in running.values():
                         try:
-                            done, expected = ray.get(workers[slot].progress.remote(), timeout=5)
+                            frames, expected = ray.get(workers[slot].progress.remote(), timeout=5)
                         except (ray.exceptions.RayError, TimeoutError):
                             continue
-                        view.update(spec.stream_id, done, expected)
+                        view.update(spec.work_id, frames, expected)
                 workers.share_cores({slot for _, slot in running.values()})
     finally:
         workers.shutdown()
+
+
+def _encode_memories(queue: list[StreamSpec], splits: dict[str, SplitVideo], workers: "_WorkerSlots",
+                     segmenter: "ray.actor.ActorHandle | InlineSegmenter",
+                     finished: Callable[[StreamReport], None]) -> list[StreamSpec]:
+    """Encode, once per split video, the prompts its queued later chunks start from; the queue less the
+    chunks of a video whose prompts could not be encoded (that video fails, named)."""
+    failed: set[str] = set()
+    for stream_id in dict.fromkeys(s.stream_id for s in queue if s.chunk is not None and s.chunk.index > 0):
+        video = splits[stream_id]
+        result = _collect(workers[0].encode_prompts.remote(video.spec, segmenter), video.spec)
+        if isinstance(result, StreamReport):
+            failed.add(stream_id)
+            finished(result)
+        else:
+            video.give_memories(result)
+    return [spec for spec in queue if spec.stream_id not in failed]
 
 
 def longest_first(specs: Sequence[StreamSpec]) -> list[StreamSpec]:
@@ -428,8 +486,9 @@ class _WorkerSlots:
                 pass
 
 
-def _collect(ref: ray.ObjectRef, spec: StreamSpec) -> StreamReport:
-    """A finished stream's report; a stream worker that died becomes a failed report, not a crashed job."""
+def _collect(ref: ray.ObjectRef, spec: StreamSpec) -> Any:
+    """A stream worker's finished call's result (a stream's report); one that raised or whose worker died
+    becomes a failed report, not a crashed job."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:  # the worker is alive and its run raised: running again would too

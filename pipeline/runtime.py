@@ -28,12 +28,14 @@ import cv2
 import numpy as np
 import ray
 
-from operators.errors import PipelineError
-from operators.records import Prompt
+from operators.errors import InvalidPromptError, PipelineError
+from operators.records import Prompt, PromptError
 from operators.segmenters import Segmenter, build_segmenter, is_lightweight
+from operators.segmenters.base import PromptMemory
 from operators.stream import Future, KeyframeRequest, KeyframeResult, run_keyframes, thread_submit
 from pipeline.batching import MicroBatcher
 from pipeline.session import StreamReport, StreamSession, StreamSpec
+from pipeline.sources import open_video
 
 
 def prompt_fingerprint(prompts: Sequence[Prompt]) -> str:
@@ -159,6 +161,28 @@ class StreamWorker:
         self.use_threads(threads)
         self.session = StreamSession(spec, lambda: self._submitter(segmenter))
         return self.session.run()
+
+    def encode_prompts(self, spec: StreamSpec, segmenter: "ray.actor.ActorHandle | InlineSegmenter") -> list[PromptMemory]:
+        """The memories of ``spec``'s prompts, each frame's prompts encoded on that frame as its stream's
+        keyframe would: what every later chunk of a split video starts from, encoded once."""
+        by_frame: dict[int, list[Prompt]] = {}
+        for prompt in spec.prompts:
+            by_frame.setdefault(prompt.frame_index, []).append(prompt)
+        submit, memories = self._submitter(segmenter), []
+        with open_video(spec.source, backend=spec.decoder, threads=spec.decode_threads,
+                        folder_fps=spec.folder_fps) as reader:
+            for frame in reader.frames(min(by_frame, default=0)):
+                due = by_frame.pop(frame.index, [])
+                for prompt in due:
+                    try:
+                        prompt.validate(*frame.image.shape[:2])
+                    except PromptError as exc:
+                        raise InvalidPromptError(spec.source, str(exc), frame.index) from None
+                if due:
+                    memories += submit(KeyframeRequest(frame.index, frame.image, [], due)).result().memories
+                if not by_frame:
+                    break
+        return memories
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()

@@ -18,6 +18,7 @@ reader (a freshest-frame queue is another frame source) the same way.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,10 +27,12 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from operators.association import AssociationConfig
+from operators.chunking import Chunk
 from operators.errors import ErrorRecord, InvalidPromptError, error_record
 from operators.keyframes import KeyframeConfig
 from operators.records import FrameRecord, Prompt, PromptError
 from operators.segmenters import build_segmenter, check_segmenter
+from operators.segmenters.base import PromptMemory
 from operators.sinks import Sink, StreamInfo, build_sinks
 from operators.sinks.base import stream_dir
 from operators.sinks.delivery import undelivered_error
@@ -62,12 +65,31 @@ class StreamSpec:
     decode_threads: int = 0  # FFmpeg decoder threads; 0 lets FFmpeg choose
     folder_fps: float = DEFAULT_FOLDER_FPS  # a frame folder's frame rate (its pts are index / fps)
     resume: bool = True  # continue from a checkpoint left by an earlier run
+    chunk: Chunk | None = None  # one part of a video split over several workers (pipeline.split); None: all of it
+    # A later chunk's start: the prompts' memories, encoded once for every chunk (its ``prompts`` are then none).
+    start_memories: list[PromptMemory] = field(default_factory=list)
+
+    @property
+    def sink_place(self) -> tuple[Path, str]:
+        """Where its sinks write: a folder and the stream's name in it (a chunk's: its own, inside its video's)."""
+        if self.out_dir is None:
+            raise ValueError(f"stream {self.stream_id!r} has no output folder")
+        if self.chunk is None:
+            return Path(self.out_dir), self.stream_id
+        return Path(self.out_dir) / self.stream_id / CHUNKS_FOLDER, self.chunk.label
 
     @property
     def stream_dir(self) -> Path:
-        if self.out_dir is None:
-            raise ValueError(f"stream {self.stream_id!r} has no output folder")
-        return Path(self.out_dir) / self.stream_id
+        return Path.joinpath(*self.sink_place)
+
+    @property
+    def work_id(self) -> str:
+        """The video's stream id, or a chunk's ``<stream id>#<chunk>``: what the job schedules and retries."""
+        return self.stream_id if self.chunk is None else f"{self.stream_id}#{self.chunk.label}"
+
+
+#: A split video's chunks' outputs, checkpoints and done.json, until they are joined into the video's.
+CHUNKS_FOLDER = "chunks"
 
 
 @dataclass
@@ -87,6 +109,7 @@ class StreamReport:
     error: ErrorRecord | None = None
     attempts: int = 1  # runs of this video; more than 1 when its stream worker died and it ran again
     resumed_from: int | None = None  # the frame a checkpoint let this run start at
+    chunks: list[dict] = field(default_factory=list)  # a split video's: each chunk's frames, attempts, resume
     concealed_frames: list[int] = field(default_factory=list)  # decoded from damaged data, patched by FFmpeg
     warnings: list[str] = field(default_factory=list)  # what the user should know though the video did not fail
 
@@ -228,36 +251,44 @@ class StreamSession:
         resume = None
         writer: SinkWriter | None = None
         try:
-            if spec.out_dir is not None:
-                stream_dir(Path(spec.out_dir), spec.stream_id)  # done.json and checkpoints go there, whatever the sinks
+            sink_root, sink_name = (None, spec.stream_id) if spec.out_dir is None else spec.sink_place
+            if sink_root is not None:
+                stream_dir(sink_root, sink_name)  # done.json and checkpoints go there, whatever the sinks
+            first, stop = (0, None) if spec.chunk is None else (spec.chunk.start, spec.chunk.stop)
             with self._reader or open_video(spec.source, backend=spec.decoder, threads=spec.decode_threads,
                                             folder_fps=spec.folder_fps) as reader:
                 info = reader.info
-                self.expected = report.expected_frames = info.frame_count
+                total = info.frame_count if stop is None else stop
+                self.expected = report.expected_frames = None if total is None else total - first
                 self.frame_size = (info.height, info.width)
-                stream = StreamInfo(spec.stream_id, spec.source, info.width, info.height, info.fps)
-                sinks = build_sinks(spec.sinks, spec.out_dir) if spec.sinks else []
-                writer = SinkWriter([*sinks, *self._sink_objects], name=f"sink-{spec.stream_id}", source=spec.source,
+                stream = StreamInfo(sink_name, spec.source, info.width, info.height, info.fps)
+                sinks = build_sinks(spec.sinks, sink_root) if spec.sinks else []
+                writer = SinkWriter([*sinks, *self._sink_objects], name=f"sink-{spec.work_id}", source=spec.source,
                                     on_written=self._on_written)
                 settings = dict(keyframes=spec.keyframes, association=spec.association,
                                 keep_images=any(sink.needs_image for sink in writer.sinks))
                 if spec.resume and checkpoints is not None:
                     resume = checkpoints.load((info.height, info.width), spec.stream_id, spec.source, **settings)
-                start = self.frames_done = resume.next_index if resume else 0
+                start = resume.next_index if resume else first
+                self.frames_done = start - first
                 for sink in writer.sinks:
                     sink.open(stream, start_frame=start)
                 self.processor = resume.processor if resume else StreamProcessor(
                     spec.stream_id, spec.source, [*spec.prompts, *self._added], **settings)
                 if resume and self._added:
                     self.processor.add_prompts(self._added)
+                if spec.start_memories and not resume:  # a later chunk: its first frame is a keyframe on them
+                    self.processor.memories, self.processor.first_prompt_frame = list(spec.start_memories), first
                 report.resumed_from = start if resume else None
+                own_from = None if spec.chunk is None else spec.chunk.own_from
 
                 def checkpoint(last_image: np.ndarray) -> None:
                     writer.checkpoint()  # the sinks hold every record before the checkpoint, durably
                     checkpoints.save(self.processor, last_image)
 
+                frames = self._frames(reader, start)
                 for record in stream_records(
-                    self._frames(reader, start),
+                    frames if stop is None else itertools.takewhile(lambda frame: frame.index < stop, frames),
                     self.processor,
                     submit=self._submit(),
                     max_pending=spec.max_pending,
@@ -267,6 +298,8 @@ class StreamSession:
                 ):
                     writer.put(record)
                     self.frames_done += 1
+                    if record.frame_index + 1 == own_from:  # the frames shared with the chunk before end here:
+                        writer.checkpoint()  # the MP4 sink starts a part, which the joined video begins with
                     yield record
                 writer.drain()
                 report.concealed_frames = list(reader.corrupt_frames)

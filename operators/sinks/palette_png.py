@@ -35,6 +35,18 @@ def label_map(instances: Instances) -> np.ndarray:
     return paint_values(instances, track_slots(instances.track_ids))
 
 
+def mask_path(masks_dir: Path, frame_index: int) -> Path:
+    return masks_dir / f"{frame_index:06d}.png"
+
+
+def save_labels(labels: np.ndarray, path: Path) -> None:
+    """Write a uint8 label map as a DAVIS-palette PNG."""
+    image = Image.fromarray(labels)
+    image.putpalette(_PALETTE_BYTES)
+    with output_errors(path):
+        image.save(path, format="PNG", compress_level=1)
+
+
 class PalettePngSink:
     """Writes one palette ("P" mode) PNG per frame with the DAVIS palette.
 
@@ -54,11 +66,7 @@ class PalettePngSink:
         self._written = 0
 
     def write(self, record: FrameRecord) -> None:
-        image = Image.fromarray(label_map(record.instances))
-        image.putpalette(_PALETTE_BYTES)
-        path = self.masks_dir / f"{record.frame_index:06d}.png"
-        with output_errors(path):
-            image.save(path, format="PNG", compress_level=1)
+        save_labels(label_map(record.instances), mask_path(self.masks_dir, record.frame_index))
         self._written += 1
 
     def close(self) -> dict:
