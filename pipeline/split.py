@@ -69,7 +69,7 @@ def plan_video(spec: StreamSpec, count: int, overlap: int) -> list[Chunk]:
         frames = _frame_count(spec) if count > 1 else None
     except PipelineError:
         frames = None
-    if frames is None:
+    if frames is None or frames < 2 * MIN_CHUNK_FRAMES:
         return [Chunk(0, 0, None, 0)]
     first_free = max((p.frame_index for p in spec.prompts), default=0) + 1
     return plan_chunks(frames, min(count, frames // MIN_CHUNK_FRAMES), overlap, first_free)

@@ -435,7 +435,7 @@ def test_prompt_file_entries_that_match_no_video_are_named(clips, tmp_path):
 def test_an_interrupted_job_lists_every_video_in_its_summary(clips, tmp_path, monkeypatch):
     import pipeline.job as job
 
-    def interrupted(config, todo, summary, view):
+    def interrupted(config, todo, summary, view, warn):
         summary.videos.append(job.StreamReport(todo[0].stream_id, todo[0].source, "done", frames=FRAMES))
         raise KeyboardInterrupt
 
