@@ -54,6 +54,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=_size, metavar="WxH", help="clip size (default 1280x720; quick 320x240)")
     parser.add_argument("--frames", type=int, help="frames per clip (default 450; quick 60)")
     parser.add_argument("--streams", type=int, help="N for the N-stream run (default 4)")
+    parser.add_argument("--split-frames", type=int, help="frames of the split section's long video (default 1800; quick 300)")
     parser.add_argument("--keyframe-every", type=int, help="keyframe interval K (default 10)")
     parser.add_argument("--micro-frames", type=int, help="frames timed per segmenter step (default 60; quick 20)")
     parser.add_argument("--mem-lengths", type=_lengths, metavar="N,N,...", help="memory section lengths (default 1000,10000,30000; quick 200,600)")
@@ -71,7 +72,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         overrides["width"], overrides["height"] = args.size
     if args.mem_size:
         overrides["mem_width"], overrides["mem_height"] = args.mem_size
-    for name in ("frames", "streams", "keyframe_every", "micro_frames", "mem_lengths", "loop_unit", "cache_dir", "work_dir"):
+    for name in ("frames", "streams", "split_frames", "keyframe_every", "micro_frames", "mem_lengths", "loop_unit", "cache_dir", "work_dir"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value

@@ -465,12 +465,13 @@ class Scene:
         return RenderedFrame(canvas, masks, {o: float(masks[o].sum()) / full_area[o] for o in self.kinds})
 
 
-def make_clip(spec: ClipSpec, path: str | Path, encode: bool = True) -> SyntheticClip:
+def make_clip(spec: ClipSpec, path: str | Path, encode: bool = True, truth_step: int = 1) -> SyntheticClip:
     """Render ``spec``, encode it to an H.264 MP4 at ``path`` and return its ground truth.
 
     ``encode=False`` only renders the ground truth and takes ``path`` as an earlier encoding of the
     same spec: libx264 does not always produce the same bytes for the same frames (seen even with one
-    thread), so comparing pipeline versions exactly needs the same files.
+    thread), so comparing pipeline versions exactly needs the same files. ``truth_step``: the truth's
+    masks keep every that-many-th row and column (a long HD clip's full masks would not fit in memory).
     """
     scene = Scene(spec)
     masks, visible = [], []
@@ -481,7 +482,8 @@ def make_clip(spec: ClipSpec, path: str | Path, encode: bool = True) -> Syntheti
             frame = scene.render(t)
             if writer is not None:
                 writer.write(frame.rgb)
-            masks.append(frame.masks)
+            masks.append({o: m[::truth_step, ::truth_step] for o, m in frame.masks.items()} if truth_step > 1
+                         else frame.masks)
             visible.append(frame.visible_fraction)
     backgrounds = (scene.background_source,) + ((scene.cut_source,) if scene.cut_source else ())
     return SyntheticClip(Path(path), spec, scene.kinds, masks, visible, scene.exiting, backgrounds)

@@ -29,6 +29,7 @@ class BenchConfig:
     height: int = 720
     frames: int = 450  # per clip, for decode / segmenter / pipeline / naive
     streams: int = 4
+    split_frames: int = 1800  # the split section's one long video
     keyframe_every: int = 10
     micro_frames: int = 60  # frames timed per segmenter step
     mem_lengths: tuple[int, ...] = (1000, 10000, 30000)
@@ -44,7 +45,7 @@ class BenchConfig:
 
     @classmethod
     def quick_config(cls, **overrides: Any) -> "BenchConfig":
-        base = dict(quick=True, width=320, height=240, frames=60, micro_frames=20, mem_lengths=(200, 600),
+        base = dict(quick=True, width=320, height=240, frames=60, split_frames=300, micro_frames=20, mem_lengths=(200, 600),
                     loop_unit=100, warmup=False)
         return cls(**{**base, **overrides})
 
