@@ -18,7 +18,7 @@ from operators.sinks import JsonlSink, PalettePngSink, StreamInfo, VideoSink
 from pipeline.cli import _config, build_parser
 from pipeline.config import JobConfig
 from pipeline.job import run_job
-from pipeline.runtime import CHUNKS_FOLDER
+from pipeline.session import CHUNKS_FOLDER
 from pipeline.sources import open_video
 from pipeline.split import join_chunks
 
