@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from operators.records import Box, Instances
-from operators.state import StateReader, number_pairs
+from operators.records import KEYFRAME_REASONS, Box, Instances, KeyframeReason
+from operators.state import StateError, StateReader, number_pairs
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class KeyframePolicy:
     low_streak: dict[int, int] = field(default_factory=dict)
     last_areas: dict[int, int] = field(default_factory=dict)
     last_signature: np.ndarray | None = None
-    pending_reason: str | None = None
+    pending_reason: KeyframeReason | None = None
     ill_posed: bool = False  # the last propagated frame had a track whose flow was mostly guessed
     cut: bool = False  # the current frame starts a new shot
     recheck: bool = False  # the last keyframe corrected a track's area by more than area_jump
@@ -138,6 +138,9 @@ class KeyframePolicy:
     def from_state(cls, config: KeyframeConfig, state: object) -> "KeyframePolicy":
         """The policy :meth:`to_state` saved; :class:`operators.state.StateError` if ``state`` is not one."""
         s = StateReader(state, "keyframe_policy")
+        pending_reason = s.text("pending_reason", optional=True)
+        if pending_reason not in (None, *KEYFRAME_REASONS):
+            raise StateError(f"keyframe_policy.pending_reason: unknown keyframe reason {pending_reason!r:.40}")
         return cls(
             config,
             frames_since_keyframe=s.integer("frames_since_keyframe", minimum=0, optional=True),
@@ -145,7 +148,7 @@ class KeyframePolicy:
             low_streak=s.number_map("low_streak"),
             last_areas=s.number_map("last_areas"),
             last_signature=s.array("last_signature", np.float32, SIGNATURE_BINS, optional=True),
-            pending_reason=s.text("pending_reason", optional=True),
+            pending_reason=pending_reason,  # type: ignore[arg-type]
             ill_posed=s.flag("ill_posed"),
             cut=s.flag("cut"),
             recheck=s.flag("recheck"),
@@ -203,14 +206,14 @@ class KeyframePolicy:
         before = self.last_areas.get(track_id)
         return bool(before) and abs(area - before) / before > self.config.area_jump
 
-    def decide(self, has_new_prompts: bool) -> str | None:
+    def decide(self, has_new_prompts: bool) -> KeyframeReason | None:
         """Return the keyframe reason for the current frame, or None to propagate.
 
         A scene cut outranks every reason but a new prompt: whatever the reason, a keyframe on a cut is
         matched against the last shot's masks as they were (:attr:`cut`), not carried across by flow.
         """
         if has_new_prompts:
-            reason: str | None = "prompt"
+            reason: KeyframeReason | None = "prompt"
         elif self.frames_since_keyframe is None:
             reason = "start"
         elif self.cut:

@@ -7,9 +7,10 @@ they leave it (see :meth:`FrameRecord.to_dict`).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field, replace
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import cv2
 import numpy as np
@@ -19,6 +20,14 @@ from operators.state import StateError, StateReader, is_number
 
 PromptKind = Literal["point", "box", "scribble", "mask"]
 FrameKind = Literal["keyframe", "propagated", "skipped"]
+#: Why a keyframe ran (:meth:`operators.keyframes.KeyframePolicy.decide`).
+KeyframeReason = Literal["prompt", "start", "scene_cut", "interval", "area_jump", "low_confidence", "ill_posed_flow"]
+#: Why a frame was skipped: no prompt yet, every prompt removed, or a live feed dropped it (pipeline.live).
+SkipReason = Literal["no_prompt_yet", "prompts_removed", "dropped_queue_full", "dropped_latency"]
+FrameReason = Literal[KeyframeReason, SkipReason]
+FRAME_KINDS: tuple[FrameKind, ...] = get_args(FrameKind)
+KEYFRAME_REASONS: tuple[KeyframeReason, ...] = get_args(KeyframeReason)
+SKIP_REASONS: tuple[SkipReason, ...] = get_args(SkipReason)
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, max exclusive
 
 #: Radius of the disk a point prompt is drawn as; X-SAM's point prompts are disks of radius 10 px.
@@ -300,7 +309,11 @@ class Instances:
 
 @dataclass
 class FrameRecord:
-    """One frame's result: what every sink writes, one per decoded frame, in order."""
+    """One frame's result: what every sink writes, one per decoded frame, in order.
+
+    A record is not changed once made: its JSON form (:meth:`to_json`) is encoded once and shared by every
+    sink that takes it.
+    """
 
     stream_id: str
     frame_index: int
@@ -308,8 +321,16 @@ class FrameRecord:
     kind: FrameKind
     instances: Instances
     absent_track_ids: tuple[int, ...] = ()
-    reason: str | None = None  # why a keyframe ran (prompt, interval, low_confidence, ...) or a frame was skipped
+    reason: FrameReason | None = None  # a keyframe's reason, a skipped frame's; None for a propagated one
     image: np.ndarray | None = field(default=None, repr=False)  # RGB uint8, kept only for sinks that draw
+    _json: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        allowed = {"keyframe": (None, *KEYFRAME_REASONS), "skipped": SKIP_REASONS, "propagated": (None,)}.get(self.kind)
+        if allowed is None:
+            raise ValueError(f"frame {self.frame_index}: unknown kind {self.kind!r:.40}; one of {', '.join(FRAME_KINDS)}")
+        if self.reason not in allowed:
+            raise ValueError(f"frame {self.frame_index}: {self.reason!r:.40} is not a reason for a {self.kind} frame")
 
     @property
     def height(self) -> int:
@@ -325,18 +346,23 @@ class FrameRecord:
         ``bbox`` is COCO ``[x, y, width, height]``; ``rle`` is COCO compressed RLE
         (``counts`` as an ASCII string), decodable by ``pycocotools.mask.decode``.
         """
-        objects = self.instances.object_dicts()
-        return {
-            "stream_id": self.stream_id,
-            "frame_index": self.frame_index,
-            "pts": None if self.pts is None else round(self.pts, 6),
-            "kind": self.kind,
-            "reason": self.reason,
-            "height": self.height,
-            "width": self.width,
-            "objects": objects,
-            "absent_track_ids": [int(t) for t in self.absent_track_ids],
-        }
+        return json.loads(self.to_json())
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as compact JSON, RLE-encoded and serialised on the first call only."""
+        if self._json is None:
+            self._json = json.dumps({
+                "stream_id": self.stream_id,
+                "frame_index": self.frame_index,
+                "pts": None if self.pts is None else round(self.pts, 6),
+                "kind": self.kind,
+                "reason": self.reason,
+                "height": self.height,
+                "width": self.width,
+                "objects": self.instances.object_dicts(),
+                "absent_track_ids": [int(t) for t in self.absent_track_ids],
+            }, separators=(",", ":"))
+        return self._json
 
     @classmethod
     def from_dict(cls, data: dict) -> "FrameRecord":

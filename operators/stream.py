@@ -23,7 +23,8 @@ from operators.association import AssociationConfig, TrackAssigner
 from operators.errors import InvalidPromptError, PipelineError, SegmenterError, VideoDecodeError
 from operators.keyframes import KeyframeConfig, KeyframePolicy, reanchor_regions
 from operators.propagation import FlowPropagator
-from operators.records import Box, FrameRecord, Instances, Prompt, PromptError
+from operators.records import (Box, FrameKind, FrameReason, FrameRecord, Instances, KeyframeReason, Prompt, PromptError,
+                               SkipReason)
 from operators.segmenters.base import PromptMemory, Segmenter, segment_many, segment_within
 from operators.state import StateError, StateReader
 
@@ -43,7 +44,7 @@ class DroppedFrame:
     index: int
     pts: float | None
     image: np.ndarray
-    reason: str
+    reason: SkipReason
 
 
 @dataclass
@@ -179,7 +180,7 @@ class StreamProcessor:
         self.stats = StreamStats()
         self.next_index = 0
         self.first_prompt_frame: int | None = None
-        self._reason: str | None = None
+        self._reason: KeyframeReason | None = None
         self._named: list[Prompt] = []  # the in-flight keyframe's new prompts that ask for a track id
         self._schedule(prompts)
 
@@ -354,7 +355,7 @@ class StreamProcessor:
     def _finish_other(self, frame: Frame, flow: object | None) -> FrameRecord:
         if not self.memories:
             height, width = frame.image.shape[:2]
-            reason = "no_prompt_yet" if self.first_prompt_frame is None else "prompts_removed"
+            reason: FrameReason = "no_prompt_yet" if self.first_prompt_frame is None else "prompts_removed"
             return self._emit(frame, "skipped", Instances.empty(height, width), reason)
         instances = self._warped(flow, frame)
         lost = instances.scores <= 0  # no pixel of the mask is left in the frame, or none is consistent
@@ -368,13 +369,13 @@ class StreamProcessor:
         self.assigner.observe(instances, frame.index)
         return self._emit(frame, "propagated", instances, None)
 
-    def _emit(self, frame: Frame, kind: str, instances: Instances, reason: str | None) -> FrameRecord:
+    def _emit(self, frame: Frame, kind: FrameKind, instances: Instances, reason: FrameReason | None) -> FrameRecord:
         self.last = instances
         record = FrameRecord(
             stream_id=self.stream_id,
             frame_index=frame.index,
             pts=frame.pts,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             instances=instances,
             absent_track_ids=self.assigner.absent(instances, frame.index),
             reason=reason,

@@ -14,7 +14,8 @@ from operators.association import AssociationConfig
 from operators.errors import PipelineError
 from operators.keyframes import KeyframeConfig
 from operators.segmenters import check_checkpoint, check_segmenter, segmenter_class
-from operators.sinks import SINKS, sink_kind
+from operators.extras import require
+from operators.sinks import SINKS, require_sink_packages, sink_kind
 from pipeline.sources import DEFAULT_FOLDER_FPS
 
 SINK_NAMES = ("jsonl", "png", "mp4")
@@ -60,7 +61,15 @@ class JobConfig(BaseModel):
         if unknown:
             raise ValueError(f"unknown sink(s) {', '.join(unknown)}; choose from {', '.join(SINK_NAMES)} "
                              "or a redis://HOST:PORT/DB?stream=NAME or mqtt://HOST:PORT/TOPIC URL")
+        require_sink_packages(sinks)
         return list(dict.fromkeys(sinks))
+
+    @field_validator("decoder")
+    @classmethod
+    def _decoder_installed(cls, decoder: str) -> str:
+        if decoder == "decord":
+            require("decord")
+        return decoder
 
     @field_validator("segmenter")
     @classmethod

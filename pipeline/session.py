@@ -33,7 +33,7 @@ from operators.keyframes import KeyframeConfig
 from operators.records import FrameRecord, Prompt, PromptError
 from operators.segmenters import build_segmenter, check_segmenter
 from operators.segmenters.base import PromptMemory
-from operators.sinks import Sink, StreamInfo, build_sinks
+from operators.sinks import Sink, StreamInfo, build_sinks, file_sinks
 from operators.sinks.base import stream_dir
 from operators.sinks.delivery import undelivered_error
 from operators.sinks.writer import SinkWriter
@@ -161,13 +161,13 @@ class StreamSession:
              segmenter_options: dict[str, Any] | None = None, fps: float = DEFAULT_FOLDER_FPS,
              keyframes: KeyframeConfig | None = None, association: AssociationConfig | None = None,
              decoder: str = "pyav") -> "StreamSession":
-        """A session on ``source`` in this process. ``sinks``: names (``jsonl``, ``png``, ``mp4``, broker URLs)
-        written under ``out_dir``, and sink objects with their own options; ``fps`` times a frame folder's or
-        an iterable's frames. Keyframes are segmented in this thread: a record is out before the next frame
-        is decoded, so prompts added on seeing frame ``k`` apply from frame ``k + 1``."""
+        """A session on ``source`` in this process. ``sinks``: names (``jsonl``, ``png``, ``mp4`` written
+        under ``out_dir``; broker URLs, which need none) and sink objects with their own options; ``fps``
+        times a frame folder's or an iterable's frames. Keyframes are segmented in this thread: a record is
+        out before the next frame is decoded, so prompts added on seeing frame ``k`` apply from frame ``k + 1``."""
         names = [sink for sink in sinks if isinstance(sink, str)]
-        if names and out_dir is None:
-            raise ValueError(f"sinks {', '.join(names)} write under an output folder: give out_dir")
+        if (files := file_sinks(names)) and out_dir is None:
+            raise ValueError(f"sinks {', '.join(files)} write under an output folder: give out_dir")
         objects = [sink for sink in sinks if not isinstance(sink, str)]
         for sink in objects:
             if not isinstance(sink, Sink):

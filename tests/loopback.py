@@ -286,7 +286,7 @@ def sample_record(index: int, stream_id: str = "cam") -> FrameRecord:
 
 
 def open_sink(sink_cls, url: str, **kwargs):
-    """``sink_cls(None, url, **kwargs)`` opened on stream "cam" (32x24 at 30 fps), the size of ``sample_record``."""
-    sink = sink_cls(None, url, **kwargs)
+    """``sink_cls(url, **kwargs)`` opened on stream "cam" (32x24 at 30 fps), the size of ``sample_record``."""
+    sink = sink_cls(url, **kwargs)
     sink.open(StreamInfo("cam", "udp://127.0.0.1:1", 32, 24, 30.0))
     return sink

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from loopback import Mosquitto, free_port, open_sink, sample_record
+from loopback import Mosquitto, RedisServer, free_port, open_sink, read_entries, sample_record
 from operators.errors import OutputError
 from operators.records import FrameRecord
 from operators.sinks import StreamInfo, build_sinks, sink_kind
@@ -149,7 +149,7 @@ def test_full_buffer_is_reported_never_silent(caplog):
 
 def test_build_sinks_and_unreachable_broker_at_close(caplog):
     url = f"mqtt://127.0.0.1:{free_port()}/xsam/{{stream_id}}?qos=1&buffer=1000&flush_timeout=0.5"
-    (sink,) = build_sinks([url], "/tmp")
+    (sink,) = build_sinks([url], None)  # a broker sink takes no output folder
     assert isinstance(sink, MqttSink) and sink.qos == 1 and sink.delivery.size == 1000
     sink.open(StreamInfo("cam", "udp://127.0.0.1:1", 32, 24, 30.0))
     for i in range(3):
@@ -164,14 +164,57 @@ def test_build_sinks_and_unreachable_broker_at_close(caplog):
 
 def test_bad_urls_are_named():
     with pytest.raises(ValueError, match="unknown option"):
-        MqttSink(None, "mqtt://127.0.0.1/t?qso=1")
+        MqttSink("mqtt://127.0.0.1/t?qso=1")
     with pytest.raises(ValueError, match="qos"):
-        MqttSink(None, "mqtt://127.0.0.1/t?qos=2")
+        MqttSink("mqtt://127.0.0.1/t?qos=2")
     with pytest.raises(ValueError, match="on_full"):
-        MqttSink(None, "mqtt://127.0.0.1/t?on_full=block")
+        MqttSink("mqtt://127.0.0.1/t?on_full=block")
     with pytest.raises(ValueError, match="wildcards"):
-        MqttSink(None, "mqtt://127.0.0.1/t/#")
+        MqttSink("mqtt://127.0.0.1/t/#")
     with pytest.raises(ValueError, match="wildcards"):
-        MqttSink(None, "mqtt://127.0.0.1/t/+/x")
+        MqttSink("mqtt://127.0.0.1/t/+/x")
     with pytest.raises(ValueError, match="must start with mqtt://"):
-        MqttSink(None, "mqtts://127.0.0.1/t")
+        MqttSink("mqtts://127.0.0.1/t")
+
+
+def test_a_record_is_encoded_once_for_every_sink_that_takes_it(broker, tmp_path, monkeypatch):
+    """RLE and JSON are computed once per record, not once per sink: three sinks, one encoding each."""
+    import operators.records
+
+    (tmp_path / "redis").mkdir()
+    redis_server = RedisServer(tmp_path / "redis").start()
+    subscriber = Subscriber(broker.port, "shared/cam")
+    encodes, dumps = [], []
+    rle_encode, json_dumps = operators.records.rle.encode, json.dumps
+
+    def counted_encode(*args, **kwargs):
+        encodes.append(1)
+        return rle_encode(*args, **kwargs)
+
+    def counted_dumps(obj, **kwargs):
+        if isinstance(obj, dict) and "objects" in obj:  # a frame record's dict
+            dumps.append(1)
+        return json_dumps(obj, **kwargs)
+
+    monkeypatch.setattr(operators.records.rle, "encode", counted_encode)
+    monkeypatch.setattr(json, "dumps", counted_dumps)
+    try:
+        sinks = build_sinks(["jsonl", redis_server.url + "?stream=shared:{stream_id}", broker.url + "/shared/{stream_id}"],
+                            tmp_path / "out")
+        for sink in sinks:
+            sink.open(StreamInfo("cam", "udp://127.0.0.1:1", 32, 24, 30.0))
+        for i in range(20):
+            record = sample_record(i)
+            for sink in sinks:
+                sink.write(record)
+        outputs = [sink.close() for sink in sinks]
+        subscriber.wait_for({f"cam:{i}" for i in range(20)})
+        entries = read_entries(redis_server.client(), "shared:cam")
+    finally:
+        subscriber.close()
+        redis_server.stop()
+    assert len(encodes) == 20 and len(dumps) == 20  # once per record, not 3 times
+    assert outputs[1]["undelivered"] == 0 and outputs[2]["undelivered"] == 0
+    lines = [json.loads(line) for line in (tmp_path / "out" / "cam" / "frames.jsonl").read_text().splitlines()]
+    assert len(lines) == 20
+    assert [json.loads(e["record"]) for e in entries] == lines == [m["record"] for m in subscriber.messages]

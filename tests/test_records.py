@@ -1,5 +1,6 @@
 """Instances crossing a process boundary: exact masks back, and a size that follows the objects, not the frame."""
 
+import json
 import pickle
 
 import numpy as np
@@ -62,3 +63,37 @@ def test_a_box_reaching_past_the_frame_is_clipped_and_one_wholly_outside_is_refu
     assert mask.shape == (100, 80) and mask.sum() == 50 * 70 and mask[30:100, 0:50].all()
     with pytest.raises(PromptError, match=r"box \(90.0, 0.0, 120.0, 10.0\) lies entirely outside the 80x100 frame"):
         Prompt(0, "box", box=(90.0, 0.0, 120.0, 10.0)).validate(100, 80)
+
+
+def test_a_record_s_reason_is_one_its_kind_has():
+    from operators.keyframes import KeyframeConfig, KeyframePolicy
+    from operators.state import StateError
+
+    empty = Instances.empty(4, 6)
+    for kind, reason in [("keyframe", "interval"), ("keyframe", "ill_posed_flow"), ("propagated", None),
+                         ("skipped", "no_prompt_yet"), ("skipped", "dropped_latency")]:
+        assert FrameRecord("s", 0, None, kind, empty, reason=reason).reason == reason
+    for kind, reason, message in [("keyframe", "because", "'because' is not a reason for a keyframe frame"),
+                                  ("propagated", "interval", "'interval' is not a reason for a propagated frame"),
+                                  ("skipped", None, "None is not a reason for a skipped frame"),
+                                  ("dropped", None, "unknown kind 'dropped'; one of keyframe, propagated, skipped")]:
+        with pytest.raises(ValueError, match=message):
+            FrameRecord("s", 3, None, kind, empty, reason=reason)
+    data = FrameRecord("s", 3, 0.1, "keyframe", empty, reason="scene_cut").to_dict()
+    assert FrameRecord.from_dict(data).reason == "scene_cut"
+    with pytest.raises(ValueError, match="frame 3: 'cut' is not a reason"):
+        FrameRecord.from_dict({**data, "reason": "cut"})  # a frames.jsonl read back is checked too
+
+    state = KeyframePolicy(KeyframeConfig(), pending_reason="area_jump").to_state()
+    assert KeyframePolicy.from_state(KeyframeConfig(), state).pending_reason == "area_jump"
+    with pytest.raises(StateError, match="unknown keyframe reason 'cut'"):
+        KeyframePolicy.from_state(KeyframeConfig(), {**state, "pending_reason": "cut"})
+
+
+def test_a_record_s_json_is_made_once_and_is_its_dict():
+    masks = np.zeros((2, 24, 32), bool)
+    masks[0, 2:9, 3:9] = masks[1, 10:20, 12:30] = True
+    record = FrameRecord("s", 7, 0.25, "propagated", _instances(masks))
+    text = record.to_json()
+    assert record.to_json() is text  # the second sink gets the same string, not a new encoding
+    assert record.to_dict() == json.loads(text) and record.to_dict()["objects"][1]["bbox"] == [12.0, 10.0, 18.0, 10.0]

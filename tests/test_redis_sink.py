@@ -110,9 +110,9 @@ def test_full_buffer_is_reported_never_silent(tmp_path, caplog):
 
 def test_bad_urls_are_named():
     with pytest.raises(ValueError, match="unknown option"):
-        RedisStreamSink(None, "redis://127.0.0.1:6379/0?strem=x")
+        RedisStreamSink("redis://127.0.0.1:6379/0?strem=x")
     with pytest.raises(ValueError, match="on_full"):
-        RedisStreamSink(None, "redis://127.0.0.1:6379/0?on_full=block")
+        RedisStreamSink("redis://127.0.0.1:6379/0?on_full=block")
     with pytest.raises(ValueError, match="unknown sink"):
         build_sinks(["kafka://127.0.0.1:9092"], "/tmp")
 
@@ -138,6 +138,20 @@ def test_a_job_whose_only_sink_is_redis_delivers_every_frame(ray_local, redis_se
     assert video.status == "done" and video.attempts == 1, summary.to_dict()["failures"]
     assert [e["key"] for e in read_entries(redis_server.client(), "frames:clip")] == [f"clip:{i}" for i in range(12)]
     assert (tmp_path / "out" / "clip" / "done.json").exists()  # a re-run skips it, though no file sink wrote there
+
+
+def test_a_session_whose_only_sink_is_redis_needs_no_output_folder(redis_server, tmp_path):
+    from pipeline.session import StreamSession
+
+    config = _job(tmp_path, redis_server.url + "?stream=session:{stream_id}")
+    session = StreamSession.open(config.sources[0], prompts=config.prompts, sinks=config.sinks)  # no out_dir
+    records = list(session)
+    assert session.report.status == "done" and len(records) == 12
+    entries = read_entries(redis_server.client(), "session:clip")
+    assert [json.loads(e["record"]) for e in entries] == [r.to_dict() for r in records]
+    assert not (tmp_path / "out").exists()  # nothing written to disk
+    with pytest.raises(ValueError, match="sinks jsonl write under an output folder"):
+        StreamSession.open(config.sources[0], sinks=[*config.sinks, "jsonl"])
 
 
 def test_records_a_broker_never_took_fail_the_video(ray_local, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from operators.extras import require
 from operators.sinks.base import Sink, StreamInfo
 from operators.sinks.jsonl import JsonlSink
 from operators.sinks.mqtt import MqttSink
@@ -22,6 +23,8 @@ SINKS: dict[str, type] = {"jsonl": JsonlSink, "png": PalettePngSink, "mp4": Vide
 
 #: URL schemes naming a message-queue sink, and the sink name each maps to.
 SINK_SCHEMES = {"redis://": "redis", "rediss://": "redis", "unix://": "redis", "mqtt://": "mqtt"}
+#: The optional package (:mod:`operators.extras`) each broker sink imports.
+SINK_PACKAGES = {"redis": "redis", "mqtt": "paho.mqtt.client"}
 
 
 def sink_kind(name: str) -> str:
@@ -29,12 +32,17 @@ def sink_kind(name: str) -> str:
     return next((kind for scheme, kind in SINK_SCHEMES.items() if name.startswith(scheme)), name)
 
 
-def build_sinks(names: Sequence[str], out_dir: str | Path) -> list[Sink]:
-    """Build the named sinks writing under ``out_dir``.
+def require_sink_packages(names: Sequence[str]) -> None:
+    """Import the optional packages the named sinks need: a missing one fails before any work starts."""
+    for kind in {sink_kind(name) for name in names} & SINK_PACKAGES.keys():
+        require(SINK_PACKAGES[kind])
 
-    Raises ``ValueError`` for an unknown or repeated name (checked before touching
-    the disk) and :class:`~operators.errors.OutputError` when ``out_dir`` cannot
-    be created or written.
+
+def build_sinks(names: Sequence[str], out_dir: str | Path | None) -> list[Sink]:
+    """Build the named sinks, the file sinks writing under ``out_dir`` (broker sinks take none).
+
+    Raises ``ValueError`` for an unknown or repeated name (checked before touching the disk) and :class:`~operators.errors.OutputError` when ``out_dir`` cannot be
+    created or written.
     """
     unknown = [name for name in names if sink_kind(name) not in SINKS]
     if unknown:
@@ -45,14 +53,19 @@ def build_sinks(names: Sequence[str], out_dir: str | Path) -> list[Sink]:
     return [_build(name, out_dir) for name in names]
 
 
-def _build(name: str, out_dir: str | Path) -> Sink:
+def file_sinks(names: Sequence[str]) -> list[str]:
+    """The names among ``names`` of sinks that write files (not a message queue)."""
+    return [name for name in names if sink_kind(name) not in SINK_SCHEMES.values()]
+
+
+def _build(name: str, out_dir: str | Path | None) -> Sink:
     kind = sink_kind(name)
     if kind == "redis":
-        return RedisStreamSink(out_dir, name if name != "redis" else "redis://127.0.0.1:6379/0")
+        return RedisStreamSink(name if name != "redis" else "redis://127.0.0.1:6379/0")
     if kind == "mqtt":  # the URL is the sink's configuration; bare "mqtt" means the local default broker
-        return MqttSink(out_dir, name) if name != "mqtt" else MqttSink(out_dir)
+        return MqttSink(name) if name != "mqtt" else MqttSink()
     return SINKS[kind](out_dir)
 
 
 __all__ = ["Sink", "StreamInfo", "JsonlSink", "PalettePngSink", "VideoSink", "RedisStreamSink", "SINKS", "build_sinks",
-           "label_map", "sink_kind"]
+           "file_sinks", "label_map", "require_sink_packages", "sink_kind"]

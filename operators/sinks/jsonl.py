@@ -12,7 +12,7 @@ from operators.sinks.base import StreamInfo, output_errors, prepare_out_dir, str
 
 
 class JsonlSink:
-    """Appends ``record.to_dict()`` as compact JSON, one line per frame, flushed after every line.
+    """Appends ``record.to_json()``, one line per frame, flushed after every line.
 
     Flushing per line hands each frame to the OS as soon as it is written, so a
     killed job leaves a file of complete frames (at worst one torn last line,
@@ -41,7 +41,7 @@ class JsonlSink:
         self._written = 0
 
     def write(self, record: FrameRecord) -> None:
-        line = json.dumps(record.to_dict(), separators=(",", ":")).encode() + b"\n"
+        line = record.to_json().encode() + b"\n"
         with output_errors(self.path):
             self._file.write(line)
             self._file.flush()

@@ -32,9 +32,9 @@ import threading
 import time
 import uuid
 from collections import deque
-from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from operators.extras import require
 from operators.records import FrameRecord
 from operators.sinks.base import StreamInfo
 from operators.sinks.delivery import OPTIONS, BrokerSink, DeliveryBuffer
@@ -58,7 +58,6 @@ class MqttSink(BrokerSink):
 
     def __init__(
         self,
-        out_dir: str | Path | None = None,
         url: str = "mqtt://127.0.0.1:1883/" + DEFAULT_TOPIC,
         *,
         inflight: int = 100,
@@ -68,9 +67,7 @@ class MqttSink(BrokerSink):
         socket_timeout: float = 2.0,
         keepalive: int = 10,
     ) -> None:
-        import paho.mqtt.client  # imported here: only this sink needs paho-mqtt
-
-        self._paho = paho.mqtt.client
+        self._paho = require("paho.mqtt.client")
         parts = urlsplit(url)
         if parts.scheme != "mqtt":
             raise ValueError(f"mqtt sink URL {url!r} must start with mqtt://")
@@ -111,7 +108,7 @@ class MqttSink(BrokerSink):
 
     def write(self, record: FrameRecord) -> None:
         key = f"{record.stream_id}:{record.frame_index}"
-        payload = json.dumps({"key": key, "record": record.to_dict()}, separators=(",", ":")).encode()
+        payload = f'{{"key":{json.dumps(key)},"record":{record.to_json()}}}'.encode()  # the record's JSON as encoded once
         self._collect_acks()
         self.delivery.admit(_Entry(key, payload))
         self._pump()

@@ -25,11 +25,10 @@ writes; ``close`` keeps trying for ``flush_timeout`` seconds and reports what co
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+from operators.extras import require
 from operators.records import FrameRecord
 from operators.sinks.base import StreamInfo
 from operators.sinks.delivery import OPTIONS, BrokerSink, DeliveryBuffer
@@ -46,7 +45,6 @@ class RedisStreamSink(BrokerSink):
 
     def __init__(
         self,
-        out_dir: str | Path | None = None,
         url: str = "redis://127.0.0.1:6379/0",
         *,
         batch: int = 16,
@@ -55,7 +53,7 @@ class RedisStreamSink(BrokerSink):
         flush_timeout: float = 10.0,
         socket_timeout: float = 2.0,
     ) -> None:
-        import redis  # imported here: only this sink needs redis-py
+        redis = require("redis")
 
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "unix"):
@@ -91,7 +89,7 @@ class RedisStreamSink(BrokerSink):
             "key": f"{record.stream_id}:{record.frame_index}",
             "stream_id": record.stream_id,
             "frame_index": str(record.frame_index),
-            "record": json.dumps(record.to_dict(), separators=(",", ":")),
+            "record": record.to_json(),
         })
         if self.delivery.due:
             self._send()

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from pydantic import Field, TypeAdapter, ValidationError
 
+from operators.extras import require
 from pipeline.control.commands import (MAX_PROMPTS, CommandError, CommandHandler, PromptEntry, PromptId, CommandBody,
                                        body_error)
 
@@ -81,7 +82,7 @@ class RedisControl:
     """
 
     def __init__(self, handler: CommandHandler, url: str) -> None:
-        import redis
+        redis = require("redis")
 
         parts = urlsplit(url)
         self.key = parse_qs(parts.query).get("stream", ["xsam:control"])[-1]

@@ -20,6 +20,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from operators.errors import VideoDecodeError
+from operators.extras import require
 from pipeline.sources.discovery import is_frame_folder
 from pipeline.sources.frame_folders import DEFAULT_FOLDER_FPS, FrameFolderReader
 from pipeline.sources.frames import DecodedFrame, VideoInfo, VideoReader
@@ -246,7 +247,7 @@ class DecordReader(VideoReader):
     """
 
     def __init__(self, source: str, *, threads: int = 0, keyframes_only: bool = False) -> None:
-        import decord  # imported here: decord has no wheels for some platforms where PyAV works
+        decord = require("decord")  # an extra: decord has no wheels for some platforms where PyAV works
 
         self.corrupt_frames: list[int] = []  # decord does not say which frames it concealed
         self._source = source
