@@ -418,12 +418,17 @@ def _without_prompts(instances: Instances, prompt_ids: set[int]) -> Instances:
     return instances[~removed] if removed.any() else instances
 
 
+#: Decoded frames a stream may hold waiting for a keyframe's result (the default of every mode): enough to
+#: decode and measure flow for a whole keyframe interval while the keyframe is segmented.
+MAX_PENDING = 16
+
+
 def run_stream(
     frames: Iterable[Frame | DroppedFrame],
     processor: StreamProcessor,
     submit: Callable[[KeyframeRequest], Future],
     emit: Callable[[FrameRecord], None],
-    max_pending: int = 16,
+    max_pending: int = MAX_PENDING,
     previous: np.ndarray | None = None,
     checkpoint: Callable[[np.ndarray], None] | None = None,
     checkpoint_every: int = 0,
@@ -437,7 +442,7 @@ def stream_records(
     frames: Iterable[Frame | DroppedFrame],
     processor: StreamProcessor,
     submit: Callable[[KeyframeRequest], Future],
-    max_pending: int = 16,
+    max_pending: int = MAX_PENDING,
     previous: np.ndarray | None = None,
     checkpoint: Callable[[np.ndarray], None] | None = None,
     checkpoint_every: int = 0,

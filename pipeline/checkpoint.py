@@ -28,6 +28,8 @@ from operators.state import StateError, StateReader, check_array
 from operators.stream import StreamProcessor
 
 DONE_FILE = "done.json"
+#: Frames between a stream's checkpoints (0: none): a killed stream redoes at most this many.
+CHECKPOINT_EVERY = 300
 CHECKPOINT_FILE = "checkpoint.npz"
 #: Earlier versions' checkpoints: pickles, which can run code when loaded. Never read; removed when the video is done.
 LEGACY_CHECKPOINT_FILE = "checkpoint.pkl"

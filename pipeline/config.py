@@ -1,58 +1,107 @@
-"""Job configuration: one validated object the CLI, the Python API and deploy files all build."""
+"""Options of ``run`` (and of the Python API and deploy files): one validated object, every default and help
+text written once, in its fields.
+
+The layering is pydantic-settings': explicit values (flags, keyword arguments), then ``XSAM_PIPELINE_<OPTION>``
+environment variables (lists and mappings read as YAML), then the ``config`` YAML file, then the defaults,
+which come from the operators that use them (:class:`~operators.keyframes.KeyframeConfig`, :data:`~operators.stream.MAX_PENDING`).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
+from pydantic_settings import (BaseSettings, EnvSettingsSource, InitSettingsSource, PydanticBaseSettingsSource,
+                               SettingsConfigDict)
 
 from operators.association import AssociationConfig
 from operators.errors import PipelineError
+from operators.extras import require
 from operators.keyframes import KeyframeConfig
 from operators.segmenters import check_checkpoint, check_segmenter, segmenter_class
-from operators.extras import require
 from operators.sinks import SINKS, require_sink_packages, sink_kind
+from operators.stream import MAX_PENDING
+from pipeline.checkpoint import CHECKPOINT_EVERY
 from pipeline.sources import DEFAULT_FOLDER_FPS
 
 SINK_NAMES = ("jsonl", "png", "mp4")
 ENV_PREFIX = "XSAM_PIPELINE_"
 
 
-class JobConfig(BaseModel):
-    """An archive job: every frame of every source, in order, N sources in parallel."""
+class LayeredOptions(BaseSettings):
+    """Options read from explicit values, then ``XSAM_PIPELINE_*`` variables, then the ``config`` file."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", arbitrary_types_allowed=True)
 
-    sources: list[str] = Field(min_length=1, description="video files, directories or globs")
-    recursive: bool = Field(default=False, description="folders' subfolders too; ** in globs matches subfolders")
-    out_dir: Path
-    prompts: list[str] = Field(default_factory=list, description="prompt specs applied to every video")
-    prompts_file: Path | None = None
-    segmenter: str = "default"
+    config: Path | None = Field(default=None, exclude=True, description="YAML file of options (see README)")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, **_unused: object
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags over the environment over the file; no dotenv or secrets files."""
+        environment = YamlEnvironment(settings_cls)
+        given = init_settings.init_kwargs if isinstance(init_settings, InitSettingsSource) else {}
+        path = given.get("config") or environment().get("config")
+        return init_settings, environment, ConfigFile(settings_cls, Path(path) if path else None)
+
+
+class YamlEnvironment(EnvSettingsSource):
+    """``XSAM_PIPELINE_<OPTION>`` variables, lists and mappings read as YAML (``[jsonl, png]``); a variable
+    naming no option is an error, not ignored."""
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = ENV_PREFIX.lower()
+        for name in self.env_vars:
+            if name.startswith(prefix) and name[len(prefix):] not in self.settings_cls.model_fields:
+                raise PipelineError(name.upper(), f"unknown option {name[len(prefix):]!r} in the environment")
+        return super().__call__()
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise PipelineError(ENV_PREFIX + field_name.upper(), f"not valid YAML ({exc})") from None
+
+
+class ConfigFile(PydanticBaseSettingsSource):
+    """The ``config`` YAML file's options (``keyframe-every`` and ``keyframe_every`` alike)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None:
+            return {}
+        return {str(k).replace("-", "_"): v for k, v in read_mapping_file(self.path, "config file").items()}
+
+
+class StreamOptions(LayeredOptions):
+    """What every stream of ``run`` and ``live`` is configured by."""
+
+    out_dir: Path = Field(description="output folder (created if missing)")
+    segmenter: str = Field(default="default", description="default (weight-free), xsam (with --checkpoint) or "
+                           "package.module:Class")
     segmenter_options: dict[str, Any] = Field(default_factory=dict, validate_default=True)
-    keyframe_every: int = Field(default=10, ge=1)
-    ill_posed_every: int = Field(default=3, ge=0, description="re-anchoring keyframe interval while a tracked object "
-                                 "is flat or striped, where optical flow cannot measure its motion; 0: off")
-    sinks: list[str] = Field(default_factory=lambda: ["jsonl", "mp4"], min_length=1)
-    decoder: Literal["pyav", "decord"] = "pyav"
-    fps: float = Field(default=DEFAULT_FOLDER_FPS, gt=0, description="frame rate of frame-folder videos, whose "
-                       "images carry no timestamps: frame i has pts i / fps")
-    segmenter_placement: Literal["auto", "pool", "inline"] = Field(
-        default="auto", description="segmenter actors (pool) or one segmenter in each stream worker (inline); "
-        "auto: inline for the lightweight default segmenter without GPUs")
-    workers: int | None = Field(default=None, ge=1, description="segmenter actors; default: one per GPU, else 1")
-    parallel: int | None = Field(default=None, ge=1, description="videos at once; default: the cluster's CPUs")
-    split: bool | None = Field(default=None, description="split long videos into chunks that several stream workers "
-                               "process at once; default: when the job has fewer videos than parallel slots")
-    max_pending: int = Field(default=16, ge=1, description="decoded frames a stream may hold waiting for a keyframe")
-    checkpoint_every: int = Field(default=300, ge=0, description="frames between stream checkpoints (0: none)")
-    address: str | None = Field(default=None, description="Ray cluster to join; default: start a local one")
-    resume: bool = True
-    progress: bool = True
+    keyframe_every: int = Field(default=KeyframeConfig.every, ge=1, description="run the full segmenter every K "
+                                "frames, propagate in between")
+    ill_posed_every: int = Field(default=KeyframeConfig.ill_posed_every, ge=0, description="re-anchor a tracked "
+                                 "object that is flat or striped (optical flow cannot measure its motion) every N "
+                                 "frames, searching only around the tracked objects; 0 turns this off")
+    sinks: list[str] = Field(default_factory=lambda: ["jsonl", "mp4"], min_length=1, description="outputs, "
+                             f"repeatable or comma-separated: {', '.join(SINK_NAMES)}, "
+                             "redis://HOST:PORT/DB?stream=NAME or mqtt://HOST:PORT/TOPIC")
+    max_pending: int = Field(default=MAX_PENDING, ge=1, description="decoded frames a stream may hold waiting for "
+                             "a keyframe")
 
     @field_validator("sinks")
     @classmethod
@@ -63,13 +112,6 @@ class JobConfig(BaseModel):
                              "or a redis://HOST:PORT/DB?stream=NAME or mqtt://HOST:PORT/TOPIC URL")
         require_sink_packages(sinks)
         return list(dict.fromkeys(sinks))
-
-    @field_validator("decoder")
-    @classmethod
-    def _decoder_installed(cls, decoder: str) -> str:
-        if decoder == "decord":
-            require("decord")
-        return decoder
 
     @field_validator("segmenter")
     @classmethod
@@ -84,6 +126,43 @@ class JobConfig(BaseModel):
         if "segmenter" in info.data:  # else the segmenter itself was invalid, and is reported
             check_segmenter(info.data["segmenter"], options)
         return options
+
+    def keyframe_config(self) -> KeyframeConfig:
+        return KeyframeConfig(every=self.keyframe_every, ill_posed_every=self.ill_posed_every)
+
+
+class JobConfig(StreamOptions):
+    """An archive job: every frame of every source, in order, N sources in parallel."""
+
+    sources: list[str] = Field(min_length=1, description="video files, directories or globs")
+    recursive: bool = Field(default=False, description="folders' subfolders too; ** in globs matches subfolders")
+    prompts: list[str] = Field(default_factory=list, description="prompt specs applied to every video")
+    prompts_file: Path | None = None
+    decoder: Literal["pyav", "decord"] = Field(default="pyav", description="the video file decoder; decord (the "
+                                               "decord extra) can abort its process on a damaged file")
+    fps: float = Field(default=DEFAULT_FOLDER_FPS, gt=0, description="frame rate of frame-folder videos (folders "
+                       "of JPEG/PNG frames), whose images carry no timestamps: frame i has pts i / fps")
+    segmenter_placement: Literal["auto", "pool", "inline"] = Field(
+        default="auto", description="segmenter actors (pool) or a segmenter in each stream worker (inline); "
+        "auto: inline for the weight-free default segmenter on a cluster without GPUs")
+    workers: int | None = Field(default=None, ge=1, description="segmenter actors; default: one per GPU, else 1")
+    parallel: int | None = Field(default=None, ge=1, description="videos processed at once; default: the "
+                                 "cluster's CPUs")
+    split: bool | None = Field(default=None, description="split every long video into chunks that several stream "
+                               "workers process at once, track ids stitched across the chunks; default: when the "
+                               "job has fewer videos than parallel slots")
+    checkpoint_every: int = Field(default=CHECKPOINT_EVERY, ge=0, description="frames between stream checkpoints "
+                                  "(0: none)")
+    address: str | None = Field(default=None, description="Ray cluster to join; default: start a local one")
+    resume: bool = True
+    progress: bool = True
+
+    @field_validator("decoder")
+    @classmethod
+    def _decoder_installed(cls, decoder: str) -> str:
+        if decoder == "decord":
+            require("decord")
+        return decoder
 
     @model_validator(mode="after")
     def _checkpoint_on_this_machine(self) -> "JobConfig":
@@ -104,9 +183,6 @@ class JobConfig(BaseModel):
                                       f"{', '.join(brokers)}: a message queue would get the chunks' frames out of order")
         return self
 
-    def keyframe_config(self) -> KeyframeConfig:
-        return KeyframeConfig(every=self.keyframe_every, ill_posed_every=self.ill_posed_every)
-
     def association_config(self) -> AssociationConfig:
         return AssociationConfig()
 
@@ -119,6 +195,15 @@ class JobConfig(BaseModel):
             "ill_posed_every": self.ill_posed_every,
             "sinks": sorted(self.sinks),
         }
+
+
+def option_help(model: type[BaseSettings], name: str) -> str:
+    """Field ``name``'s description as its command-line help, with the default where it has one."""
+    field = model.model_fields[name]
+    default = None if field.is_required() else field.get_default(call_default_factory=True)
+    if default is None or isinstance(default, bool):  # no default, or said by the flag's name (--no-resume)
+        return field.description or ""
+    return f"{field.description} (default {','.join(default) if isinstance(default, list) else default})"
 
 
 def read_mapping_file(path: Path, what: str, error: type[PipelineError] = PipelineError) -> dict[str, Any]:
@@ -134,29 +219,3 @@ def read_mapping_file(path: Path, what: str, error: type[PipelineError] = Pipeli
     if not isinstance(data, dict):
         raise error(str(path), f"{what} must be a mapping (a JSON object)")
     return data
-
-
-def _read_config_file(path: Path) -> dict[str, Any]:
-    return {str(k).replace("-", "_"): v for k, v in read_mapping_file(path, "config file").items()}
-
-
-def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``XSAM_PIPELINE_<OPTION>`` variables, values read as YAML (``[jsonl, png]``, ``4``, ``true``)."""
-    values = {}
-    for name, text in environ.items():
-        if name.startswith(ENV_PREFIX):
-            key = name[len(ENV_PREFIX):].lower()
-            if key not in JobConfig.model_fields:
-                raise PipelineError(name, f"unknown option {key!r} in the environment")
-            values[key] = yaml.safe_load(text)
-    return values
-
-
-def load_job_config(
-    path: Path | None = None, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ
-) -> JobConfig:
-    """A job config from a YAML file, then ``XSAM_PIPELINE_*`` variables, then explicit overrides (None = unset)."""
-    values = _read_config_file(path) if path else {}
-    values.update(_from_environment(environ))
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return JobConfig(**values)

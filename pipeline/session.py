@@ -37,8 +37,8 @@ from operators.sinks import Sink, StreamInfo, build_sinks, file_sinks
 from operators.sinks.base import stream_dir
 from operators.sinks.delivery import undelivered_error
 from operators.sinks.writer import SinkWriter
-from operators.stream import Future, KeyframeRequest, StreamProcessor, local_submit, stream_records
-from pipeline.checkpoint import StreamCheckpoints, write_done
+from operators.stream import MAX_PENDING, Future, KeyframeRequest, StreamProcessor, local_submit, stream_records
+from pipeline.checkpoint import CHECKPOINT_EVERY, StreamCheckpoints, write_done
 from pipeline.prompts import parse_prompts
 from pipeline.sources import ARRAY_SOURCE, DEFAULT_FOLDER_FPS, ArrayReader, VideoReader, open_video
 
@@ -59,9 +59,9 @@ class StreamSpec:
     decoder: str = "pyav"
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     association: AssociationConfig = field(default_factory=AssociationConfig)
-    max_pending: int = 16
+    max_pending: int = MAX_PENDING
     fingerprint: dict[str, Any] = field(default_factory=dict)
-    checkpoint_every: int = 300  # frames between stream checkpoints; 0 disables them
+    checkpoint_every: int = CHECKPOINT_EVERY  # frames between stream checkpoints; 0 disables them
     decode_threads: int = 0  # FFmpeg decoder threads; 0 lets FFmpeg choose
     folder_fps: float = DEFAULT_FOLDER_FPS  # a frame folder's frame rate (its pts are index / fps)
     resume: bool = True  # continue from a checkpoint left by an earlier run

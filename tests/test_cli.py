@@ -83,15 +83,31 @@ def test_run_writes_outputs_and_exits_1_when_a_video_fails(tmp_path):
     assert again.returncode == 0 and "skipped" in again.stderr
 
 
-def test_config_file_then_environment_then_flags(tmp_path):
-    from pipeline.config import load_job_config
+def test_config_file_then_environment_then_flags(tmp_path, monkeypatch):
+    from pipeline.cli import _config, build_parser
 
     path = tmp_path / "job.yaml"
-    path.write_text("sources: [a.mp4]\nout_dir: out\nkeyframe_every: 5\nsinks: [jsonl, png]\nworkers: 2\n")
-    env = {"XSAM_PIPELINE_KEYFRAME_EVERY": "7", "XSAM_PIPELINE_SINKS": "[png]"}
-    config = load_job_config(path, {"keyframe_every": 3, "workers": None}, environ=env)
-    assert (config.keyframe_every, config.sinks, config.workers, str(config.out_dir)) == (3, ["png"], 2, "out")
-    assert load_job_config(path, {}, environ=env).keyframe_every == 7
+    path.write_text("sources: [a.mp4]\nout_dir: out\nkeyframe-every: 5\nsinks: [jsonl, png]\nworkers: 2\n")
+
+    def config(*flags):
+        args = build_parser().parse_args(["run", "--config", str(path), *flags])
+        return _config(args, sources=args.sources or None)
+
+    first = config()
+    assert (first.keyframe_every, first.sinks, first.workers, str(first.out_dir)) == (5, ["jsonl", "png"], 2, "out")
+    monkeypatch.setenv("XSAM_PIPELINE_KEYFRAME_EVERY", "7")
+    monkeypatch.setenv("XSAM_PIPELINE_SINKS", "[png]")
+    assert (config().keyframe_every, config().sinks, config().workers) == (7, ["png"], 2)
+    assert config("--keyframe-every", "3").keyframe_every == 3
+    monkeypatch.setenv("XSAM_PIPELINE_CONFIG", str(path))  # the file itself may come from the environment
+    args = build_parser().parse_args(["run"])
+    assert _config(args, sources=None).workers == 2
+    env = {**ENV, "XSAM_PIPELINE_KEYFRAMES": "4"}
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "a.mp4", "--out", str(tmp_path / "o"),
+                             "--prompt", "point:1,1"], capture_output=True, text=True, timeout=120, env=env,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: XSAM_PIPELINE_KEYFRAMES: unknown option 'keyframes' in the environment"
 
 
 def test_bad_config_file_is_named(tmp_path):

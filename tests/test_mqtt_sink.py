@@ -199,8 +199,8 @@ def test_a_record_is_encoded_once_for_every_sink_that_takes_it(broker, tmp_path,
     monkeypatch.setattr(operators.records.rle, "encode", counted_encode)
     monkeypatch.setattr(json, "dumps", counted_dumps)
     try:
-        sinks = build_sinks(["jsonl", redis_server.url + "?stream=shared:{stream_id}", broker.url + "/shared/{stream_id}"],
-                            tmp_path / "out")
+        urls = [redis_server.url + "?stream=shared:{stream_id}", broker.url + "/shared/{stream_id}"]
+        sinks = build_sinks(["jsonl", *urls], tmp_path / "out")
         for sink in sinks:
             sink.open(StreamInfo("cam", "udp://127.0.0.1:1", 32, 24, 30.0))
         for i in range(20):

@@ -41,8 +41,8 @@ def require_sink_packages(names: Sequence[str]) -> None:
 def build_sinks(names: Sequence[str], out_dir: str | Path | None) -> list[Sink]:
     """Build the named sinks, the file sinks writing under ``out_dir`` (broker sinks take none).
 
-    Raises ``ValueError`` for an unknown or repeated name (checked before touching the disk) and :class:`~operators.errors.OutputError` when ``out_dir`` cannot be
-    created or written.
+    Raises ``ValueError`` for an unknown or repeated name (checked before touching the disk) and
+    :class:`~operators.errors.OutputError` when ``out_dir`` cannot be created or written.
     """
     unknown = [name for name in names if sink_kind(name) not in SINKS]
     if unknown:

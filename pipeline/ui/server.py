@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
 
 from operators.errors import PipelineError
+from operators.keyframes import KeyframeConfig
 from pipeline.ui.frames import FrameStore
 from pipeline.ui.jobs import JobBusyError, JobRunner
 from pipeline.ui.live import LiveApi, LiveApiError
@@ -46,7 +47,7 @@ class JobRequest(BaseModel):
     path: str
     scope: Literal["video", "folder"] = "video"
     prompts: list[PagePrompt] = Field(max_length=64)
-    keyframe_every: int = Field(default=10, ge=1)
+    keyframe_every: int = Field(default=KeyframeConfig.every, ge=1)
 
 
 class LivePromptsRequest(BaseModel):
