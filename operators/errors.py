@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import traceback as tracebacks
+
+from PIL import Image
 from typing_extensions import NotRequired, TypedDict  # pydantic validates reports: it needs this TypedDict before 3.12
+
+#: What reading an image file can raise for bad input: unreadable, not an image (PIL's UnidentifiedImageError is an
+#: OSError), truncated, or too large to decode (a small PNG can hold a 225-megapixel "decompression bomb").
+IMAGE_READ_ERRORS = (OSError, Image.DecompressionBombError)
 
 
 class ErrorRecord(TypedDict):

@@ -63,10 +63,7 @@ class YamlEnvironment(EnvSettingsSource):
         return super().__call__()
 
     def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
-        try:
-            return yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise PipelineError(ENV_PREFIX + field_name.upper(), f"not valid YAML ({exc})") from None
+        return parse_yaml(value, ENV_PREFIX + field_name.upper(), "the value")
 
 
 class ConfigFile(PydanticBaseSettingsSource):
@@ -206,14 +203,31 @@ def option_help(model: type[BaseSettings], name: str) -> str:
     return f"{field.description} (default {','.join(default) if isinstance(default, list) else default})"
 
 
+def parse_yaml(text: str, source: str, what: str, error: type[PipelineError] = PipelineError) -> Any:
+    """YAML (or JSON, its subset) ``text`` as plain data; ``error`` names ``source`` and the reason, on one line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise error(source, f"{what} is not valid YAML/JSON ({exc.problem or exc.context}{where})") from None
+    except yaml.YAMLError as exc:
+        raise error(source, f"{what} is not valid YAML/JSON ({' '.join(str(exc).split())})") from None
+    except RecursionError:  # the parser recurses once per nesting level
+        raise error(source, f"{what} nests too deep to be read") from None
+
+
 def read_mapping_file(path: Path, what: str, error: type[PipelineError] = PipelineError) -> dict[str, Any]:
     """A YAML (or JSON, its subset) file holding one mapping; ``error`` names the file and reason otherwise."""
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise error(str(path), f"{what} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise error(str(path), f"{what} is not valid YAML/JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise error(str(path), f"{what} is not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x})") from None
+    except OSError as exc:
+        raise error(str(path), f"{what} cannot be read ({exc.strerror or exc})") from None
+    data = parse_yaml(text, str(path), what, error)
     if data is None:
         return {}
     if not isinstance(data, dict):

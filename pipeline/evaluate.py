@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from operators.errors import PipelineError
+from operators.errors import IMAGE_READ_ERRORS, PipelineError
 from operators.metrics import ObjectScores, Statistics, object_scores
 from operators.records import FrameRecord
 from operators.sinks.base import output_errors, prepare_out_dir
@@ -126,7 +126,7 @@ def read_indices(path: Path) -> np.ndarray:
             if image.mode != "P":
                 raise PipelineError(str(path), f"annotation is not an indexed (palette) PNG but mode {image.mode}")
             labels = np.array(image)
-    except (UnidentifiedImageError, OSError) as exc:
+    except IMAGE_READ_ERRORS as exc:
         raise PipelineError(str(path), f"annotation is not a readable image ({exc})") from None
     labels[labels == VOID_INDEX] = 0
     return labels

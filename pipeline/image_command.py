@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from operators.annotate import DAVIS_PALETTE, default_annotator
-from operators.errors import InvalidPromptError, OutputError, PipelineError
+from operators.errors import IMAGE_READ_ERRORS, InvalidPromptError, OutputError, PipelineError
 from operators.records import Instances
 from operators.sinks.palette_png import label_map
 from pipeline.prompts import parse_prompt
@@ -88,7 +88,7 @@ def _read_image(path: Path) -> np.ndarray:
             return np.asarray(image.convert("RGB"))
     except FileNotFoundError:
         raise PipelineError(str(path), "the image does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except IMAGE_READ_ERRORS as exc:
         raise PipelineError(str(path), f"not a readable image ({exc})") from None
 
 

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from operators.errors import InvalidPromptError
+from operators.errors import IMAGE_READ_ERRORS, InvalidPromptError
 from operators.records import Prompt, PromptError
 from pipeline.config import read_mapping_file
 
@@ -58,7 +58,7 @@ def _read_image(path: Path, source: str, indexed: bool = False) -> np.ndarray:
             return np.asarray(image if indexed else image.convert("L"))
     except FileNotFoundError:
         raise InvalidPromptError(source, f"prompt image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except IMAGE_READ_ERRORS as exc:
         raise InvalidPromptError(source, f"prompt image {path} is not a readable image ({exc})") from None
 
 

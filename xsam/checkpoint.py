@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from transformers.initialization import no_init_weights
 
@@ -222,7 +222,13 @@ def _allocating(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
 
 def _read_config(directory: Path) -> XSamConfig | None:
     config_file = directory / CONFIG_NAME
-    if not config_file.is_file() or json.loads(config_file.read_text()).get("model_type") != XSamConfig.model_type:
+    if not config_file.is_file():
+        return None
+    try:
+        config = json.loads(config_file.read_bytes())
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError alike
+        raise CheckpointError(f"{config_file}: not a readable JSON config ({_first_line(error)})") from None
+    if not isinstance(config, dict) or config.get("model_type") != XSamConfig.model_type:
         return None
     return XSamConfig.from_pretrained(str(directory))
 
@@ -246,8 +252,11 @@ def load_model(
             config = config or _read_config(weights.parent)
             if config is None:
                 raise CheckpointError(f"{weights.parent}: no X-SAM {CONFIG_NAME} beside {weights.name}")
-            handle = stack.enter_context(safe_open(str(weights), framework="pt"))
-            shapes = {k: handle.get_slice(k).get_shape() for k in handle.keys()}
+            try:
+                handle = stack.enter_context(safe_open(str(weights), framework="pt"))
+                shapes = {k: handle.get_slice(k).get_shape() for k in handle.keys()}
+            except SafetensorError as error:
+                raise CheckpointError(f"{weights}: not a readable safetensors file ({_first_line(error)})") from None
             read = handle.get_tensor  # one tensor at a time: peak memory stays near the model's size
         else:
             official = read_official_checkpoint(weights)

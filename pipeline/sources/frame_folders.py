@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from operators.errors import VideoDecodeError, VideoOpenError
+from operators.errors import IMAGE_READ_ERRORS, VideoDecodeError, VideoOpenError
 from pipeline.sources.discovery import IMAGE_EXTENSIONS, frame_files
 from pipeline.sources.frames import DecodedFrame, VideoInfo, VideoReader
 
@@ -28,7 +28,7 @@ def _read(path: Path, source: str, index: int) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return np.ascontiguousarray(np.asarray(image.convert("RGB")))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (*IMAGE_READ_ERRORS, ValueError) as exc:
         raise VideoDecodeError(source, f"frame file {path.name} is not a readable image ({exc})", index) from None
 
 
