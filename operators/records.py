@@ -20,10 +20,13 @@ from operators.state import StateError, StateReader, is_number
 
 PromptKind = Literal["point", "box", "scribble", "mask"]
 FrameKind = Literal["keyframe", "propagated", "skipped"]
-#: Why a keyframe ran (:meth:`operators.keyframes.KeyframePolicy.decide`).
-KeyframeReason = Literal["prompt", "start", "scene_cut", "interval", "area_jump", "low_confidence", "ill_posed_flow"]
-#: Why a frame was skipped: no prompt yet, every prompt removed, or a live feed dropped it (pipeline.live).
-SkipReason = Literal["no_prompt_yet", "prompts_removed", "dropped_queue_full", "dropped_latency"]
+#: Why a keyframe ran (:meth:`operators.keyframes.KeyframePolicy.decide`; ``worker_restarted``: a live feed's
+#: first frame after its stream actor was restarted, pipeline.live).
+KeyframeReason = Literal["prompt", "start", "scene_cut", "interval", "area_jump", "low_confidence", "ill_posed_flow",
+                         "worker_restarted"]
+#: Why a frame was skipped: no prompt yet, every prompt removed, or a live feed dropped it (pipeline.live): its
+#: queue was full, the frame was older than the latency budget, or no actor ran the feed (``worker_restarted``).
+SkipReason = Literal["no_prompt_yet", "prompts_removed", "dropped_queue_full", "dropped_latency", "worker_restarted"]
 FrameReason = Literal[KeyframeReason, SkipReason]
 FRAME_KINDS: tuple[FrameKind, ...] = get_args(FrameKind)
 KEYFRAME_REASONS: tuple[KeyframeReason, ...] = get_args(KeyframeReason)

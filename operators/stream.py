@@ -453,13 +453,15 @@ def stream_records(
     one keyframe per stream is in flight, so memory is bounded whatever the
     video's length. ``previous`` is the image before the first frame (when
     resuming mid-video). Every ``checkpoint_every`` frames, once every earlier
-    frame has been yielded, ``checkpoint(last_image)`` may save the processor. ``frames`` may hold
+    frame has been yielded, ``checkpoint(last_image)`` may save the processor (at the first frame processed
+    in each period: a live feed may have dropped the period's last one). ``frames`` may hold
     :class:`DroppedFrame`s: each gets its skipped record in its place.
     A record is yielded before the next frame is prepared, so prompts the consumer adds on seeing frame
     ``k`` apply from frame ``k + 1`` (with a segmenter that answers at once, before it is even decoded).
     """
     pending: deque[tuple[Frame | DroppedFrame, object | None]] = deque()
     inflight: Future | None = None
+    checkpointed: int | None = None  # checkpoint_every periods done: the first frame's are (a resume's start)
 
     def advance(block: bool, keep: int) -> Iterator[FrameRecord]:
         nonlocal inflight
@@ -509,13 +511,16 @@ def stream_records(
             with processor.timer("flow"):
                 flow = processor.propagator.flow(previous, frame.image)
         previous = frame.image
+        if checkpointed is None:
+            checkpointed = frame.index // checkpoint_every if checkpoint_every else 0
         pending.append((frame, flow))
         yield from advance(block=False, keep=0)
         if len(pending) > max_pending:
             yield from advance(block=True, keep=max_pending)
-        if checkpoint is not None and checkpoint_every and (frame.index + 1) % checkpoint_every == 0:
+        if checkpoint is not None and checkpoint_every and (frame.index + 1) // checkpoint_every > checkpointed:
             yield from advance(block=True, keep=0)  # a consistent point: every frame so far has its record
             checkpoint(frame.image)
+            checkpointed = (frame.index + 1) // checkpoint_every
     yield from advance(block=True, keep=0)
     processor.finish_stream()
 

@@ -48,7 +48,7 @@ def prompt_fingerprint(prompts: Sequence[Prompt]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _limit_threads(threads: int = 1) -> None:
+def limit_threads(threads: int = 1) -> None:
     """Several actors share few cores: one OpenCV/torch thread each avoids oversubscription.
 
     torch is only touched if something already imported it: importing it costs ~1.5 s and ~110 MB per actor.
@@ -72,7 +72,7 @@ class SegmenterWorker:
     """
 
     def __init__(self, name: str, options: dict[str, Any]) -> None:
-        _limit_threads()
+        limit_threads()
         self.segmenter = build_segmenter(name, **options)
         self.batcher = MicroBatcher(lambda requests: run_keyframes(self.segmenter, requests), SEGMENTER_MAX_BATCH,
                                     name="keyframe-batches")
@@ -122,6 +122,11 @@ class _RayFuture:
             raise RuntimeError(f"the segmenter actor could not start: {lines[-1].strip() if lines else exc}") from None
 
 
+def remote_submit(segmenter: "ray.actor.ActorHandle") -> Callable[[KeyframeRequest], Future]:
+    """Keyframes to a shared :class:`SegmenterWorker`; its errors surface as the model's own."""
+    return lambda request: _RayFuture(segmenter.keyframe.remote(request))
+
+
 @ray.remote(max_concurrency=4)
 class StreamWorker:
     """Runs streams one after another: decode, keyframe schedule, per-stream memory and tracks.
@@ -132,7 +137,7 @@ class StreamWorker:
     """
 
     def __init__(self) -> None:
-        _limit_threads()
+        limit_threads()
         self.session: StreamSession | None = None  # the video it runs, or ran last
         self.inline: tuple[InlineSegmenter, Segmenter] | None = None  # built once, kept for the next video
         self.keyframe_thread = ThreadPoolExecutor(1, thread_name_prefix="keyframes")  # the inline segmenter's
@@ -140,7 +145,7 @@ class StreamWorker:
 
     def _submitter(self, segmenter: "ray.actor.ActorHandle | InlineSegmenter") -> Callable[[KeyframeRequest], Future]:
         if not isinstance(segmenter, InlineSegmenter):
-            return lambda request: _RayFuture(segmenter.keyframe.remote(request))
+            return remote_submit(segmenter)
         if self.inline is None or self.inline[0] != segmenter:
             self.inline = (segmenter, build_segmenter(segmenter.name, **segmenter.options))
         # On its own thread while the job lends this worker more than one core (one video alone: 64.5 / 65.4 ->
@@ -153,7 +158,7 @@ class StreamWorker:
 
     def use_threads(self, threads: int) -> None:
         """Take more cores for OpenCV's (and torch's) parallel loops when the job leaves some idle, or fewer."""
-        _limit_threads(threads)
+        limit_threads(threads)
         self.threads = threads
 
     def run(self, spec: StreamSpec, segmenter: "ray.actor.ActorHandle | InlineSegmenter", threads: int = 1) -> StreamReport:

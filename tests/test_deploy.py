@@ -473,6 +473,9 @@ def test_live_job_runs_the_live_command_on_a_stream_url():
     assert [parse_prompt(spec, i).kind for i, spec in enumerate(args.prompt)] == ["box"]
     assert str(args.out).startswith("/data/out")
     assert args.metrics_port == 9100 and args.metrics_address == "0.0.0.0"  # scraped from outside the driver pod
+    assert args.api_port == 8080 and args.api_address == "0.0.0.0" and args.snapshot_every > 0
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {8080, 9100} <= {port["containerPort"] for port in head["ports"]}  # the driver's, on the head pod
 
 
 # --------------------------------------------------------------------------- ray up

@@ -112,18 +112,18 @@ def test_dropped_frames_get_skipped_records_in_order(clip, tmp_path):
     runner.wait()
     report = stream.report()
     records = _jsonl(tmp_path, "burst")
-    assert report["status"] == "stopped", report["error"]
-    assert [r["frame_index"] for r in records] == list(range(75)) and report["frames_in"] == 75
-    drops = sum(report["drops"].values())
+    assert report.status == "stopped", report.error
+    assert [r["frame_index"] for r in records] == list(range(75)) and report.frames_in == 75
+    drops = sum(report.drops.values())
     skipped = [r for r in records if r["reason"] in (DROP_LATENCY, DROP_QUEUE_FULL)]
     assert drops > 0 and len(skipped) == drops and all(r["kind"] == "skipped" and not r["objects"] for r in skipped)
-    assert report["frames_processed"] + drops == 75 and report["records_written"] == 75
+    assert report.frames_processed + drops == 75 and report.records_written == 75
 
     archive = LiveRunner(["jsonl"], tmp_path / "archive")
     stream = archive.add_stream(_spec("burst", str(clip.path), clip, mode="archive", queue_size=2,
                                       latency_budget=0.05))
     archive.wait()
-    assert sum(stream.report()["drops"].values()) == 0
+    assert sum(stream.report().drops.values()) == 0
     assert [r["kind"] for r in _jsonl(tmp_path / "archive", "burst")].count("skipped") == 0
 
 
@@ -149,14 +149,14 @@ def test_udp_stream_to_redis_matches_the_file_sink(clip, server, tmp_path):
         runner.stop()
         runner.wait()
         report = stream.report()
-        assert report["status"] == "stopped", report["error"]
+        assert report.status == "stopped", report.error
 
         lines = _jsonl(tmp_path / "out", "udp")
         indices = [line["frame_index"] for line in lines]
         assert indices == list(range(len(indices))) and len(indices) >= 60
         pts = [line["pts"] for line in lines]
         assert all(b > a for a, b in zip(pts, pts[1:]))
-        assert type(report["latency"]["p50_ms"]) is float and report["fps_in"] > 0 and len(report["track_ids"]) >= 1
+        assert type(report.latency["p50_ms"]) is float and report.fps_in > 0 and len(report.track_ids) >= 1
 
         entries = read_entries(redis_server.client(), "cam:udp")  # XRANGE: stream order
         assert [e["key"] for e in entries] == [f"udp:{i}" for i in indices]
@@ -183,7 +183,7 @@ def test_stream_server_restart_reconnects_and_keeps_track_ids(clip, server, tmp_
     runner = LiveRunner(["jsonl"], tmp_path, on_status=statuses.append)
     stream = runner.add_stream(_spec("tcp", source.url, clip))
     _wait(lambda: stream.records_written >= 40, 25, "40 records before the restart")
-    processor = stream.processor
+    processor = stream.session.processor
     source.kill()
     _wait(lambda: any(s["event"] == "disconnected" for s in statuses), 10, "the disconnect")
     time.sleep(0.5)
@@ -194,7 +194,7 @@ def test_stream_server_restart_reconnects_and_keeps_track_ids(clip, server, tmp_
     runner.stop()
     runner.wait()
     report = stream.report()
-    assert report["status"] == "stopped" and report["reconnects"] >= 1 and stream.processor is processor
+    assert report.status == "stopped" and report.reconnects >= 1 and stream.session.processor is processor
 
     records = _jsonl(tmp_path, "tcp")
     assert [r["frame_index"] for r in records] == list(range(len(records)))
@@ -228,13 +228,13 @@ def test_a_url_that_never_answers_fails_after_its_timeout_while_another_stream_r
     silent.join(15)
     took = time.monotonic() - started
     report = silent.report()
-    assert report["status"] == "failed" and report["error"]["error"] == VideoOpenError.__name__
-    assert "no answer within the 2 s timeout" in report["error"]["reason"] and 1.5 < took < 8
+    assert report.status == "failed" and report.error["error"] == VideoOpenError.__name__
+    assert "no answer within the 2 s timeout" in report.error["reason"] and 1.5 < took < 8
     written = good.records_written
     _wait(lambda: good.records_written > written + 20, 15, "the other stream to keep going")
     runner.stop()
     runner.wait()
-    assert good.report()["status"] == "stopped" and runner.summary()["failed"] == ["silent"]
+    assert good.report().status == "stopped" and runner.summary()["failed"] == ["silent"]
     with pytest.raises(VideoOpenError, match="timeout"):
         LiveReader(silent_url, timeout=0.5)
 
@@ -256,8 +256,8 @@ def test_redis_restart_mid_run_loses_no_record(clip, server, tmp_path):
         runner.stop()
         runner.wait()
         report = stream.report()
-        assert report["status"] == "stopped", report["error"]
-        redis_output = next(o for o in report["outputs"] if o["sink"] == "redis")
+        assert report.status == "stopped", report.error
+        redis_output = next(o for o in report.outputs if o["sink"] == "redis")
         assert redis_output["undelivered"] == 0 and redis_output["dropped_buffer_full"] == 0
         assert redis_output["connection_errors"] >= 1
 
@@ -389,7 +389,7 @@ def test_stopping_before_a_prompt_frame_is_not_an_error_and_a_failing_sink_stops
     runner = LiveRunner(["jsonl"], tmp_path / "a")
     stream = runner.add_stream(_spec("early", str(clip.path), clip, mode="archive", prompts=[later]))
     runner.wait()
-    assert stream.report()["status"] == "stopped"
+    assert stream.report().status == "stopped"
     assert {r["reason"] for r in _jsonl(tmp_path / "a", "early")} == {"no_prompt_yet"}
 
     nowhere = f"redis://127.0.0.1:{free_port()}/0?buffer=2&on_full=error&flush_timeout=0.2"
@@ -397,9 +397,9 @@ def test_stopping_before_a_prompt_frame_is_not_an_error_and_a_failing_sink_stops
     failing = runner.add_stream(_spec("full", str(clip.path), clip, mode="archive"))
     assert failing.join(20), "a sink error must not hang the stream"
     report = failing.report()
-    assert report["status"] == "failed" and report["error"]["error"] == "SinkWriteError"
-    assert "buffer of 2 records is full" in report["error"]["reason"]
-    assert next(o for o in report["outputs"] if o["sink"] == "redis")["undelivered"] == 2
+    assert report.status == "failed" and report.error["error"] == "SinkWriteError"
+    assert "buffer of 2 records is full" in report.error["reason"]
+    assert next(o for o in report.outputs if o["sink"] == "redis")["undelivered"] == 2
 
 
 def test_records_a_broker_never_took_fail_the_live_stream(clip, tmp_path):
@@ -408,7 +408,7 @@ def test_records_a_broker_never_took_fail_the_live_stream(clip, tmp_path):
     stream = runner.add_stream(_spec("lost", str(clip.path), clip, mode="archive"))
     runner.wait()
     report = stream.report()
-    lost = next(o for o in report["outputs"] if o["sink"] == "redis")["undelivered"]
+    lost = next(o for o in report.outputs if o["sink"] == "redis")["undelivered"]
     assert lost == len(_jsonl(tmp_path / "out", "lost")) > 0
-    assert report["status"] == "failed" and report["error"]["error"] == "SinkWriteError"
-    assert f"{lost} records not delivered" in report["error"]["reason"]
+    assert report.status == "failed" and report.error["error"] == "SinkWriteError"
+    assert f"{lost} records not delivered" in report.error["reason"]

@@ -10,9 +10,14 @@ import ray
 from ray.cluster_utils import Cluster
 
 from bench.clips import ClipSpec, make_clip
+from pipeline.checkpoint import CHECKPOINT_FILE
 from pipeline.config import JobConfig
 from pipeline.job import run_job
+from pipeline.live import WORKER_RESTARTED
+from pipeline.live.cluster import RayLiveRunner
 from pipeline.runtime import init_ray
+from loopback import StreamServer
+from test_live import _jsonl, _spec, _wait
 
 FRAMES = 150
 
@@ -82,3 +87,65 @@ def test_archive_job_spreads_over_nodes_and_finishes_every_video_when_a_node_die
         b = (tmp_path / "single" / clip.path.stem / "frames.jsonl").read_text()
         assert a == b, f"{clip.path.stem}: multi-node results differ from a single-node run"
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def still_feed_clip(tmp_path_factory):
+    """Objects that stay put (a loop of the clip does not move them), a keyframe each second for joining readers:
+    track ids change only if a feed loses its objects' identities."""
+    spec = ClipSpec(seed=6, num_frames=50, fps=25.0, kinds=("red_blob",), instances_per_kind=2, speed=0.0, gop=25)
+    return make_clip(spec, tmp_path_factory.mktemp("live") / "still.mp4")
+
+
+def _track_ids(records: list[dict]) -> set[int]:
+    return {o["track_id"] for r in records for o in r["objects"]}
+
+
+@pytest.mark.slow
+def test_live_feeds_spread_over_nodes_and_a_lost_nodes_feed_moves_on_with_its_track_ids(still_feed_clip, tmp_path):
+    """3 nodes, 3 UDP feeds: one stream actor per node; the feed of a removed node goes on from its snapshot on
+    another node, its gap reported as worker_restarted records, every feed's records in order."""
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    out = tmp_path / "live"
+    runner = None
+    servers = [StreamServer(still_feed_clip.path, "udp").start() for _ in range(3)]
+    try:
+        init_ray(cluster.address)
+        runner = RayLiveRunner(["jsonl"], out, address=cluster.address)
+        ids = [f"cam{i}" for i in range(3)]
+        for stream_id, feed in zip(ids, servers):
+            runner.add_stream(_spec(stream_id, feed.url, still_feed_clip, snapshot_every=0.5))
+        lines = lambda stream_id: _lines(out / stream_id / "frames.jsonl")  # noqa: E731
+        _wait(lambda: all(lines(s) >= 40 and (out / s / CHECKPOINT_FILE).exists() for s in ids), 90, "40 records each")
+        nodes = {s: runner.stream_report(s)["node_id"] for s in ids}
+        assert len(set(nodes.values())) == 3, nodes
+        doomed = workers[0]
+        moved = next(s for s, node in nodes.items() if node == doomed.node_id)
+        cluster.remove_node(doomed)
+        _wait(lambda: runner.stream_report(moved).get("restarts") == 1
+              and runner.stream_report(moved).get("frames_processed", 0) >= 30, 90, f"{moved} restarted and running")
+        report = runner.stream_report(moved)
+        assert report["node_id"] not in (doomed.node_id, None) and report["status"] == "running", report
+        runner.stop()
+        runner.wait()
+    finally:
+        if runner is not None:
+            runner.shutdown()
+        ray.shutdown()
+        cluster.shutdown()
+        for feed in servers:
+            feed.kill()
+    summary = runner.summary()
+    assert all(s["status"] == "stopped" for s in summary["streams"]), summary["failed"]
+    for stream_id in ids:
+        indices = [r["frame_index"] for r in _jsonl(out, stream_id)]
+        assert indices == sorted(set(indices)), f"{stream_id}: records out of order or repeated"
+    records = _jsonl(out, moved)
+    gap = [i for i, r in enumerate(records) if r["reason"] == WORKER_RESTARTED]
+    assert gap and gap == list(range(gap[0], gap[-1] + 1)), "one run of worker_restarted records"
+    before, after = records[: gap[0]], records[gap[-1] + 1:]
+    others = {s: _track_ids(_jsonl(out, s)) for s in ids if s != moved}
+    assert len(after) >= 20 and _track_ids(before) and _track_ids(after) == _track_ids(before), (before, after, others)
