@@ -290,3 +290,72 @@ def open_sink(sink_cls, url: str, **kwargs):
     sink = sink_cls(url, **kwargs)
     sink.open(StreamInfo("cam", "udp://127.0.0.1:1", 32, 24, 30.0))
     return sink
+
+
+# --------------------------------------------------------------------------- a broker down across a worker restart
+
+#: The clip of :func:`run_job_with_broker_down_across_a_worker_kill`, and the segmenter calls (one per keyframe, about
+#: every 4 frames) at which its broker is stopped and its stream worker killed.
+OUTAGE_FRAMES = 40
+_BROKER_STOPPED_AT, _WORKER_KILLED_AT = 3, 7
+
+
+def run_job_with_broker_down_across_a_worker_kill(broker: LoopbackServer, sink_url: str, folder: Path):
+    """A ``run`` job writing jsonl and ``sink_url`` (a URL of ``broker``) for one clip, checkpointing every 4 frames:
+    ``broker`` stops near frame 8, the stream worker is SIGKILLed near frame 24, then ``broker`` starts again on its
+    port, and the job runs the video again from its checkpoint. Returns the job's summary and the jsonl records'
+    lines by frame index."""
+    import json
+    import threading
+
+    from bench.clips import ClipSpec, make_clip
+    from pipeline.config import JobConfig
+    from pipeline.job import run_job
+
+    clip = make_clip(ClipSpec(seed=5, num_frames=OUTAGE_FRAMES, width=160, height=120), folder / "clip.mp4")
+    box = ",".join(str(int(v)) for v in clip.suggested_prompt("red_blob", "box").box)
+    gates = folder / "gates"
+    gates.mkdir()
+    config = JobConfig(sources=[str(clip.path)], out_dir=folder / "out", prompts=[f"box:{box}"],
+                       sinks=["jsonl", sink_url], progress=False, keyframe_every=4, checkpoint_every=4,
+                       segmenter="tests.crashing_segmenter:PausingSegmenter", segmenter_placement="inline",
+                       segmenter_options={"folder": str(gates), "pause_on": [_BROKER_STOPPED_AT, _WORKER_KILLED_AT]})
+    summaries = []
+    job = threading.Thread(target=lambda: summaries.append(run_job(config)), name="outage-job")
+    job.start()
+    try:
+        _wait_for(gates / f"reached_{_BROKER_STOPPED_AT}")
+        broker.stop()
+        (gates / f"go_{_BROKER_STOPPED_AT}").touch()
+        worker = int(_wait_for(gates / f"reached_{_WORKER_KILLED_AT}").read_text())
+        os.kill(worker, signal.SIGKILL)  # the stream worker, with the segmenter inline in it
+    finally:
+        if broker.process is None:
+            broker.start()
+        job.join(120)
+    assert summaries, "the job did not end"
+    lines = (folder / "out" / "clip" / "frames.jsonl").read_text().splitlines()
+    return summaries[0], {json.loads(line)["frame_index"]: line for line in lines}
+
+
+def _wait_for(path: Path, timeout: float = 60) -> Path:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        time.sleep(0.02)
+    return path
+
+
+def assert_delivered_at_least_once(received: list[tuple[str, dict]], jsonl: dict[int, str]) -> None:
+    """``received`` (each message's key and record, in arrival order) holds every frame 0..OUTAGE_FRAMES-1, a copy
+    of a frame always the same record as the jsonl file's; frames re-sent after the restart may come twice."""
+    import json
+
+    assert sorted(jsonl) == list(range(OUTAGE_FRAMES))
+    keys = {key for key, _ in received}
+    missing = sorted(set(range(OUTAGE_FRAMES)) - {int(key.rpartition(":")[2]) for key in keys})
+    assert not missing, f"frames never delivered: {missing} ({len(keys)} of {OUTAGE_FRAMES} keys arrived)"
+    assert keys == {f"clip:{i}" for i in range(OUTAGE_FRAMES)}
+    for key, record in received:
+        assert record == json.loads(jsonl[record["frame_index"]]), f"{key}: not the jsonl file's record"

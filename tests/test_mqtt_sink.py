@@ -15,7 +15,10 @@ import time
 import numpy as np
 import pytest
 
-from loopback import Mosquitto, RedisServer, free_port, open_sink, read_entries, sample_record
+from loopback import (
+    Mosquitto, RedisServer, assert_delivered_at_least_once, free_port, open_sink, read_entries,
+    run_job_with_broker_down_across_a_worker_kill, sample_record,
+)
 from operators.errors import OutputError
 from operators.records import FrameRecord
 from operators.sinks import StreamInfo, build_sinks, sink_kind
@@ -218,3 +221,14 @@ def test_a_record_is_encoded_once_for_every_sink_that_takes_it(broker, tmp_path,
     lines = [json.loads(line) for line in (tmp_path / "out" / "cam" / "frames.jsonl").read_text().splitlines()]
     assert len(lines) == 20
     assert [json.loads(e["record"]) for e in entries] == lines == [m["record"] for m in subscriber.messages]
+
+
+def test_mosquitto_down_across_a_worker_kill_loses_no_record(ray_local, broker, tmp_path):
+    """A checkpoint saved while records waited for their PUBACK let the re-run start after them: they were lost."""
+    subscriber = Subscriber(broker.port, "frames/clip")
+    summary, jsonl = run_job_with_broker_down_across_a_worker_kill(broker, broker.url + "/frames/{stream_id}", tmp_path)
+    video = summary.videos[0]
+    assert video.status == "done" and video.attempts == 2, summary.to_dict()["failures"]
+    subscriber.wait_for({f"clip:{i}" for i in jsonl})
+    subscriber.close()
+    assert_delivered_at_least_once([(m["key"], m["record"]) for m in subscriber.messages], jsonl)

@@ -11,7 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from loopback import RedisServer, free_port, open_sink, read_entries, sample_record
+from loopback import (
+    RedisServer, assert_delivered_at_least_once, free_port, open_sink, read_entries, run_job_with_broker_down_across_a_worker_kill,
+    sample_record,
+)
 from operators.errors import OutputError
 from operators.records import FrameRecord
 from operators.sinks import StreamInfo, build_sinks
@@ -164,3 +167,13 @@ def test_records_a_broker_never_took_fail_the_video(ray_local, tmp_path):
     assert video.error["error"] == "SinkWriteError" and "12 records not delivered" in video.error["reason"]
     assert video.outputs[0]["undelivered"] == 12
     assert not (tmp_path / "out" / "clip" / "done.json").exists()  # a re-run sends them again
+
+
+def test_redis_down_across_a_worker_kill_loses_no_record(ray_local, redis_server, tmp_path):
+    """A checkpoint saved while records waited for Redis let the re-run start after them: they were lost."""
+    summary, jsonl = run_job_with_broker_down_across_a_worker_kill(
+        redis_server, redis_server.url + "?stream=frames:{stream_id}", tmp_path)
+    video = summary.videos[0]
+    assert video.status == "done" and video.attempts == 2, summary.to_dict()["failures"]
+    received = [(e["key"], json.loads(e["record"])) for e in read_entries(redis_server.client(), "frames:clip")]
+    assert_delivered_at_least_once(received, jsonl)
