@@ -283,8 +283,8 @@ class StreamSession:
                 own_from = None if spec.chunk is None else spec.chunk.own_from
 
                 def checkpoint(last_image: np.ndarray) -> None:
-                    writer.checkpoint()  # the sinks hold every record before the checkpoint, durably
-                    checkpoints.save(self.processor, last_image)
+                    if writer.checkpoint():  # only once every sink holds every record before it, durably
+                        checkpoints.save(self.processor, last_image)
 
                 frames = self._frames(reader, start)
                 for record in stream_records(

@@ -303,8 +303,8 @@ _BROKER_STOPPED_AT, _WORKER_KILLED_AT = 3, 7
 def run_job_with_broker_down_across_a_worker_kill(broker: LoopbackServer, sink_url: str, folder: Path):
     """A ``run`` job writing jsonl and ``sink_url`` (a URL of ``broker``) for one clip, checkpointing every 4 frames:
     ``broker`` stops near frame 8, the stream worker is SIGKILLed near frame 24, then ``broker`` starts again on its
-    port, and the job runs the video again from its checkpoint. Returns the job's summary and the jsonl records'
-    lines by frame index."""
+    port, and the job runs the video again from its checkpoint (checked: done on the second attempt, resumed).
+    Returns the jsonl records' lines by frame index."""
     import json
     import threading
 
@@ -334,8 +334,11 @@ def run_job_with_broker_down_across_a_worker_kill(broker: LoopbackServer, sink_u
             broker.start()
         job.join(120)
     assert summaries, "the job did not end"
+    video = summaries[0].videos[0]
+    assert video.status == "done" and video.attempts == 2, summaries[0].to_dict()["failures"]
+    assert video.resumed_from is not None, "the second run started over rather than resume from a checkpoint"
     lines = (folder / "out" / "clip" / "frames.jsonl").read_text().splitlines()
-    return summaries[0], {json.loads(line)["frame_index"]: line for line in lines}
+    return {json.loads(line)["frame_index"]: line for line in lines}
 
 
 def _wait_for(path: Path, timeout: float = 60) -> Path:

@@ -105,3 +105,27 @@ def test_one_sink_failing_to_close_does_not_hide_the_others():
     assert outputs == [{"sink": "ListSink", "error": "cannot flush"}, {"sink": "list", "frames": 1}]
     assert good.closed and bad.closed
     assert not any(t.name == "sink-writer" for t in threading.enumerate()), "the thread ended"
+
+
+class CheckpointedSink(ListSink):
+    """Says whether its records are durable at a checkpoint, and counts the checkpoints it was asked for."""
+
+    def __init__(self, durable: bool) -> None:
+        super().__init__()
+        self.durable, self.asked = durable, []
+
+    def checkpoint(self) -> bool:
+        self.asked.append(len(self.frames))
+        return self.durable
+
+
+def test_a_checkpoint_is_durable_only_if_every_sink_says_so_and_each_is_asked_with_every_record():
+    down, up = CheckpointedSink(durable=False), CheckpointedSink(durable=True)
+    writer = SinkWriter([down, up, ListSink()])
+    for i in range(10):
+        writer.put(sample_record(i))
+    assert writer.checkpoint() is False  # a broker still holds records back: no stream checkpoint now
+    down.durable = True
+    assert writer.checkpoint() is True
+    writer.close()
+    assert down.asked == up.asked == [10, 10]  # both asked each time, after every record was written

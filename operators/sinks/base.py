@@ -45,8 +45,9 @@ class Sink(Protocol):
     ``open(stream, start_frame=k)`` resumes a stream at frame ``k``: the sink
     keeps what an earlier run wrote for frames before ``k`` and nothing after,
     so no frame is written twice. Each sink documents what that means for it.
-    A sink may also have ``checkpoint()``: called, with every record so far written, before the runtime
-    saves a stream checkpoint, to make those records durable.
+    A sink may also have ``checkpoint() -> bool``: called, with every record so far written, before the
+    runtime saves a stream checkpoint, to make those records durable; False when they are not (a broker
+    that is down): the checkpoint is then not saved, and a restart resumes from an earlier one.
     """
 
     needs_image: bool

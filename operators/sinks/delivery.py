@@ -103,20 +103,31 @@ class DeliveryBuffer:
 
     def drain(self, step: Callable[[], None], pause: float = 0.0) -> int:
         """Call ``step`` until the buffer is empty or ``flush_timeout`` passes; return and log what is left."""
-        deadline = time.monotonic() + self.flush_timeout
-        while self.entries and time.monotonic() < deadline:
-            wait = self.retry_at - time.monotonic()
-            if wait > 0:
-                time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
-                continue
-            step()
-            if pause:
-                time.sleep(pause)
+        self._empty(step, self.flush_timeout, pause, wait_for_retry=True)
         undelivered = len(self.entries)
         if undelivered:
             self.log.error("%s sink %s: %d records not delivered (broker unreachable: %s)", self.kind, self.where,
                            undelivered, self.last_error)
         return undelivered
+
+    def settle(self, step: Callable[[], None], timeout: float, pause: float = 0.0) -> bool:
+        """Whether the broker acknowledged every record, calling ``step`` for up to ``timeout`` seconds while it
+        answers; at once False while it is unreachable (a checkpoint is then not saved, never waited for)."""
+        self._empty(step, timeout, pause, wait_for_retry=False)
+        return not self.entries
+
+    def _empty(self, step: Callable[[], None], timeout: float, pause: float, *, wait_for_retry: bool) -> None:
+        deadline = time.monotonic() + timeout
+        while self.entries and time.monotonic() < deadline:
+            wait = self.retry_at - time.monotonic()
+            if wait > 0:
+                if not wait_for_retry:
+                    return
+                time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+                continue
+            step()
+            if pause:
+                time.sleep(pause)
 
     def summary(self, undelivered: int, **extra: Any) -> dict:
         return {"sink": self.kind, "url": self.url, **extra, "frames": self.stats["delivered"],
@@ -132,9 +143,24 @@ def undelivered_error(source: str, outputs: list[dict]) -> dict | None:
 
 
 class BrokerSink:
-    """Base of the message-queue sinks: what a caller may ask of any of them, read from ``self.delivery``."""
+    """Base of the message-queue sinks: what a caller may ask of any of them, read from ``self.delivery``.
+
+    A sink gives ``_send`` (try to deliver what is buffered, or reconnect when due), ``send_pause`` (seconds
+    between tries while acknowledgements come back on their own) and ``socket_timeout``.
+    """
 
     delivery: DeliveryBuffer
+    send_pause = 0.0
+    socket_timeout: float
+
+    def _send(self) -> None:
+        raise NotImplementedError
+
+    def checkpoint(self) -> bool:
+        """Whether the broker took every record written so far (waiting up to ``socket_timeout`` for its
+        acknowledgements): a stream checkpoint is saved only then, so a restart never skips records that
+        were only in this buffer. While the broker is down, False at once."""
+        return self.delivery.settle(self._send, self.socket_timeout, self.send_pause)
 
     @property
     def buffered(self) -> int:

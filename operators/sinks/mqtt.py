@@ -114,16 +114,18 @@ class MqttSink(BrokerSink):
         self._pump()
 
     def close(self) -> dict:
-        def step() -> None:
-            self._collect_acks()
-            if self._buffer:
-                self._pump()
-
-        undelivered = self.delivery.drain(step, pause=0.01)
+        undelivered = self.delivery.drain(self._send, self.send_pause)
         self._drop_client(disconnect=True)
         return self.delivery.summary(undelivered, topic=self.topic)
 
     # -- delivery --------------------------------------------------------------------------------------
+    send_pause = 0.01  # acknowledgements arrive on paho's thread: a short wait between looks for them
+
+    def _send(self) -> None:
+        self._collect_acks()
+        if self._buffer:
+            self._pump()
+
     def _collect_acks(self) -> None:
         """Drop acknowledged records from the front of the buffer (acks may come out of order; order is kept)."""
         with self._lock:

@@ -70,6 +70,7 @@ class RedisStreamSink(BrokerSink):
         self.delivery = DeliveryBuffer("redis", url, query, key_of=lambda entry: entry["key"], log=log,
                                        retry_initial=retry_initial, retry_max=retry_max, flush_timeout=flush_timeout)
         self.batch = batch
+        self.socket_timeout = socket_timeout
         self._errors = (redis.ConnectionError, redis.TimeoutError, OSError)
         self._client = redis.Redis.from_url(
             urlunsplit(parts._replace(query="")), socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,

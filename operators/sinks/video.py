@@ -63,12 +63,13 @@ class VideoSink:
             self._writer.write(annotated)
         self._next_frame = record.frame_index + 1
 
-    def checkpoint(self) -> None:
+    def checkpoint(self) -> bool:
         """Every record so far is written: finish this part, so an interrupted run keeps it whole."""
         if self._writer.frames_written:
             with output_errors(self._writer.path):
                 self._writer.close()
             self._start_part(self._next_frame)
+        return True
 
     def close(self) -> dict:
         with output_errors(self._writer.path):

@@ -85,14 +85,14 @@ class SinkWriter:
         self._queue.join()
         self._raise()
 
-    def checkpoint(self) -> None:
+    def checkpoint(self) -> bool:
         """Wait until every queued record is written, then let each sink that can make it durable
-        (``checkpoint()``, e.g. the MP4 sink finishing a part): the producer is about to save a stream
-        checkpoint that says these records are written."""
+        (``checkpoint()``: the MP4 sink finishes a part, a broker sink tries to have everything acknowledged).
+        True when every sink holds every record durably: only then may the producer save a stream checkpoint
+        that says these records are written."""
         self.drain()
-        for sink in self.sinks:
-            if hasattr(sink, "checkpoint"):
-                sink.checkpoint()
+        durable = [sink.checkpoint() for sink in self.sinks if hasattr(sink, "checkpoint")]
+        return all(durable)
 
     def close(self) -> list[dict]:
         """Write what is queued, end the thread and close every sink; one output dict per sink.
