@@ -2,7 +2,8 @@
 
 The broker-specific part (how a batch is sent and acknowledged) stays in each sink; the buffer
 decides what a full buffer does, when the next connection attempt is due, and counts every record,
-so all brokers behave and report alike.
+so all brokers behave and report alike. A stream checkpoint is saved only while the buffer is empty
+(:meth:`BrokerSink.checkpoint`), so records only ever held here are never behind a checkpoint.
 """
 
 from __future__ import annotations
