@@ -135,8 +135,9 @@ class StreamSession:
     (names, built under ``spec.out_dir``); ``reader`` replaces opening ``spec.source``: a live host's reader
     over its freshest-frame queue, whose ``frames()`` may yield :class:`~operators.stream.DroppedFrame`s.
     ``open_ended``: the source may end anywhere (a feed that is stopped), so prompts on frames it never
-    reached are dropped rather than an error. ``on_written(record, None)`` runs on the sink thread once every
-    sink took ``record`` (a live host measures latency there).
+    reached are dropped rather than an error, and its checkpoints (snapshots) are saved whatever a broker sink
+    still holds (its passed frames never come back). ``on_written(record, None)`` runs on the sink thread once
+    every sink took ``record`` (a live host measures latency there).
     """
 
     def __init__(self, spec: StreamSpec, submit: Callable[[], Submit], *, sinks: Sequence[Sink] = (),
@@ -283,7 +284,10 @@ class StreamSession:
                 own_from = None if spec.chunk is None else spec.chunk.own_from
 
                 def checkpoint(last_image: np.ndarray) -> None:
-                    if writer.checkpoint():  # only once every sink holds every record before it, durably
+                    # A file resumed from a checkpoint sends its records from there again, so one is saved only
+                    # once every sink durably holds every record before it; a feed's passed frames never come
+                    # back, so its snapshot keeps its tracks fresh whatever a broker still holds.
+                    if writer.checkpoint() or self._open_ended:
                         checkpoints.save(self.processor, last_image)
 
                 frames = self._frames(reader, start)

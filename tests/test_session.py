@@ -191,6 +191,34 @@ def test_a_live_host_s_source_with_dropped_frames_and_prompts_it_never_reaches(c
     assert [r.frame_index for r in written] == list(range(FRAMES))
 
 
+class _UndeliveredSink:
+    """A broker sink whose broker is down: it takes records and never holds them durably."""
+
+    needs_image = False
+
+    def open(self, stream, start_frame=0):
+        pass
+
+    def write(self, record):
+        pass
+
+    def checkpoint(self):
+        return False
+
+    def close(self):
+        return {"sink": "down"}
+
+
+@pytest.mark.parametrize("open_ended", [False, True])
+def test_a_file_is_checkpointed_only_behind_durable_records_a_feed_whatever_a_broker_holds(clip, tmp_path, open_ended):
+    spec = StreamSpec("cam", str(clip.path), [], str(tmp_path), [], checkpoint_every=4)
+    session = StreamSession(spec, lambda: local_submit(build_segmenter("default")), sinks=[_UndeliveredSink()],
+                            open_ended=open_ended)
+    session.add_prompts([_box(clip, 1)])
+    saved = [(tmp_path / "cam" / "checkpoint.npz").exists() for record in session if record.frame_index == 12]
+    assert saved == [open_ended]  # a file resumed from it would skip records only the broker sink had
+
+
 def test_a_file_that_ends_before_a_prompt_s_frame_fails_naming_it(clip):
     session = StreamSession.open(clip.path, prompts=[_box(clip, 1), f"{_box(clip, 2)}@{FRAMES + 50}"])
     report = session.run()
