@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from operators.errors import PipelineError
 from pipeline.config import SINK_NAMES, JobConfig, StreamOptions, option_help
+from pipeline.export_command import add_export_parser
 from pipeline.image_command import add_parser as add_image_parser
 from pipeline.live import add_live_parser
 from pipeline.ui.command import add_ui_parser
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_options(evaluation)
     evaluation.set_defaults(handler=_eval)
 
+    add_export_parser(commands)
     add_image_parser(commands)
     add_live_parser(commands)
     add_ui_parser(commands)
