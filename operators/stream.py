@@ -385,10 +385,11 @@ class StreamProcessor:
         return record
 
     def dropped(self, frame: DroppedFrame) -> FrameRecord:
-        """The record of a frame the source dropped; the stream's state does not see it."""
+        """The record of a frame the source dropped; the stream's state does not see it (an MP4 sink still
+        shows its image)."""
         height, width = frame.image.shape[:2]
         return FrameRecord(self.stream_id, frame.index, frame.pts, "skipped", Instances.empty(height, width),
-                           reason=frame.reason)
+                           reason=frame.reason, image=frame.image if self.keep_images else None)
 
     def drop_unreached_prompts(self) -> None:
         """Forget prompts scheduled on frames the stream will not reach: a live feed that stops before them

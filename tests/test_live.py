@@ -295,6 +295,46 @@ def test_cli_live_stops_cleanly_on_sigterm(clip, server, tmp_path):
     assert all(line.endswith("}") for line in lines) and "latency p50" in stderr and "SIGTERM" in stderr
 
 
+@pytest.mark.slow
+def test_sigterm_with_8_feeds_flushes_every_sink_and_writes_the_summary_within_10_s(tmp_path):
+    """The Ray runtime's stop: 8 UDP feeds, each in its stream actor; SIGTERM to exit with every frames.jsonl and
+    annotated.mp4 complete (the MP4's index is written at close: a file not flushed does not open)."""
+    import av
+
+    clip = make_clip(ClipSpec(seed=8, width=160, height=120, num_frames=50, fps=25.0, gop=25),
+                     tmp_path / "small.mp4")
+    feeds = [StreamServer(clip.path, "udp").start() for _ in range(8)]
+    box = clip.suggested_prompt("red_blob", "box").box
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pipeline.cli", "live", *(f.url for f in feeds), "--prompt",
+               "box:" + ",".join(map(str, box)), "--out", str(out), "--sink", "jsonl,mp4", "--timeout", "5"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "PYTHONPATH": "."})
+    lines = lambda path: len(path.read_text().splitlines())  # noqa: E731
+    try:
+        _wait(lambda: len(list(out.glob("*/frames.jsonl"))) == 8
+              and all(lines(p) >= 10 for p in out.glob("*/frames.jsonl")), 120, "10 records on every feed")
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        process.kill()
+        process.wait()
+        for feed in feeds:
+            feed.kill()
+    print(f"SIGTERM to exit with 8 feeds: {took:.2f} s")
+    assert process.returncode == 0, stderr
+    assert took < 10, f"stopping 8 feeds took {took:.1f} s"
+    summary = json.loads((out / "live_summary.json").read_text())
+    assert len(summary["streams"]) == 8 and not summary["failed"]
+    for stream in summary["streams"]:
+        folder = out / stream["stream_id"]
+        assert stream["status"] == "stopped" and stream["records_written"] == lines(folder / "frames.jsonl") >= 10
+        with av.open(str(folder / "annotated.mp4")) as video:
+            assert sum(1 for _ in video.decode(video=0)) == stream["records_written"]
+
+
 def _reply(client, entry_id: str, timeout: float = 10.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -54,7 +54,7 @@ class FeedReader(VideoReader):
         if start:
             self.offset = start + max(1, round(max(0.0, time.time() - self.restarted_at) * self.fps))
             self.gap = (start, self.offset - 1)
-            blank = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (self.info.height, self.info.width, 3))
+            blank = np.zeros((self.info.height, self.info.width, 3), np.uint8)  # one image for the whole gap
             for index in range(start, self.offset):
                 yield DroppedFrame(index, index / self.fps, blank, WORKER_RESTARTED)
             if self.on_resumed is not None:
