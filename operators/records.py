@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, replace
-from typing import Literal, Sequence, get_args
+from typing import TYPE_CHECKING, Literal, Sequence, get_args
 
 import cv2
 import numpy as np
 
 from operators import rle
 from operators.state import StateError, StateReader, is_number
+
+if TYPE_CHECKING:
+    import supervision as sv
 
 PromptKind = Literal["point", "box", "scribble", "mask"]
 FrameKind = Literal["keyframe", "propagated", "skipped"]
@@ -282,6 +285,19 @@ class Instances:
                 "rle": encoded[i],
             })
         return objects
+
+    def to_supervision(self) -> "sv.Detections":
+        """These instances as supervision's ``sv.Detections`` (:mod:`operators.supervision_interop`)."""
+        from operators.supervision_interop import to_detections
+
+        return to_detections(self)
+
+    @classmethod
+    def from_supervision(cls, detections: "sv.Detections", frame_size: tuple[int, int] | None = None) -> "Instances":
+        """Instances from supervision's ``sv.Detections``; ``frame_size`` (H, W) turns mask-less boxes into masks."""
+        from operators.supervision_interop import from_detections
+
+        return from_detections(detections, frame_size)
 
     def placed(self, box: Box, height: int, width: int) -> "Instances":
         """These instances, found in the crop ``box`` (x0, y0, x1, y1) of a ``height`` x ``width`` frame, on that frame."""
