@@ -21,7 +21,8 @@ from bench.clips import ClipSpec, make_clip
 from loopback import RedisServer, StreamServer, free_port, read_entries
 from operators.errors import VideoOpenError
 from operators.keyframes import KeyframeConfig
-from pipeline.live import DROP_LATENCY, DROP_QUEUE_FULL, FreshestFrameQueue, LiveRunner, LiveStreamSpec
+from pipeline.live import DROP_LATENCY, DROP_QUEUE_FULL, FreshestFrameQueue, LatencyHistogram, LiveRunner, LiveStreamSpec
+from pipeline.live.scheduling import LATENCY_BUCKETS
 from pipeline.sources import LiveFrame, LiveReader, ReconnectPolicy, is_live_source
 
 
@@ -395,8 +396,7 @@ def test_control_stream_adds_and_removes_prompts_and_streams_and_metrics_are_ser
         _wait(lambda: runner.streams["cam2"].records_written >= 10, 20, "the added stream's records")
 
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        assert 'xsam_live_frames_in_total{stream="cam"}' in metrics and "xsam_live_latency_seconds" in metrics
-        assert 'xsam_live_dropped_frames_total{cause="dropped_latency",stream="cam"}' in metrics
+        _check_metrics(metrics, stream.report().to_dict())
 
         gone = _reply(client, client.xadd("ctl", {"command": json.dumps({"op": "remove_stream", "stream_id": "cam2"})}),
                       timeout=30)
@@ -422,6 +422,39 @@ def test_control_stream_adds_and_removes_prompts_and_streams_and_metrics_are_ser
         redis_server.kill()
         for s in servers:
             s.kill()
+
+
+def _check_metrics(text: str, report: dict) -> None:
+    """Counters and a latency histogram as Prometheus parses them, agreeing with the stream's report taken after."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["xsam_live_latency_seconds"].type == "histogram"
+    for name in ("xsam_live_frames_in", "xsam_live_records_written", "xsam_live_dropped_frames", "xsam_live_keyframes"):
+        assert families[name].type == "counter", name
+    assert not any(n.startswith("xsam_live_fps") for n in families)  # rates are rate() of the counters
+    cam = {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "stream"))): s.value
+           for f in families.values() for s in f.samples if s.labels.get("stream") == "cam"}
+    buckets = [cam[("xsam_live_latency_seconds_bucket", (("le", le),))] for le in
+               [repr(float(b)) for b in LATENCY_BUCKETS] + ["+Inf"]]
+    assert buckets == sorted(buckets) and buckets[-1] == cam[("xsam_live_latency_seconds_count", ())] > 0
+    assert 0 < cam[("xsam_live_latency_seconds_sum", ())] <= report["latency"]["sum_s"]
+    assert cam[("xsam_live_latency_seconds_count", ())] <= cam[("xsam_live_records_written_total", ())]
+    assert 0 < cam[("xsam_live_frames_in_total", ())] <= report["frames_in"]
+    assert cam[("xsam_live_keyframes_total", (("reason", "prompt"),))] >= 1
+    assert ("xsam_live_dropped_frames_total", (("cause", "dropped_latency"),)) in cam
+
+
+def test_latency_histogram_counts_every_value_in_cumulative_buckets():
+    latency = LatencyHistogram(window=2)
+    for seconds in (0.005, 0.03, 0.4, 0.4, 20.0):
+        latency.add(seconds)
+    figures = latency.figures()
+    bounds = dict(zip(LATENCY_BUCKETS, figures["buckets"]))
+    assert (bounds[0.01], bounds[0.025], bounds[0.05], bounds[0.3], bounds[0.5], bounds[10.0]) == (1, 1, 2, 2, 4, 4)
+    assert figures["buckets"][-1] == figures["count"] == 5 and figures["sum_s"] == pytest.approx(20.835)
+    assert (figures["p50_ms"], figures["max_ms"]) == (10200.0, 20000.0)  # percentiles of the last 2 only
+    assert json.loads(json.dumps(figures)) == figures
 
 
 def test_stopping_before_a_prompt_frame_is_not_an_error_and_a_failing_sink_stops_only_its_stream(clip, tmp_path):

@@ -14,12 +14,12 @@ from pipeline.live.cli import add_live_parser, live_stream_defaults, run_live_co
 from pipeline.live.metrics import LiveCollector, serve_metrics
 from pipeline.live.runner import LiveRunner
 from pipeline.live.scheduling import (
-    DROP_LATENCY, DROP_QUEUE_FULL, WORKER_RESTARTED, FreshestFrameQueue, LatencyStats, StreamStatus,
+    DROP_LATENCY, DROP_QUEUE_FULL, WORKER_RESTARTED, FreshestFrameQueue, LatencyHistogram, StreamStatus,
 )
 from pipeline.live.stream import LiveReport, LiveStream, LiveStreamSpec
 
 __all__ = [
-    "DROP_LATENCY", "DROP_QUEUE_FULL", "WORKER_RESTARTED", "FreshestFrameQueue", "LatencyStats", "LiveCollector",
+    "DROP_LATENCY", "DROP_QUEUE_FULL", "WORKER_RESTARTED", "FreshestFrameQueue", "LatencyHistogram", "LiveCollector",
     "LiveReport", "LiveRunner", "LiveStream", "LiveStreamSpec", "StreamStatus", "add_live_parser",
     "live_stream_defaults", "run_live_command", "serve_metrics",
 ]

@@ -8,11 +8,12 @@ that reason, in frame order. ``mode="archive"`` never drops: the reader waits fo
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import deque
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -113,24 +114,38 @@ class FreshestFrameQueue:
         return self._closed
 
 
-class LatencyStats:
-    """End-to-end latencies in seconds: the last ``window`` kept for percentiles, all counted."""
+#: Upper bounds (seconds) of the latency histogram's buckets: a live frame is worth something for about a second.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+
+
+class LatencyHistogram:
+    """End-to-end latencies in seconds: each counted in cumulative buckets (:data:`LATENCY_BUCKETS`), which
+    Prometheus takes as a histogram, rates and quantiles over any window; the last ``window`` kept for the
+    summary's percentiles."""
 
     def __init__(self, window: int = 10_000) -> None:
         self._values: deque[float] = deque(maxlen=window)
         self._lock = threading.Lock()
+        self._counts = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, the last one above every bound
         self.count = 0
+        self.sum = 0.0
 
     def add(self, seconds: float) -> None:
         with self._lock:
             self._values.append(seconds)
+            self._counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
             self.count += 1
+            self.sum += seconds
 
-    def percentiles(self) -> dict[str, float | None]:
+    def figures(self) -> dict[str, Any]:
+        """``p50_ms``, ``p95_ms``, ``max_ms`` of the window; ``count``, ``sum_s`` and ``buckets`` (observations at or
+        under each bound of :data:`LATENCY_BUCKETS`, then all of them) since the start."""
         with self._lock:
             values = np.fromiter(self._values, float) if self._values else None
-        if values is None:
-            return {"p50_ms": None, "p95_ms": None, "max_ms": None}
-        p50, p95 = np.percentile(values, [50, 95])
-        return {"p50_ms": round(float(p50) * 1000, 1), "p95_ms": round(float(p95) * 1000, 1),
-                "max_ms": round(float(values.max()) * 1000, 1)}  # plain floats, as the JSON summary and callers want
+            counts, total, count = list(self._counts), self.sum, self.count
+        figures: dict[str, Any] = {"p50_ms": None, "p95_ms": None, "max_ms": None}
+        if values is not None:
+            p50, p95 = np.percentile(values, [50, 95])
+            figures = {"p50_ms": round(float(p50) * 1000, 1), "p95_ms": round(float(p95) * 1000, 1),
+                       "max_ms": round(float(values.max()) * 1000, 1)}  # plain floats, as JSON wants
+        return {**figures, "count": count, "sum_s": round(total, 6), "buckets": np.cumsum(counts).tolist()}

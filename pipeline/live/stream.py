@@ -34,7 +34,7 @@ from operators.stream import thread_submit
 from pipeline.checkpoint import CHECKPOINT_FILE
 from pipeline.live.feed import FeedReader
 from pipeline.live.scheduling import (
-    READER_STATUS, WORKER_RESTARTED, FreshestFrameQueue, LatencyStats, Mode, StreamStatus,
+    READER_STATUS, WORKER_RESTARTED, FreshestFrameQueue, LatencyHistogram, Mode, StreamStatus,
 )
 from pipeline.session import StreamSession, StreamSpec, Submit
 from pipeline.sources import LiveReader, ReconnectPolicy, is_live_source
@@ -92,7 +92,7 @@ class LiveReport:
     fps_out: float
     drops: dict[str, int]
     drop_rate: float
-    latency: dict[str, float | None]  # p50_ms, p95_ms, max_ms: decoded -> every sink took the record
+    latency: dict[str, Any]  # decoded -> every sink took the record: LatencyHistogram.figures()
     queue_depth: int
     max_queue_depth: int
     reconnects: int
@@ -134,7 +134,7 @@ class LiveStream:
         self.on_status = on_status
         self.submitter = submitter or self._inline_submitter
         self.queue = FreshestFrameQueue(spec.queue_size, spec.latency_budget, spec.mode)
-        self.latency = LatencyStats()
+        self.latency = LatencyHistogram()
         self.feed: FeedReader | None = None
         self.session: StreamSession | None = None
         self.status = StreamStatus.CONNECTING
@@ -301,7 +301,7 @@ class LiveStream:
             last_frame_index=self.last_frame_index, fps_in=round(frames_in / seconds, 2),
             fps_out=round(self.frames_processed / seconds, 2), drops=dict(self.queue.drops),
             drop_rate=round(sum(self.queue.drops.values()) / frames_in, 4) if frames_in else 0.0,
-            latency=self.latency.percentiles(), queue_depth=len(self.queue), max_queue_depth=self.queue.max_depth,
+            latency=self.latency.figures(), queue_depth=len(self.queue), max_queue_depth=self.queue.max_depth,
             reconnects=reader.reconnects if reader is not None else 0,
             decode_errors=reader.decode_errors if reader is not None else 0,
             keyframes=stats.keyframes if stats else 0, propagated=stats.propagated if stats else 0,
