@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from operators.errors import PipelineError
-from pipeline.config import SINK_NAMES, JobConfig, StreamOptions, option_help
+from pipeline.config import SINK_NAMES, JobConfig, add_stream_options, option_help, stream_overrides
 from pipeline.export_command import add_export_parser
 from pipeline.image_command import add_parser as add_image_parser
 from pipeline.live import add_live_parser
@@ -32,16 +32,10 @@ OPTION_NAMES = {"out_dir": "--out", "sources": "SOURCES", "sinks": "--sink", "pr
                 "segmenter_options": "--checkpoint"}
 
 
-def sink_list(text: str) -> list[str]:
-    return [s.strip() for s in text.split(",") if s.strip()]
-
-
 def _add_job_options(parser: argparse.ArgumentParser) -> None:
     """Job options; each left unset (None) falls back to --config, then XSAM_PIPELINE_* variables, then defaults."""
     add_stream_options(parser, JobConfig)
     parser.add_argument("--workers", type=int, help=option_help(JobConfig, "workers"))
-    parser.add_argument("--segmenter-placement", choices=("auto", "pool", "inline"),
-                        help=option_help(JobConfig, "segmenter_placement"))
     parser.add_argument("--parallel", type=int, help=option_help(JobConfig, "parallel"))
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--split", dest="split", action="store_const", const=True,
@@ -50,32 +44,10 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
                        help="one stream worker per video, whatever the job's size")
     parser.add_argument("--decoder", choices=("pyav", "decord"), help=option_help(JobConfig, "decoder"))
     parser.add_argument("--fps", type=float, help=option_help(JobConfig, "fps"))
-    parser.add_argument("--address", help=option_help(JobConfig, "address"))
     parser.add_argument("--no-resume", dest="resume", action="store_const", const=False,
                         help="re-process videos a previous run finished")
     parser.add_argument("--no-progress", dest="progress", action="store_const", const=False,
                         help="no progress bars or final table")
-
-
-def add_stream_options(parser: argparse.ArgumentParser, model: type[StreamOptions]) -> None:
-    """The options of every stream, ``run``'s and ``live``'s, their help from ``model``'s fields; each left
-    unset (None) falls back to --config, then XSAM_PIPELINE_* variables, then the field's default."""
-    parser.add_argument("--config", type=Path, help=option_help(model, "config"))
-    parser.add_argument("--out", type=Path, help=option_help(model, "out_dir"))
-    parser.add_argument("--segmenter", help=option_help(model, "segmenter"))
-    parser.add_argument("--checkpoint", help="X-SAM checkpoint folder, .bin or hub id (with --segmenter xsam)")
-    parser.add_argument("--keyframe-every", type=int, metavar="K", help=option_help(model, "keyframe_every"))
-    parser.add_argument("--ill-posed-every", type=int, metavar="N", help=option_help(model, "ill_posed_every"))
-    parser.add_argument("--sink", action="append", type=sink_list, metavar="NAMES", help=option_help(model, "sinks"))
-    parser.add_argument("--max-pending", type=int, metavar="N", help=option_help(model, "max_pending"))
-
-
-def stream_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The stream options given on the command line (None: not given)."""
-    return dict(config=args.config, out_dir=args.out, segmenter=args.segmenter,
-                segmenter_options={"checkpoint": args.checkpoint} if args.checkpoint else None,
-                keyframe_every=args.keyframe_every, ill_posed_every=args.ill_posed_every,
-                sinks=[s for group in args.sink for s in group] if args.sink else None, max_pending=args.max_pending)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,8 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace, **given) -> JobConfig:
     """The explicit command-line options layered over the environment and --config (:mod:`pipeline.config`)."""
     options = dict(stream_overrides(args), decoder=args.decoder, fps=args.fps, workers=args.workers,
-                   segmenter_placement=args.segmenter_placement, parallel=args.parallel, split=args.split,
-                   address=args.address, resume=args.resume, progress=args.progress, **given)
+                   parallel=args.parallel, split=args.split, resume=args.resume, progress=args.progress, **given)
     return JobConfig(**{name: value for name, value in options.items() if value is not None})
 
 

@@ -1,13 +1,16 @@
-"""Options of ``run`` (and of the Python API and deploy files): one validated object, every default and help
-text written once, in its fields.
+"""Options of ``run`` and ``live`` (and of the Python API and deploy files): validated objects, every default
+and help text written once, in their fields; the options every stream takes are :class:`StreamOptions`, which
+``run``'s :class:`JobConfig` and ``live``'s :class:`pipeline.live.options.LiveConfig` extend.
 
 The layering is pydantic-settings': explicit values (flags, keyword arguments), then ``XSAM_PIPELINE_<OPTION>``
 environment variables (lists and mappings read as YAML), then the ``config`` YAML file, then the defaults,
-which come from the operators that use them (:class:`~operators.keyframes.KeyframeConfig`, :data:`~operators.stream.MAX_PENDING`).
+which come from the operators that use them (:class:`~operators.keyframes.KeyframeConfig`,
+:data:`~operators.stream.MAX_PENDING`).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -99,6 +102,10 @@ class StreamOptions(LayeredOptions):
                              "redis://HOST:PORT/DB?stream=NAME or mqtt://HOST:PORT/TOPIC")
     max_pending: int = Field(default=MAX_PENDING, ge=1, description="decoded frames a stream may hold waiting for "
                              "a keyframe")
+    segmenter_placement: Literal["auto", "pool", "inline"] = Field(
+        default="auto", description="segmenter actors (pool) or a segmenter in each stream worker (inline); "
+        "auto: inline for the weight-free default segmenter on a cluster without GPUs")
+    address: str | None = Field(default=None, description="Ray cluster to join; default: start a local one")
 
     @field_validator("sinks")
     @classmethod
@@ -139,9 +146,6 @@ class JobConfig(StreamOptions):
                                                "decord extra) can abort its process on a damaged file")
     fps: float = Field(default=DEFAULT_FOLDER_FPS, gt=0, description="frame rate of frame-folder videos (folders "
                        "of JPEG/PNG frames), whose images carry no timestamps: frame i has pts i / fps")
-    segmenter_placement: Literal["auto", "pool", "inline"] = Field(
-        default="auto", description="segmenter actors (pool) or a segmenter in each stream worker (inline); "
-        "auto: inline for the weight-free default segmenter on a cluster without GPUs")
     workers: int | None = Field(default=None, ge=1, description="segmenter actors; default: one per GPU, else 1")
     parallel: int | None = Field(default=None, ge=1, description="videos processed at once; default: the "
                                  "cluster's CPUs")
@@ -150,7 +154,6 @@ class JobConfig(StreamOptions):
                                "job has fewer videos than parallel slots")
     checkpoint_every: int = Field(default=CHECKPOINT_EVERY, ge=0, description="frames between stream checkpoints "
                                   "(0: none)")
-    address: str | None = Field(default=None, description="Ray cluster to join; default: start a local one")
     resume: bool = True
     progress: bool = True
 
@@ -198,7 +201,7 @@ def option_help(model: type[BaseSettings], name: str) -> str:
     """Field ``name``'s description as its command-line help, with the default where it has one."""
     field = model.model_fields[name]
     default = None if field.is_required() else field.get_default(call_default_factory=True)
-    if default is None or isinstance(default, bool):  # no default, or said by the flag's name (--no-resume)
+    if default in (None, []) or isinstance(default, bool):  # none, or said by the flag's name (--no-resume)
         return field.description or ""
     return f"{field.description} (default {','.join(default) if isinstance(default, list) else default})"
 
@@ -215,6 +218,35 @@ def parse_yaml(text: str, source: str, what: str, error: type[PipelineError] = P
         raise error(source, f"{what} is not valid YAML/JSON ({' '.join(str(exc).split())})") from None
     except RecursionError:  # the parser recurses once per nesting level
         raise error(source, f"{what} nests too deep to be read") from None
+
+
+def sink_list(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def add_stream_options(parser: argparse.ArgumentParser, model: type[StreamOptions]) -> None:
+    """The options of every stream, ``run``'s and ``live``'s, their help from ``model``'s fields; each left
+    unset (None) falls back to --config, then XSAM_PIPELINE_* variables, then the field's default."""
+    parser.add_argument("--config", type=Path, help=option_help(model, "config"))
+    parser.add_argument("--out", type=Path, help=option_help(model, "out_dir"))
+    parser.add_argument("--segmenter", help=option_help(model, "segmenter"))
+    parser.add_argument("--checkpoint", help="X-SAM checkpoint folder, .bin or hub id (with --segmenter xsam)")
+    parser.add_argument("--keyframe-every", type=int, metavar="K", help=option_help(model, "keyframe_every"))
+    parser.add_argument("--ill-posed-every", type=int, metavar="N", help=option_help(model, "ill_posed_every"))
+    parser.add_argument("--sink", action="append", type=sink_list, metavar="NAMES", help=option_help(model, "sinks"))
+    parser.add_argument("--max-pending", type=int, metavar="N", help=option_help(model, "max_pending"))
+    parser.add_argument("--segmenter-placement", choices=("auto", "pool", "inline"),
+                        help=option_help(model, "segmenter_placement"))
+    parser.add_argument("--address", help=option_help(model, "address"))
+
+
+def stream_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The stream options given on the command line (None: not given)."""
+    return dict(config=args.config, out_dir=args.out, segmenter=args.segmenter,
+                segmenter_options={"checkpoint": args.checkpoint} if args.checkpoint else None,
+                keyframe_every=args.keyframe_every, ill_posed_every=args.ill_posed_every,
+                sinks=[s for group in args.sink for s in group] if args.sink else None, max_pending=args.max_pending,
+                segmenter_placement=args.segmenter_placement, address=args.address)
 
 
 def read_mapping_file(path: Path, what: str, error: type[PipelineError] = PipelineError) -> dict[str, Any]:

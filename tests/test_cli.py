@@ -182,16 +182,43 @@ def test_ill_posed_every_reaches_the_keyframe_policy_and_zero_turns_it_off():
 
 def test_live_takes_the_keyframe_options_and_names_a_bad_one(tmp_path):
     from pipeline.cli import build_parser
-    from pipeline.live import live_stream_defaults
+    from pipeline.live.cli import live_config, live_stream_defaults
 
     def keyframes(*flags):
         args = build_parser().parse_args(["live", "udp://127.0.0.1:9", "--prompt", "point:1,1", "--out", "o", *flags])
-        return live_stream_defaults(args)["keyframes"]
+        return live_stream_defaults(live_config(args))["keyframes"]
 
     assert (keyframes().every, keyframes().ill_posed_every) == (10, 3)
     assert keyframes("--ill-posed-every", "0").watches_flow is False
     assert keyframes("--keyframe-every", "4", "--ill-posed-every", "2").every == 4
     result = cli("live", "udp://127.0.0.1:9", "--prompt", "point:1,1", "--out", str(tmp_path / "out"),
                  "--ill-posed-every", "-1")
-    assert result.returncode == 2 and "ill-posed-flow keyframe interval must be >= 0" in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --ill-posed-every: Input should be greater than or equal to 0"
+    assert not (tmp_path / "out").exists()
+
+
+def test_live_is_layered_as_run_is(tmp_path, monkeypatch):
+    """The same --config file and XSAM_PIPELINE_* variables configure live, its own options included."""
+    from pipeline.cli import build_parser
+    from pipeline.live.cli import live_config, live_stream_defaults
+
+    path = tmp_path / "live.yaml"
+    path.write_text("out_dir: out\nkeyframe-every: 5\nlatency_budget: 0.25\nallow_schemes: [udp]\n")
+
+    def config(*flags):
+        return live_config(build_parser().parse_args(["live", "udp://127.0.0.1:9", "--config", str(path), *flags]))
+
+    first = config()
+    assert (first.keyframe_every, first.latency_budget, first.allow_schemes, first.sinks) == (5, 0.25, ["udp"], ["jsonl"])
+    assert live_stream_defaults(first)["max_pending"] == 8 and str(first.out_dir) == "out"
+    monkeypatch.setenv("XSAM_PIPELINE_LATENCY_BUDGET", "0.75")
+    monkeypatch.setenv("XSAM_PIPELINE_SINKS", "[jsonl, png]")
+    assert (config().latency_budget, config().sinks, config().keyframe_every) == (0.75, ["jsonl", "png"], 5)
+    assert config("--latency-budget", "0.1", "--allow-schemes", "rtsp,tcp").allow_schemes == ["rtsp", "tcp"]
+    assert config("--latency-budget", "0.1").latency_budget == 0.1
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "live", "udp://127.0.0.1:9", "--prompt",
+                             "point:1,1", "--config", str(path)], capture_output=True, text=True, timeout=120,
+                            env={**ENV, "XSAM_PIPELINE_QUEUE_SIZE": "0"}, cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --queue-size: Input should be greater than or equal to 1"
