@@ -60,7 +60,7 @@ class PipelineError(Exception):
 
 
 class VideoOpenError(PipelineError):
-    """The video is missing, empty, not a video, or its container cannot be parsed."""
+    """The video is missing, empty, not a video, its container cannot be parsed, or its frames are too small to track."""
 
 
 class UnsupportedCodecError(PipelineError):

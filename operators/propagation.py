@@ -34,6 +34,17 @@ DIS_PRESETS = {
     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
 
+#: DIS's smallest image, (longer side, shorter side): its 8-pixel patches need 8 pixels across and 12 along
+#: (measured on OpenCV 5.1, every preset and finest scale). Frames keep the shorter side when downscaled.
+MIN_FLOW_SIZE = (12, 8)
+
+
+def coarsest_scale(height: int, width: int, patch: int) -> int:
+    """DIS's coarsest pyramid level for an image (OpenCV's dis_flow.cpp formula). A finest level above it sends
+    DIS down a path that fails on wide images (a 45x8 image raises, a 40x1000 one crashes the process), so the
+    finest level is capped at it."""
+    return max(0, min(int(math.log2(max(height, width) / (4 * patch)) + 0.5), int(math.log2(min(height, width) / patch))))
+
 #: Row and column slices of a frame.
 Window = tuple[slice, slice]
 
@@ -175,19 +186,31 @@ class FlowPropagator:
         self.max_side = max_side
         self.score_decay = score_decay
         self._dis: cv2.DISOpticalFlow | None = None
+        self._preset_finest = 0  # the preset's finest scale, where ``finest_scale`` is None
         self._last: tuple[np.ndarray, np.ndarray] | None = None  # (frame, its working image): the next prev_frame
 
-    def _estimator(self) -> cv2.DISOpticalFlow:
+    def _estimator(self, height: int, width: int) -> cv2.DISOpticalFlow:
         if self._dis is None:
             self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset])
-            if self.finest_scale is not None:
-                self._dis.setFinestScale(self.finest_scale)
+            self._preset_finest = self._dis.getFinestScale()
+        finest = self._preset_finest if self.finest_scale is None else self.finest_scale
+        self._dis.setFinestScale(min(finest, coarsest_scale(height, width, self._dis.getPatchSize())))
         return self._dis
+
+    @staticmethod
+    def too_small(height: int, width: int) -> str | None:
+        """Why optical flow cannot track frames of this size, or None when it can."""
+        longer, shorter = MIN_FLOW_SIZE
+        if max(height, width) >= longer and min(height, width) >= shorter:
+            return None
+        minimum = f"{longer}x{shorter}" if width >= height else f"{shorter}x{longer}"
+        return (f"frame {width}x{height} is smaller than the minimum {minimum} (optical flow needs {shorter} pixels "
+                f"on the shorter side and {longer} on the longer)")
 
     def _working(self, frame: np.ndarray) -> np.ndarray:
         gray = _gray(frame)
         h, w = gray.shape
-        scale = self.max_side / max(h, w)
+        scale = max(self.max_side / max(h, w), MIN_FLOW_SIZE[1] / min(h, w))  # a thin frame keeps DIS's minimum
         if scale >= 1:
             return gray
         return cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
@@ -200,7 +223,7 @@ class FlowPropagator:
         prev = self._last[1] if self._last is not None and self._last[0] is prev_frame else self._working(prev_frame)
         cur = self._working(frame)
         self._last = (frame, cur)
-        dis = self._estimator()
+        dis = self._estimator(*cur.shape)
         backward = dis.calc(cur, prev, None)
         # A pixel is consistent if the previous frame, pulled along the flow, looks like it there; occluded or
         # lost pixels do not.

@@ -20,7 +20,7 @@ from typing import Callable, ContextManager, Iterable, Iterator, Protocol, Seque
 import numpy as np
 
 from operators.association import AssociationConfig, TrackAssigner
-from operators.errors import InvalidPromptError, PipelineError, SegmenterError, VideoDecodeError
+from operators.errors import InvalidPromptError, PipelineError, SegmenterError, VideoDecodeError, VideoOpenError
 from operators.keyframes import KeyframeConfig, KeyframePolicy, reanchor_regions
 from operators.propagation import FlowPropagator
 from operators.records import (Box, FrameKind, FrameReason, FrameRecord, Instances, KeyframeReason, Prompt, PromptError,
@@ -502,6 +502,8 @@ def stream_records(
             pending.append((frame, None))
             yield from advance(block=False, keep=0)
             continue
+        if previous is None and (reason := processor.propagator.too_small(*frame.image.shape[:2])):
+            raise VideoOpenError(processor.source, reason, frame.index)
         if previous is not None and previous.shape != frame.image.shape:
             yield from advance(block=True, keep=0)  # the frames before it still get records
             (h0, w0), (h1, w1) = previous.shape[:2], frame.image.shape[:2]

@@ -115,3 +115,33 @@ def test_image_with_a_corrupt_checkpoint_config_is_named(tmp_path):
     line = refused("image", str(tmp_path / "street.png"), "--checkpoint", str(checkpoint), "--prompt", "point:1,1",
                    "--out", str(tmp_path / "out"))
     assert f"{checkpoint / 'config.json'}: not a readable JSON config" in line
+
+
+def test_frames_too_small_to_track_are_named_and_the_other_videos_finish(tmp_path):
+    import json
+
+    import numpy as np
+
+    from operators.video_writer import H264Writer
+
+    rng = np.random.default_rng(5)
+    for name, (width, height) in {"dot.mp4": (2, 2), "strip.mp4": (46, 8)}.items():
+        with H264Writer(tmp_path / name, 25, width, height) as writer:
+            for _ in range(6):
+                writer.write(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    (tmp_path / "pixel").mkdir()
+    for i in range(3):
+        Image.new("RGB", (1, 1), (i, i, i)).save(tmp_path / "pixel" / f"{i:05d}.png")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", *(str(tmp_path / n) for n in (
+        "dot.mp4", "pixel", "strip.mp4")), "--prompt", "point:0,0", "--out", str(out), "--sink", "jsonl"],
+        capture_output=True, text=True, timeout=300, env=ENV, cwd=ROOT)
+    assert result.returncode == 1, result.stderr
+    assert "OpenCV" not in result.stderr and "Traceback" not in result.stderr
+    videos = {Path(v["source"]).name: v for v in json.loads((out / "summary.json").read_text())["videos"]}
+    for name, size in (("dot.mp4", "2x2"), ("pixel", "1x1")):
+        assert videos[name]["status"] == "failed"
+        assert videos[name]["error"]["reason"] == (f"frame {size} is smaller than the minimum 12x8 (optical flow "
+                                                   "needs 8 pixels on the shorter side and 12 on the longer)")
+        assert "traceback" not in videos[name]["error"]
+    assert videos["strip.mp4"]["status"] == "done" and videos["strip.mp4"]["frames"] == 6

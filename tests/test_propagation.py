@@ -68,6 +68,26 @@ def test_large_frames_get_flow_at_reduced_resolution_and_masks_at_full():
     assert region_similarity(moved.masks[0], mask_cur) > 0.95
 
 
+@pytest.mark.parametrize("height, width", [(8, 12), (12, 8), (8, 45), (45, 8), (12, 200), (90, 4000)])
+def test_thin_and_tiny_frames_down_to_dis_minimum_get_flow(height, width):
+    """Issue 14 item 8: a 45x8 frame raised inside DIS (its finest pyramid level above the coarsest), a 4000x90
+    one was downscaled to 320x7, below DIS's minimum."""
+    rng = np.random.default_rng(3)
+    prev, cur = (rng.integers(0, 256, (height, width), dtype=np.uint8) for _ in range(2))
+    propagator = FlowPropagator()
+    assert propagator.too_small(height, width) is None
+    flow = propagator.flow(prev, cur)
+    assert flow.frame_size == (height, width) and min(flow.backward.shape[:2]) >= 8
+    assert propagator.warp(one(np.ones((height, width), bool)), flow).masks.shape == (1, height, width)
+
+
+def test_frames_below_dis_minimum_are_named():
+    assert FlowPropagator.too_small(8, 11) == ("frame 11x8 is smaller than the minimum 12x8 (optical flow needs 8 "
+                                               "pixels on the shorter side and 12 on the longer)")
+    assert "frame 7x100 is smaller than the minimum 8x12" in FlowPropagator.too_small(100, 7)
+    assert "frame 1x1 is smaller" in FlowPropagator.too_small(1, 1)
+
+
 def test_masks_do_not_bleed_into_the_background_over_many_frames(tmp_path):
     """Ten frames of propagation on compressed video stay close to the truth in area and overlap."""
     clip = make_clip(ClipSpec(seed=2, num_frames=11, speed=2.0), tmp_path / "walk.mp4")
