@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import time
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -14,8 +15,10 @@ from operators.metrics import evaluate_clip, iou_matrix, region_similarity
 from operators.propagation import FlowPropagator
 from operators.records import Instances, Prompt
 from operators.segmenters import PromptMemory, Segmenter, build_segmenter
+from operators.segmenters import default as default_module
 from operators.segmenters.base import segment_within
 from operators.segmenters.default import (
+    GRABCUT_MAX_PIXELS,
     N_COLOURS,
     DefaultPromptMemory,
     DefaultSegmenter,
@@ -188,6 +191,44 @@ def test_every_prompt_kind_cuts_out_the_object(kind):
         rough = cv2.dilate(truth.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
         prompt = Prompt(0, "mask", mask=rough)
     assert region_similarity(DefaultSegmenter().cut_out(frame.rgb, prompt), truth) > 0.9
+
+
+def _grabcut_sizes(monkeypatch) -> list[int]:
+    """The pixel counts GrabCut is run on, from now on."""
+    sizes, grabcut = [], cv2.grabCut
+    monkeypatch.setattr(cv2, "grabCut", lambda image, *rest: (sizes.append(image.shape[0] * image.shape[1]),
+                                                             grabcut(image, *rest))[1])
+    return sizes
+
+
+def test_a_box_on_a_large_object_is_cut_at_a_bounded_size(monkeypatch):
+    """A window past GRABCUT_MAX_PIXELS is cut at a lower resolution: a bounded cost, as good a cut."""
+    frame = Scene(ClipSpec(seed=5)).render(0)
+    grow = dict(fx=5, fy=5, interpolation=cv2.INTER_NEAREST)  # the object grown far past the cap
+    rgb, truth = cv2.resize(frame.rgb, None, **grow), cv2.resize(frame.masks[1].view(np.uint8), None, **grow) > 0
+    ys, xs = np.nonzero(truth)
+    sizes = _grabcut_sizes(monkeypatch)
+    cut = DefaultSegmenter().cut_out(rgb, Prompt(0, "box", box=(xs.min() - 8.0, ys.min() - 8.0, xs.max() + 9.0, ys.max() + 9.0)))
+    assert truth.sum() > GRABCUT_MAX_PIXELS / 4 and sizes and max(sizes) <= GRABCUT_MAX_PIXELS * 1.01
+    assert region_similarity(cut, truth) > 0.9
+
+
+def test_a_stroke_on_a_wide_region_grows_its_window_at_a_bounded_size(monkeypatch):
+    """A stroke on Big Buck Bunny's grass (720p): the window doubles to its limit, and each cut runs on at
+    most GRABCUT_MAX_PIXELS (at full resolution this stroke took 9 s), keeping most of the full-size cut."""
+    from pipeline.cli import demo_clip
+
+    with av.open(demo_clip()) as container:
+        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    stroke = np.zeros(frame.shape[:2], np.uint8)
+    cv2.line(stroke, (300, 500), (700, 600), 1, 3)
+    prompt = Prompt(0, "scribble", mask=stroke.astype(bool))
+    sizes = _grabcut_sizes(monkeypatch)
+    cut = DefaultSegmenter().cut_out(frame, prompt)
+    assert len(sizes) > 1 and max(sizes) <= GRABCUT_MAX_PIXELS * 1.01
+    assert cut[stroke.astype(bool)].mean() > 0.9
+    monkeypatch.setattr(default_module, "GRABCUT_MAX_PIXELS", frame.shape[0] * frame.shape[1])
+    assert region_similarity(cut, DefaultSegmenter().cut_out(frame, prompt)) > 0.4
 
 
 def test_memory_is_picklable_small_and_deterministic(line_up):

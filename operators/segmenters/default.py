@@ -36,6 +36,11 @@ N_COLOURS = int(np.prod(COLOUR_BINS))
 UNSEEN_COLOUR_DENSITY = 2 / N_COLOURS
 #: A point, scribble or mask prompt's GrabCut window starts at 6 point radii and may double this often.
 _MAX_WINDOW_DOUBLINGS = 3
+#: GrabCut runs on at most this many pixels (a larger window is cut at a lower resolution and scaled back):
+#: its cost grows with the window, which doubles for a point or scribble on a large region (a stroke across
+#: Big Buck Bunny's 720p grass took 9.3 s at full resolution, 0.7 s so; a box on its rock 0.29 s, 0.15 s so,
+#: the cut 0.96 IoU of the full-resolution one).
+GRABCUT_MAX_PIXELS = 60_000
 
 
 def colour_bins(frame: np.ndarray) -> np.ndarray:
@@ -170,6 +175,15 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return (padded != 2)[1:-1, 1:-1]
 
 
+def _shrink_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """GrabCut labels at ``size`` (width, height): a cell any (probable) foreground pixel falls in keeps it,
+    so a thin stroke survives the shrink; sure foreground wins over probable."""
+    small = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
+    for label in (cv2.GC_PR_FGD, cv2.GC_FGD):
+        small[cv2.resize((labels == label).astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0] = label
+    return small
+
+
 def _box_of(mask: np.ndarray) -> Box:
     """Tight box of a non-empty boolean mask."""
     x, y, w, h = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
@@ -299,13 +313,21 @@ class DefaultSegmenter:
         rx0, ry0, rx1, ry1 = _grow_box(window, 0.25, 0, h, w)
         roi_labels = np.ascontiguousarray(labels[ry0:ry1, rx0:rx1])
         roi_image = np.ascontiguousarray(frame[ry0:ry1, rx0:rx1])
+        scale = min(1.0, (GRABCUT_MAX_PIXELS / roi_labels.size) ** 0.5)
+        if scale < 1.0:
+            size = (max(1, round(roi_labels.shape[1] * scale)), max(1, round(roi_labels.shape[0] * scale)))
+            roi_image, roi_labels = cv2.resize(roi_image, size, interpolation=cv2.INTER_AREA), _shrink_labels(roi_labels, size)
         models = (np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64))
         cv2.setRNGSeed(0)  # GrabCut seeds its colour models with k-means on OpenCV's global RNG
         try:
             cv2.grabCut(roi_image, roi_labels, None, *models, self.grabcut_iterations, cv2.GC_INIT_WITH_MASK)
         except cv2.error:  # one colour class empty (e.g. the window is the whole frame): keep the seed
             return seed
+        if scale < 1.0:
+            roi_labels = cv2.resize(roi_labels, (rx1 - rx0, ry1 - ry0), interpolation=cv2.INTER_NEAREST)
         labels[ry0:ry1, rx0:rx1] = roi_labels
+        if core is not None:
+            labels[core] = cv2.GC_FGD  # sure foreground at full resolution, however thin the stroke
         foreground = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
         count, blobs, stats, _ = cv2.connectedComponentsWithStats(foreground.astype(np.uint8), connectivity=8)
         if count == 1:
