@@ -79,13 +79,15 @@ def markdown_blocks(result: dict[str, Any], command: str) -> dict[str, str]:
             "## Machine\n\n"
             f"- {m['cores']} cores, {m['cpu_model']}, {m['ram_gb']} GB RAM, Python {m['python']}\n"
             f"- {versions}\n"
-            f"- run {m['date']} (`{command}`, {result.get('elapsed_s')} s); load average "
-            f"{m['load_avg_start']} at the start, {m.get('load_avg_end')} at the end: **shared machine, noisy figures**\n"
+            "- each section below names the run it comes from and the load average around it: **shared machine, "
+            "noisy figures**\n"
         ),
         "definitions": definitions(),
     }
     for name, rows in summary_rows(result).items():
-        lines = [f"## {MODULES[name].TITLE}", "", f"`{command}`, {m['date']}", "", "| metric | value |", "|---|---|"]
+        run = (f"`{command}`, {m['date']} ({result.get('elapsed_s')} s; load average {m['load_avg_start']} -> "
+               f"{m.get('load_avg_end')})")
+        lines = [f"## {MODULES[name].TITLE}", "", run, "", "| metric | value |", "|---|---|"]
         lines += [f"| {metric} | {value.replace('|', '/')} |" for metric, value in rows]
         blocks[name] = "\n".join(lines) + "\n"
     return blocks

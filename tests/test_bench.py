@@ -163,3 +163,12 @@ def test_markdown_blocks_replace_only_their_sections():
               "sections": {"decode": {"size": "8x8", "threads_1": {"fps": 1.0}, "threads_auto": {"fps": 2.0}}}}
     blocks = markdown_blocks(result, "python -m bench")
     assert set(blocks) == {"machine", "definitions", "decode"} and "| PyAV decode" in blocks["decode"]
+
+
+def test_annotate_section_times_both_annotators_on_the_same_frames(tmp_path):
+    result = run_bench(tmp_path, "--only", "annotate", timeout=180)
+    section = result["sections"]["annotate"]
+    assert section["frames"] == 60 and section["size"] == "320x240" and section["objects_mean"] >= 1
+    for stage in ("masks", "outlines", "labels", "chain"):
+        assert positive(section[f"ours_{stage}_ms"]) and positive(section[f"supervision_{stage}_ms"]), stage
+    assert positive(section["supervision_chain_converting_ms"]) and positive(section["to_supervision_ms"])
