@@ -270,6 +270,16 @@ class StreamProcessor:
         """Thread-safe: stop segmenting these prompts from the next frame on."""
         self.controls.put(("remove", set(prompt_ids)))
 
+    def follow_prompts(self, prompts: Sequence[Prompt]) -> None:
+        """Before the stream runs: make ``prompts`` its prompts from its next frame on, removing the ones it
+        runs that are not among them and adding those it never had. A live feed restarted from a snapshot
+        takes the prompts its host holds, which may have changed after the snapshot."""
+        wanted = {p.prompt_id for p in prompts}
+        if gone := (self.taken_prompt_ids - self.removed_prompt_ids) - wanted:
+            self.remove_prompts(gone)
+        if new := [p for p in prompts if p.prompt_id not in self.taken_prompt_ids]:
+            self.add_prompts(new)
+
     def _apply_controls(self) -> None:
         while not self.controls.empty():
             op, payload = self.controls.get()

@@ -276,7 +276,9 @@ class StreamSession:
                     sink.open(stream, start_frame=start)
                 self.processor = resume.processor if resume else StreamProcessor(
                     spec.stream_id, spec.source, [*spec.prompts, *self._added], **settings)
-                if resume and self._added:
+                if resume and self._open_ended:  # a restarted feed: its host's prompts, whatever its snapshot had
+                    self.processor.follow_prompts([*spec.prompts, *self._added])
+                elif resume and self._added:
                     self.processor.add_prompts(self._added)
                 if spec.start_memories and not resume:  # a later chunk: its first frame is a keyframe on them
                     self.processor.memories, self.processor.first_prompt_frame = list(spec.start_memories), first

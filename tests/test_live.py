@@ -485,3 +485,33 @@ def test_records_a_broker_never_took_fail_the_live_stream(clip, tmp_path):
     assert lost == len(_jsonl(tmp_path / "out", "lost")) > 0
     assert report.status == "failed" and report.error["error"] == "SinkWriteError"
     assert f"{lost} records not delivered" in report.error["reason"]
+
+
+def test_a_feed_restarted_from_a_snapshot_takes_its_hosts_prompts_not_the_snapshots(clip, server, tmp_path):
+    """Prompts changed after a feed's latest snapshot (prompt 0 removed, prompt 1 added) are what the stream
+    runs when it is started again from that snapshot: the prompts its host holds, as the Ray runner passes
+    them to a restarted actor. The snapshot alone had brought prompt 0 back and lost prompt 1."""
+    import dataclasses
+
+    from pipeline.checkpoint import CHECKPOINT_FILE
+
+    source = server("udp")
+    runner = LiveRunner(["jsonl"], tmp_path)
+    first = runner.add_stream(_spec("cam", source.url, clip, snapshot_every=0.4))
+    snapshot = tmp_path / "cam" / CHECKPOINT_FILE
+    _wait(lambda: snapshot.exists() and first.records_written >= 15, 25, "a snapshot of prompt 0's tracks")
+    saved = snapshot.read_bytes()  # the latest snapshot when the feed's actor "dies"
+    runner.stop()
+    runner.wait()
+    snapshot.write_bytes(saved)
+    added = dataclasses.replace(clip.suggested_prompt("red_blob", "point"), prompt_id=1)
+    second = runner.add_stream(_spec("cam", source.url, clip, snapshot_every=0.4, resume=True, prompts=[added]))
+    _wait(lambda: second.frames_processed >= 30, 25, "30 frames processed after the restart")
+    runner.stop()
+    runner.wait()
+    resumed_from = second.session.report.resumed_from
+    assert second.report().status == "stopped" and resumed_from >= 10
+    records = _jsonl(tmp_path, "cam")
+    assert [r["frame_index"] for r in records] == list(range(len(records)))
+    after = [r for r in records[resumed_from:] if r["kind"] != "skipped"]
+    assert len(after) >= 20 and {o["prompt_id"] for r in after for o in r["objects"]} == {1}

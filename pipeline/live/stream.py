@@ -9,7 +9,8 @@ and the report (:class:`LiveReport`).
 Snapshots (``snapshot_every`` seconds of the feed): the session's checkpoints, ``OUT/<stream>/checkpoint.npz``
 (data only, :mod:`pipeline.checkpoint`), which every node reads. A stream started again with ``resume``
 continues from the latest one with its prompt memory and track ids; the frames it missed meanwhile get
-``skipped`` records, reason ``worker_restarted``. A feed lost before its first snapshot starts over.
+``skipped`` records, reason ``worker_restarted``, and it runs the prompts its host holds now (they may have
+changed after the snapshot). A feed lost before its first snapshot starts over.
 """
 
 from __future__ import annotations
