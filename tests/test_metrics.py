@@ -252,6 +252,22 @@ class TestAgainstDavisReference:
             assert boundary_measure(pred, gt, bound_th) == pytest.approx(
                 reference_f_measure(pred, gt, bound_th), abs=1e-6)
 
+    def test_masks_in_part_of_the_frame(self):
+        # F is counted around the masks only: objects anywhere in a larger frame, its edges included, score as
+        # the reference scores them on the whole frame.
+        rng = np.random.default_rng(18)
+        for _ in range(150):
+            shape = (int(rng.integers(4, 40)), int(rng.integers(4, 56)))
+            pred, gt = np.zeros(shape, bool), np.zeros(shape, bool)
+            for mask in (pred, gt):
+                if rng.random() < 0.9:
+                    h, w = int(rng.integers(1, shape[0] + 1)), int(rng.integers(1, shape[1] + 1))
+                    y, x = int(rng.integers(0, shape[0] - h + 1)), int(rng.integers(0, shape[1] - w + 1))
+                    mask[y : y + h, x : x + w] = random_masks(rng, (h, w))[0]
+            bound_th = [0.008, 0.05, 2][rng.integers(3)]
+            assert boundary_measure(pred, gt, bound_th) == pytest.approx(
+                reference_f_measure(pred, gt, bound_th), abs=1e-6)
+
     def test_hand_made_masks(self):
         ring = square(20, 20, 40) & ~square(30, 30, 20)
         corner = np.zeros((100, 100), bool)
