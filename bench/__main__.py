@@ -34,6 +34,13 @@ def _size(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+def _sizes(text: str) -> tuple[tuple[int, int], ...]:
+    sizes = tuple(_size(item) for item in text.split(",") if item)
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"expected comma-separated WIDTHxHEIGHT sizes, got {text!r}")
+    return sizes
+
+
 def _lengths(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v)
@@ -55,7 +62,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, help="frames per clip (default 450; quick 60)")
     parser.add_argument("--streams", type=int, help="N for the N-stream run (default 4)")
     parser.add_argument("--split-frames", type=int, help="frames of the split section's long video (default 1800; quick 300)")
-    parser.add_argument("--keyframe-every", type=int, help="keyframe interval K (default 10)")
+    parser.add_argument("--sweep-sizes", type=_sizes, metavar="WxH,WxH,...",
+                        help="the sweep section's sizes (default 320x240,640x480,1280x720,1920x1080; quick the first two)")
+    parser.add_argument("--sweep-frames", type=int, help="frames per sweep clip (default 30)")
+    parser.add_argument("--keyframe-every", type=int, help="keyframe interval K (default 10; the sweep keeps the pipeline's default)")
     parser.add_argument("--micro-frames", type=int, help="frames timed per segmenter step (default 60; quick 20)")
     parser.add_argument("--mem-lengths", type=_lengths, metavar="N,N,...", help="memory section lengths (default 1000,10000,30000; quick 200,600)")
     parser.add_argument("--mem-size", type=_size, metavar="WxH", help="memory section clip size (default 160x120)")
@@ -72,7 +82,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         overrides["width"], overrides["height"] = args.size
     if args.mem_size:
         overrides["mem_width"], overrides["mem_height"] = args.mem_size
-    for name in ("frames", "streams", "split_frames", "keyframe_every", "micro_frames", "mem_lengths", "loop_unit", "cache_dir", "work_dir"):
+    for name in ("frames", "streams", "split_frames", "sweep_sizes", "sweep_frames", "keyframe_every", "micro_frames", "mem_lengths", "loop_unit", "cache_dir", "work_dir"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value

@@ -30,6 +30,9 @@ class BenchConfig:
     frames: int = 450  # per clip, for decode / segmenter / pipeline / naive
     streams: int = 4
     split_frames: int = 1800  # the split section's one long video
+    sweep_sizes: tuple[tuple[int, int], ...] = ((320, 240), (640, 480), (1280, 720), (1920, 1080))
+    sweep_objects: tuple[int, ...] = (1, 4)
+    sweep_frames: int = 30  # per sweep clip: 8 clips through three methods take ~45 s of the full run
     keyframe_every: int = 10
     micro_frames: int = 60  # frames timed per segmenter step
     mem_lengths: tuple[int, ...] = (1000, 10000, 30000)
@@ -46,7 +49,7 @@ class BenchConfig:
     @classmethod
     def quick_config(cls, **overrides: Any) -> "BenchConfig":
         base = dict(quick=True, width=320, height=240, frames=60, split_frames=300, micro_frames=20, mem_lengths=(200, 600),
-                    loop_unit=100, warmup=False)
+                    loop_unit=100, warmup=False, sweep_sizes=cls.sweep_sizes[:2])
         return cls(**{**base, **overrides})
 
     def clip_specs(self) -> list[ClipSpec]:

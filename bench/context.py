@@ -8,6 +8,7 @@ from typing import Any
 
 from bench.clips import ClipSpec
 from bench.config import BenchConfig, log
+from bench.jobs import ensure_ray, run_pipeline
 from bench.videos import BenchClip, make_bench_clips
 
 
@@ -21,6 +22,7 @@ class Context:
         self.work.mkdir(parents=True, exist_ok=True)
         self._clips: list[BenchClip] | None = None
         self._warmup: BenchClip | None = None
+        self._ray_warm = False
         self.pipeline_runs: dict[str, dict[str, Any]] = {}
 
     def clips(self) -> list[BenchClip]:
@@ -34,6 +36,16 @@ class Context:
             spec = ClipSpec(seed=99, width=self.cfg.width, height=self.cfg.height, num_frames=20)
             self._warmup = make_bench_clips([spec], self.work / "warmup-clip")[0]
         return self._warmup
+
+    def warm_ray(self) -> None:
+        """Start Ray and, once a run (unless ``cfg.warmup`` is off), an untimed tiny job: the first job pays
+        for imports and worker start-up that no later one does."""
+        ensure_ray()
+        if self.cfg.warmup and not self._ray_warm:
+            log("a warm-up job on Ray (not timed)")
+            warm = self.warmup_clip()
+            run_pipeline([(warm.path, warm.prompt)], self.work / "warmup", self.cfg.keyframe_every, parallel=1)
+            self._ray_warm = True
 
     def close(self) -> None:
         if self._tmp is not None and not self.cfg.keep_outputs:

@@ -22,13 +22,14 @@ def ensure_ray() -> None:
 
 
 def run_pipeline(
-    clips: Sequence[tuple[Path, Prompt]], out_dir: Path, keyframe_every: int, parallel: int | None,
+    clips: Sequence[tuple[Path, Prompt]], out_dir: Path, keyframe_every: int | None, parallel: int | None,
     split: bool = False,
 ) -> tuple[float, dict[str, Any]]:
     """One timed ``run_job`` (archive mode, jsonl sink); returns wall seconds and the summary dict.
 
-    ``split``: a video may go over several stream workers (:mod:`pipeline.split`); off unless asked, so
-    a section's stream count is its stream workers'."""
+    ``keyframe_every=None`` leaves the job's default keyframe policy. ``split``: a video may go over
+    several stream workers (:mod:`pipeline.split`); off unless asked, so a section's stream count is its
+    stream workers'."""
     from pipeline.config import JobConfig
     from pipeline.job import run_job
 
@@ -37,9 +38,10 @@ def run_pipeline(
     out_dir.mkdir(parents=True)
     prompts_file = out_dir.parent / f"{out_dir.name}-prompts.json"
     prompts_file.write_text(json.dumps({Path(p).name: [{"type": "box", "box": list(prompt.box)}] for p, prompt in clips}))
+    keyframes = {} if keyframe_every is None else {"keyframe_every": keyframe_every}
     config = JobConfig(
         sources=[str(p) for p, _ in clips], out_dir=out_dir, prompts_file=prompts_file, sinks=["jsonl"],
-        progress=False, resume=False, keyframe_every=keyframe_every, parallel=parallel, split=split,
+        progress=False, resume=False, parallel=parallel, split=split, **keyframes,
     )
     seconds, summary = timed(lambda: run_job(config))
     result = summary.to_dict()

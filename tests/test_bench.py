@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.__main__ import config_from_args, parse_args
 from bench.clips import ClipSpec, make_clip
 from bench.report import markdown_blocks, replace_blocks
 from bench.sections.breakdown import efficiency_factors
@@ -108,6 +109,36 @@ def test_ray_sections_report_positive_figures(tmp_path):
     assert factors["efficiency"] == pipeline["streams_4"]["efficiency"]
     assert factors["single_thread_ceiling"] * factors["parallel_vs_one_thread"] * factors["wall_vs_steady"] == (
         pytest.approx(factors["efficiency"], abs=0.005))
+
+
+def test_sweep_section_reports_each_size_and_object_count(tmp_path):
+    result = run_bench(tmp_path, "--only", "sweep", "--sweep-sizes", "128x96,160x120", "--sweep-frames", "10",
+                       timeout=300)
+    sweep = result["sections"]["sweep"]
+    runs = sweep["runs"]
+    assert [(r["size"], r["objects"]) for r in runs] == [("128x96", 1), ("128x96", 4), ("160x120", 1), ("160x120", 4)]
+    for run in runs:
+        assert run["frames"] == 10
+        for key in ("naive_fps", "ours_local_fps", "ours_ray_fps", "speedup_local", "speedup_ray"):
+            assert positive(run[key]), (run["size"], key)
+        for key in ("naive_jf_frame", "naive_jf_track", "ours_local_jf_track", "ours_ray_jf_track"):
+            assert 0 <= run[key] <= 1, (run["size"], key)
+        assert 1 <= run["ours_ray_keyframes"] <= 10 and run["ours_ray_keyframe_reasons"]["prompt"] == 1
+        assert run["speedup_local"] == pytest.approx(run["ours_local_fps"] / run["naive_fps"], rel=0.01)
+        assert run["jf_delta_local"] == pytest.approx(run["ours_local_jf_track"] - run["naive_jf_frame"], abs=1e-4)
+        assert run["meets_bar"] == (run["speedup_local"] >= 1 and run["jf_delta_local"] >= -0.01)
+    assert sweep["runs_meeting_bar"] == sum(r["meets_bar"] for r in runs)
+    job = sweep["ray_job"]  # one job of the four clips: its wall holds their 40 frames and the start-up
+    assert positive(job["wall_s"]) and 0 < job["startup_overhead_s"] < job["wall_s"]
+    assert job["fps"] == pytest.approx(40 / job["wall_s"], rel=0.01)
+
+
+def test_sweep_sizes_option_and_its_quick_default():
+    assert config_from_args(parse_args(["--quick"])).sweep_sizes == ((320, 240), (640, 480))
+    assert config_from_args(parse_args([])).sweep_sizes[-1] == (1920, 1080)
+    assert config_from_args(parse_args(["--sweep-sizes", "96x64,128x96"])).sweep_sizes == ((96, 64), (128, 96))
+    with pytest.raises(SystemExit):
+        parse_args(["--sweep-sizes", "96x64,big"])
 
 
 def test_loop_video_is_lossless(tmp_path):

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from bench.config import BenchConfig, cores, load, log
 from bench.context import Context
-from bench.jobs import e2e_figures, ensure_ray, job_workers, read_records, run_pipeline
+from bench.jobs import e2e_figures, job_workers, read_records, run_pipeline
 from bench.report import fmt
 from bench.sampler import ClusterSampler, wait_for_actors_to_exit
 from bench.sections.decode import measure_decode
@@ -107,13 +107,10 @@ def run(ctx: Context) -> dict[str, Any]:
     """1 stream and N streams end to end; capacity probed right before and right after each run."""
     cfg = ctx.cfg
     clips = ctx.clips()
-    log("pipeline: starting Ray" + (" and a warm-up job (not timed)" if cfg.warmup else ""))
-    ensure_ray()
+    log("pipeline: starting Ray")
+    ctx.warm_ray()
     import ray
 
-    if cfg.warmup:
-        warm = ctx.warmup_clip()
-        run_pipeline([(warm.path, warm.prompt)], ctx.work / "warmup", cfg.keyframe_every, parallel=1)
     n = len(clips)
     result: dict[str, Any] = {
         "cores": cores(),

@@ -12,7 +12,7 @@ import numpy as np
 from bench.clips import ClipSpec, make_clip
 from bench.config import cores, load, log
 from bench.context import Context
-from bench.jobs import ensure_ray, run_pipeline
+from bench.jobs import run_pipeline
 from bench.report import fmt
 from operators.identity_metrics import identity_scores
 from operators.metrics import evaluate_clip
@@ -59,10 +59,7 @@ def run(ctx: Context) -> dict[str, Any]:
     # on its length (no scale change, occluder or exits).
     opening = make_clip(dataclasses.replace(spec, num_frames=2), folder / "long.mp4", encode=False)
     prompt = opening.suggested_prompt(opening.kinds[min(opening.kinds)], "box")
-    ensure_ray()
-    if cfg.warmup:
-        warm = ctx.warmup_clip()
-        run_pipeline([(warm.path, warm.prompt)], ctx.work / "warmup", cfg.keyframe_every, parallel=1)
+    ctx.warm_ray()
     result: dict[str, Any] = {"cores": cores(), "frames": cfg.split_frames, "size": f"{cfg.width}x{cfg.height}",
                               "keyframe_every": cfg.keyframe_every, "load_before": load()}
     for label, split in (("one_worker", False), ("split", True)):
