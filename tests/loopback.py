@@ -72,6 +72,18 @@ def ffmpeg_binary() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def still_video(clip: Path, out: Path, frames: int, fps: int = 25) -> Path:
+    """``clip``'s frame 0 held for ``frames`` frames, a keyframe each second: a feed of it looped shows the same
+    objects on every frame (a clip's own objects sway, so a prompt from frame 0 may miss where a reader joins)
+    and a reader joining mid-stream opens within a second."""
+    run = [ffmpeg_binary(), "-nostdin", "-loglevel", "error"]
+    still = out.with_suffix(".png")
+    subprocess.run([*run, "-i", str(clip), "-frames:v", "1", str(still)], check=True, timeout=60)
+    subprocess.run([*run, "-loop", "1", "-framerate", str(fps), "-i", str(still), "-frames:v", str(frames),
+                    "-g", str(fps), "-c:v", "libx264", "-pix_fmt", "yuv420p", str(out)], check=True, timeout=60)
+    return out
+
+
 def apt_install(*packages: str) -> None:
     """``apt-get install`` Debian packages (as root, else with ``sudo -n``); the package lists are updated once
     only if the install fails (stale lists)."""

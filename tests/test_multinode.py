@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 
@@ -17,7 +16,7 @@ from pipeline.job import run_job
 from pipeline.live import WORKER_RESTARTED
 from pipeline.live.cluster import RayLiveRunner
 from pipeline.runtime import init_ray
-from loopback import StreamServer, ffmpeg_binary
+from loopback import StreamServer, still_video
 from test_live import _jsonl, _spec, _wait
 
 FRAMES = 150
@@ -97,12 +96,7 @@ def still_feed(tmp_path_factory):
     feed loses its objects' identities. The clip is returned for its prompt."""
     folder = tmp_path_factory.mktemp("live")
     clip = make_clip(ClipSpec(seed=6, num_frames=2, kinds=("red_blob",), instances_per_kind=2), folder / "blobs.mp4")
-    run = [ffmpeg_binary(), "-nostdin", "-loglevel", "error"]
-    subprocess.run([*run, "-i", str(clip.path), "-frames:v", "1", str(folder / "frame0.png")], check=True, timeout=60)
-    subprocess.run([*run, "-loop", "1", "-framerate", "25", "-i", str(folder / "frame0.png"), "-frames:v", "50",
-                    "-g", "25", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(folder / "still.mp4")],
-                   check=True, timeout=60)
-    return clip, folder / "still.mp4"
+    return clip, still_video(clip.path, folder / "still.mp4", frames=50)
 
 
 def _track_ids(records: list[dict]) -> set[int]:

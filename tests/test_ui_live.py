@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 
 import pytest
 
 from bench.clips import ClipSpec, make_clip
-from tests.loopback import StreamServer, ffmpeg_binary
+from tests.loopback import StreamServer, still_video
 from tests.page import LiveService, UiServer, chromium, drag_box, message, open_page, wait_for
 
 pytestmark = pytest.mark.slow
@@ -29,12 +28,7 @@ def blob_clip(tmp_path_factory):
     mid-stream opens quickly. The clip is returned for its ground truth on frame 0."""
     folder = tmp_path_factory.mktemp("live-ui")
     clip = make_clip(ClipSpec(seed=3, num_frames=2, kinds=("red_blob",), instances_per_kind=1), folder / "blob.mp4")
-    run = [ffmpeg_binary(), "-nostdin", "-loglevel", "error"]
-    subprocess.run([*run, "-i", str(clip.path), "-frames:v", "1", str(folder / "frame0.png")], check=True, timeout=60)
-    subprocess.run([*run, "-loop", "1", "-framerate", "25", "-i", str(folder / "frame0.png"), "-frames:v", "25",
-                    "-g", "25", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(folder / "still.mp4")],
-                   check=True, timeout=60)
-    return clip, folder / "still.mp4"
+    return clip, still_video(clip.path, folder / "still.mp4", frames=25)
 
 
 def _colour_change_until(browser, before: list[float], box, done, timeout: float = 30.0) -> float:
