@@ -326,7 +326,7 @@ class DefaultSegmenter:
         if scale < 1.0:
             roi_labels = cv2.resize(roi_labels, (rx1 - rx0, ry1 - ry0), interpolation=cv2.INTER_NEAREST)
         labels[ry0:ry1, rx0:rx1] = roi_labels
-        if core is not None:
+        if scale < 1.0 and core is not None:  # GrabCut keeps sure labels: only a scaled-back cut can lose them
             labels[core] = cv2.GC_FGD  # sure foreground at full resolution, however thin the stroke
         foreground = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
         count, blobs, stats, _ = cv2.connectedComponentsWithStats(foreground.astype(np.uint8), connectivity=8)
