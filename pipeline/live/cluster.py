@@ -36,6 +36,12 @@ log = logging.getLogger("pipeline.live")
 WATCH_SECONDS = 0.5
 #: Seconds a call to a live actor may take before the driver reports the feed from its last report.
 CALL_TIMEOUT_S = 5.0
+#: Ray starts its workers at nice 15 (its ``worker_niceness``), so batch work yields to the driver and the raylet.
+#: A live feed is bound by latency: at nice 15 it gets about 1/28 of a core against each busy process at the
+#: normal priority (the feeds' ffmpeg, Ray's agents, another user), so its actor starts at 0. Two 640x480 feeds
+#: on 2 cores with one busy process beside them: p95 latency 550-800 ms at nice 15, 50 ms at 0 (BENCHMARKS.md,
+#: Live feeds). A worker of its own: 0.8 s to start instead of a pre-started one's 0.1 s, once per feed.
+LIVE_ACTOR_ENV = {"env_vars": {"RAY_worker_niceness": "0"}}
 
 
 @ray.remote(max_restarts=0, max_concurrency=8)
@@ -115,7 +121,8 @@ class RayLiveRunner:
         node = min(nodes, key=placed.count) if nodes else None
         strategy = "SPREAD" if node is None else NodeAffinitySchedulingStrategy(node, soft=avoid is not None)
         segmenter = self.pool[len(self.streams) % len(self.pool)]
-        actor = LiveStreamActor.options(num_cpus=0, scheduling_strategy=strategy).remote(spec, segmenter)
+        actor = LiveStreamActor.options(num_cpus=0, scheduling_strategy=strategy,
+                                        runtime_env=LIVE_ACTOR_ENV).remote(spec, segmenter)
         return actor, node
 
     # -- the live service's interface (pipeline.control) ------------------------------------------
@@ -125,7 +132,7 @@ class RayLiveRunner:
                 raise ValueError(f"stream {spec.stream_id!r} is already running")
             spec = spec.placed(self.out_dir, self.sinks, self.segmenter)
             actor, node = self._start(spec)
-            waiting = dataclasses.replace(LiveStream(spec).report(), node_id=node)
+            waiting = dataclasses.replace(LiveStream(spec).report(), node_id=node, pid=None)
             self.streams[spec.stream_id] = _Feed(spec, actor, node, list(spec.prompts), waiting)
 
     def remove_stream(self, stream_id: str, timeout: float | None = None) -> dict:
@@ -238,6 +245,6 @@ class RayLiveRunner:
             feed.restarts += 1
             feed.actor, feed.node = self._start(spec, avoid=lost)
             feed.last = dataclasses.replace(feed.last, status=StreamStatus.RECONNECTING, restarts=feed.restarts,
-                                            node_id=feed.node, actor_id=None)
+                                            node_id=feed.node, actor_id=None, pid=None)
             log.warning("%s: its stream actor died (%s); restarted (restart %d)", feed.spec.stream_id,
                         type(cause).__name__, feed.restarts)

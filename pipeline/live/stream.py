@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -111,6 +112,7 @@ class LiveReport:
     error: ErrorRecord | None
     node_id: str | None = None  # where it runs: the Ray stream actor fills these in
     actor_id: str | None = None
+    pid: int | None = None  # the process it runs in (the stream actor's on Ray): for top or py-spy
     restarts: int = 0  # stream actors started again after one died (the Ray runner counts them)
 
     def to_dict(self) -> dict:
@@ -311,4 +313,4 @@ class LiveStream:
             track_ids=sorted(self.track_ids), prompt_ids=sorted(self.prompt_ids_given - self.prompt_ids_removed),
             prompt_ids_used=sorted(self.prompt_ids_given), skipped_records=dict(self.skipped_records),
             events=[{k: v for k, v in e.items() if k != "stream_id"} for e in self.events[-20:]],
-            outputs=list(session.report.outputs) if session is not None else [], error=self.error)
+            outputs=list(session.report.outputs) if session is not None else [], error=self.error, pid=os.getpid())
