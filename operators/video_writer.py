@@ -10,9 +10,11 @@ from typing import Sequence
 import av
 import numpy as np
 
+from operators.output_files import open_output
+
 
 class H264Writer:
-    """Writes RGB ``uint8`` frames to an H.264 MP4; width and height are rounded down to even.
+    """Writes RGB ``uint8`` frames to an H.264 MP4 (never through a link); width and height are rounded down to even.
 
     ``first_frame``: the index of the first frame written, its timestamp in frames. ``joinable``: no
     B-frames, so each file's decode order ends before the next one's begins, and files written with the
@@ -33,7 +35,12 @@ class H264Writer:
         self.path = Path(path)
         self.width, self.height = width - width % 2, height - height % 2
         self.first_frame = first_frame
-        self._container = av.open(str(self.path), mode="w")
+        self._file = open_output(self.path)  # PyAV would open a name through a link: it gets the opened file
+        try:
+            self._container = av.open(self._file, mode="w", format="mp4")
+        except BaseException:
+            self._file.close()
+            raise
         rate = Fraction(fps).limit_denominator(1001)
         self._stream = self._container.add_stream("libx264", rate=rate)
         self._stream.width, self._stream.height = self.width, self.height
@@ -50,9 +57,16 @@ class H264Writer:
         self.frames_written += 1
 
     def close(self) -> None:
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
+        """Finish the file; one without a frame is removed (it has no header: nothing could read it)."""
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+        finally:
+            empty = self._file.tell() == 0
+            self._file.close()
+        if empty:
+            self.path.unlink()
 
     def __enter__(self) -> "H264Writer":
         return self
@@ -73,7 +87,7 @@ def join_mp4(parts: Sequence[str | Path], path: str | Path, skip: Sequence[int] 
         sources = [(i, n) for i, n in itertools.zip_longest(inputs, skip[:len(inputs)], fillvalue=0)
                    if i.streams.video and i.streams.video[0].frames > n]
         frames = 0
-        with av.open(str(path), mode="w") as output:
+        with open_output(Path(path)) as file, av.open(file, mode="w", format="mp4") as output:
             if not sources:
                 return 0
             stream = output.add_stream_from_template(sources[0][0].streams.video[0])

@@ -14,15 +14,15 @@ dtype and shape (:mod:`operators.state`).
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
+from operators.output_files import atomic_output, write_output
 from operators.segmenters import segmenter_class
 from operators.state import StateError, StateReader, check_array
 from operators.stream import StreamProcessor
@@ -42,20 +42,10 @@ _ARRAY = "$array"
 _UNREADABLE = (OSError, ValueError, KeyError, EOFError, RecursionError, MemoryError, zipfile.BadZipFile, zlib.error)
 
 
-def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """``write`` a new file at ``path``: a crash mid-write leaves the previous file intact, and neither the
-    partial file nor ``path`` is written through a link someone planted there (``os.replace`` replaces a link)."""
-    partial = path.with_name(path.name + ".partial")
-    partial.unlink(missing_ok=True)
-    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as file:
-        write(file)
-    os.replace(partial, path)
-
-
 def write_done(stream_dir: Path, fingerprint: dict[str, Any], report: dict[str, Any]) -> None:
     """Mark the stream finished with these settings; its checkpoints are no longer needed."""
     document = json.dumps({"fingerprint": fingerprint, "report": report}, indent=1).encode()
-    write_atomically(stream_dir / DONE_FILE, lambda file: file.write(document))
+    write_output(stream_dir / DONE_FILE, document)
     for name in (CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE):
         (stream_dir / name).unlink(missing_ok=True)
 
@@ -129,8 +119,8 @@ class StreamCheckpoints:
         document = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "fingerprint": self.fingerprint,
                     "previous_image": previous_image, "processor": processor.to_state()}
         text = json.dumps(_pack(document, arrays)).encode()
-        write_atomically(self.path, lambda file: np.savez_compressed(
-            file, state=np.frombuffer(text, np.uint8), **arrays))
+        with atomic_output(self.path) as file:
+            np.savez_compressed(file, state=np.frombuffer(text, np.uint8), **arrays)
 
     def load(self, frame_size: tuple[int, int], stream_id: str, source: str, **settings: Any) -> Resume | None:
         """The saved stream, for ``frame_size`` (H, W) frames; ``settings``: :meth:`StreamProcessor.from_state`'s.

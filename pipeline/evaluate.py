@@ -16,6 +16,7 @@ the indices of the first frame's annotation.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from PIL import Image
 from operators.errors import IMAGE_READ_ERRORS, PipelineError
 from operators.metrics import ObjectScores, Statistics, object_scores
 from operators.records import FrameRecord
-from operators.sinks.base import output_errors, prepare_out_dir
+from operators.output_files import output_errors, prepare_out_dir, write_output
 from operators.sinks.palette_png import paint_values
 from pipeline.config import JobConfig
 from pipeline.job import run_job
@@ -88,8 +89,7 @@ class DavisSet:
     def write_prompts(self, path: Path) -> Path:
         """A prompt file giving each sequence its first frame's annotation as ``objects:`` prompts."""
         entries = {str(s.folder): [f"{OBJECTS}:{s.annotations[0].resolve()}"] for s in self.sequences}
-        with output_errors(path):
-            path.write_text(json.dumps(entries, indent=1))
+        write_output(path, json.dumps(entries, indent=1))
         return path
 
 
@@ -205,13 +205,14 @@ class EvalReport:
         tables = {out_dir / f"global_results-{self.davis.name}.csv": [GLOBAL_COLUMNS, self._formatted_global()],
                   out_dir / f"per-sequence_results-{self.davis.name}.csv": [SEQUENCE_COLUMNS, *self._formatted_rows()]}
         for path, rows in tables.items():
-            with output_errors(path):
-                path.unlink(missing_ok=True)
-                if self.scores:
-                    with path.open("w", newline="") as file:
-                        csv.writer(file).writerows(rows)
-        with output_errors(out_dir / EVAL_FILE):
-            (out_dir / EVAL_FILE).write_text(json.dumps(self.to_dict(), indent=1))
+            if self.scores:
+                text = io.StringIO(newline="")
+                csv.writer(text).writerows(rows)
+                write_output(path, text.getvalue())
+            else:
+                with output_errors(path):
+                    path.unlink(missing_ok=True)
+        write_output(out_dir / EVAL_FILE, json.dumps(self.to_dict(), indent=1))
         return [*tables, out_dir / EVAL_FILE] if self.scores else [out_dir / EVAL_FILE]
 
     def _formatted_global(self) -> list[str]:

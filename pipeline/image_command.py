@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from operators.annotate import DAVIS_PALETTE, default_annotator
-from operators.errors import IMAGE_READ_ERRORS, InvalidPromptError, OutputError, PipelineError
+from operators.annotate import default_annotator
+from operators.errors import IMAGE_READ_ERRORS, InvalidPromptError, PipelineError
 from operators.records import Instances
-from operators.sinks.palette_png import label_map
+from operators.output_files import open_output, output_errors, write_output
+from operators.sinks.palette_png import label_map, save_labels
 from pipeline.prompts import parse_prompt
 from xsam.tasks import TASKS, parse_generic_query
 
@@ -93,16 +94,13 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def _write(out: Path, stem: str, image: np.ndarray, instances: Instances, header: dict) -> None:
-    try:
+    with output_errors(out):
         out.mkdir(parents=True, exist_ok=True)
-        palette_png = Image.fromarray(label_map(instances))
-        palette_png.putpalette(DAVIS_PALETTE.tobytes())
-        palette_png.save(out / f"{stem}_masks.png")
-        overlay = default_annotator().annotate(image, instances)
-        Image.fromarray(overlay).save(out / f"{stem}_overlay.png")
-        (out / f"{stem}.json").write_text(json.dumps({**header, **_objects(instances)}, indent=2))
-    except OSError as exc:
-        raise OutputError(str(out), f"cannot write the results ({exc})") from None
+    save_labels(label_map(instances), out / f"{stem}_masks.png")
+    overlay_path = out / f"{stem}_overlay.png"
+    with output_errors(overlay_path), open_output(overlay_path) as file:
+        Image.fromarray(default_annotator().annotate(image, instances)).save(file, format="PNG")
+    write_output(out / f"{stem}.json", json.dumps({**header, **_objects(instances)}, indent=2))
 
 
 def _objects(instances: Instances) -> dict:

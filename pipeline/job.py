@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from operators.errors import PipelineError, error_record
-from operators.sinks.base import prepare_out_dir
+from operators.output_files import prepare_out_dir, write_output
 from pipeline.checkpoint import DONE_FILE, read_done
 from pipeline.config import JobConfig
 from pipeline.prompts import PromptBook
@@ -76,7 +76,7 @@ class JobSummary:
 
     def write(self) -> Path:
         path = self.out_dir / SUMMARY_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        write_output(path, json.dumps(self.to_dict(), indent=1))
         return path
 
 

@@ -34,7 +34,7 @@ from operators.records import FrameRecord, Prompt, PromptError
 from operators.segmenters import build_segmenter, check_segmenter
 from operators.segmenters.base import PromptMemory
 from operators.sinks import Sink, StreamInfo, build_sinks, file_sinks
-from operators.sinks.base import stream_dir
+from operators.output_files import stream_dir
 from operators.sinks.delivery import undelivered_error
 from operators.sinks.writer import SinkWriter
 from operators.stream import MAX_PENDING, Future, KeyframeRequest, StreamProcessor, local_submit, stream_records
@@ -253,8 +253,8 @@ class StreamSession:
         writer: SinkWriter | None = None
         try:
             sink_root, sink_name = (None, spec.stream_id) if spec.out_dir is None else spec.sink_place
-            if sink_root is not None:
-                stream_dir(sink_root, sink_name)  # done.json and checkpoints go there, whatever the sinks
+            if sink_root is not None:  # done.json and checkpoints go there, whatever the sinks; no folder a link
+                stream_dir(Path(spec.out_dir), *spec.stream_dir.relative_to(spec.out_dir).parts)
             first, stop = (0, None) if spec.chunk is None else (spec.chunk.start, spec.chunk.stop)
             with self._reader or open_video(spec.source, backend=spec.decoder, threads=spec.decode_threads,
                                             folder_fps=spec.folder_fps) as reader:
@@ -319,6 +319,8 @@ class StreamSession:
         finally:
             if writer is not None:
                 report.outputs = writer.close()  # records emitted before an error are written too
+                if report.status == "done" and writer.close_error is not None:  # an output left unfinished
+                    report.status, report.error = "failed", error_record(writer.close_error, spec.source)
             self._finish(started, resumed=resume is not None, checkpoints=checkpoints)
 
     def _frames(self, reader: VideoReader, start: int) -> Iterator[Any]:

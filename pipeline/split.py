@@ -29,7 +29,7 @@ from operators.chunking import Chunk, TrackStitcher, match_tracks, plan_chunks
 from operators.errors import OutputError, PipelineError
 from operators.records import FrameRecord, Instances
 from operators.sinks import StreamInfo, VideoSink, sink_kind
-from operators.sinks.base import output_errors, stream_dir
+from operators.output_files import open_output, output_errors, stream_dir
 from operators.sinks.palette_png import mask_path, save_labels
 from operators.stream import StreamStats
 from operators.video_writer import join_mp4
@@ -181,7 +181,7 @@ def join_chunks(video: StreamSpec, chunks: list[Chunk]) -> tuple[list[dict], Str
     shared: dict[int, Instances] = {}  # the earlier chunk's records of the frames the next one shares
     relabelled: set[int] = set()  # chunks whose ids changed somewhere: their MP4 frames are drawn again
     expected = 0
-    with output_errors(partial), open(partial, "wb") as out:
+    with output_errors(partial), open_output(partial) as out:
         for chunk, following in zip(chunks, [*chunks[1:], None]):
             later: dict[int, Instances] = {}
             started = chunk.index == 0

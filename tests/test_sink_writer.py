@@ -103,6 +103,8 @@ def test_one_sink_failing_to_close_does_not_hide_the_others():
     writer.put(sample_record(0))
     outputs = writer.close()
     assert outputs == [{"sink": "ListSink", "error": "cannot flush"}, {"sink": "list", "frames": 1}]
+    assert (writer.close_error.kind, writer.close_error.reason) == (
+        "SinkWriteError", "ListSink failed to close: OSError: cannot flush")
     assert good.closed and bad.closed
     assert not any(t.name == "sink-writer" for t in threading.enumerate()), "the thread ended"
 

@@ -199,6 +199,6 @@ def test_a_chunk_whose_worker_died_resumes_alone_from_its_checkpoint(ray_local, 
     died = [c for c in crashed.chunks if c["attempts"] == 2]
     assert len(died) == 1 and died[0]["resumed_from"] is not None and died[0]["resumed_from"] > died[0]["start"]
     assert [c["attempts"] for c in crashed.chunks if c is not died[0]] == [1]  # the other chunk ran once
-    clean = _run(long_clip, tmp_path / "clean", checkpoint_every=50)
+    _run(long_clip, tmp_path / "clean", checkpoint_every=50)
     assert (tmp_path / "crash" / "long" / "frames.jsonl").read_bytes() == (
         tmp_path / "clean" / "long" / "frames.jsonl").read_bytes()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
 
-from operators.errors import OutputError, PipelineError
+from operators.errors import PipelineError
+from operators.output_files import atomic_output, output_errors
 from operators.records import FrameRecord
 
 #: What the jsonl sink writes in each video's folder (operators/sinks/jsonl.py).
@@ -63,18 +62,8 @@ def find_videos(results_dir: Path) -> list[VideoResults]:
 
 @contextmanager
 def output_file(path: Path) -> Iterator[IO[str]]:
-    """A text file written whole or not at all: a temporary file beside ``path``, renamed over it when done."""
-    try:
+    """A text file written whole or not at all, in a folder made for it if need be (:func:`atomic_output`)."""
+    with output_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    except OSError as exc:
-        raise OutputError(str(path), f"cannot write: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(handle, "w") as file:
-            yield file
-        os.replace(temporary, path)
-    except OSError as exc:
-        raise OutputError(str(path), f"cannot write: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    with atomic_output(path, "w") as file:
+        yield file

@@ -1,4 +1,4 @@
-"""What every sink shares: the stream description, the ``Sink`` protocol and per-stream output folders.
+"""What every sink shares: the stream description, and the ``Sink`` protocol.
 
 A sink writes one stream's :class:`~operators.records.FrameRecord` objects, in
 frame order, somewhere durable. Sinks know nothing about Ray: the runtime builds
@@ -8,13 +8,9 @@ one sink instance per stream, calls ``open`` once, ``write`` per frame and
 
 from __future__ import annotations
 
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from operators.errors import OutputError
 from operators.records import FrameRecord
 
 
@@ -59,36 +55,3 @@ class Sink(Protocol):
     def close(self) -> dict:
         """Finish writing and say what was written (paths, frame counts)."""
         ...
-
-
-@contextmanager
-def output_errors(path: str | Path) -> Iterator[None]:
-    """Turn an ``OSError`` raised while writing ``path`` into an :class:`OutputError` naming it and the OS reason."""
-    try:
-        yield
-    except OSError as exc:
-        raise OutputError(str(path), f"cannot write: {exc.strerror or exc}") from exc
-
-
-def prepare_out_dir(out_dir: str | Path) -> Path:
-    """Create ``out_dir`` and prove it writable now, so a bad path fails before any frame is decoded."""
-    path = Path(out_dir)
-    with output_errors(path):
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    return path
-
-
-def stream_dir(out_dir: Path, stream_id: str, *subdirs: str) -> Path:
-    """Create and return ``out_dir/<stream_id>/<subdirs...>``.
-
-    The stream id must be a single plain path component, so one stream can never
-    write into another's folder or outside ``out_dir``.
-    """
-    if stream_id in ("", ".", "..") or any(c in stream_id for c in "/\\\0"):
-        raise OutputError(str(out_dir), f"stream id {stream_id!r} is not usable as a folder name")
-    path = out_dir.joinpath(stream_id, *subdirs)
-    with output_errors(path):
-        path.mkdir(parents=True, exist_ok=True)
-    return path

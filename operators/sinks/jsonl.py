@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from operators.records import FrameRecord
-from operators.sinks.base import StreamInfo, output_errors, prepare_out_dir, stream_dir
+from operators.output_files import open_output, output_errors, prepare_out_dir, stream_dir
+from operators.sinks.base import StreamInfo
 
 
 class JsonlSink:
@@ -35,8 +36,8 @@ class JsonlSink:
 
     def open(self, stream: StreamInfo, start_frame: int = 0) -> None:
         self.path = stream_dir(self.out_dir, stream.stream_id) / "frames.jsonl"
+        self._file = open_output(self.path, "a+b")
         with output_errors(self.path):
-            self._file = open(self.path, "a+b")
             self._kept = _truncate_to_frames_before(self._file, start_frame)
         self._written = 0
 

@@ -9,7 +9,8 @@ from PIL import Image
 
 from operators.annotate import DAVIS_PALETTE, paint_order, track_slots
 from operators.records import FrameRecord, Instances
-from operators.sinks.base import StreamInfo, output_errors, prepare_out_dir, stream_dir
+from operators.output_files import open_output, output_errors, prepare_out_dir, stream_dir
+from operators.sinks.base import StreamInfo
 
 _PALETTE_BYTES = DAVIS_PALETTE.tobytes()
 
@@ -43,8 +44,8 @@ def save_labels(labels: np.ndarray, path: Path) -> None:
     """Write a uint8 label map as a DAVIS-palette PNG."""
     image = Image.fromarray(labels)
     image.putpalette(_PALETTE_BYTES)
-    with output_errors(path):
-        image.save(path, format="PNG", compress_level=1)
+    with output_errors(path), open_output(path) as file:
+        image.save(file, format="PNG", compress_level=1)
 
 
 class PalettePngSink:

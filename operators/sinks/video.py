@@ -7,7 +7,8 @@ from pathlib import Path
 
 from operators.annotate import Annotator, default_annotator
 from operators.records import FrameRecord
-from operators.sinks.base import StreamInfo, output_errors, prepare_out_dir, stream_dir
+from operators.output_files import output_errors, prepare_out_dir, stream_dir
+from operators.sinks.base import StreamInfo
 from operators.video_writer import H264Writer, join_mp4
 
 

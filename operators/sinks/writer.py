@@ -40,6 +40,7 @@ class SinkWriter:
         self.source = source
         self.written = 0
         self.error: BaseException | None = None
+        self.close_error: PipelineError | None = None  # the first sink's failure to close, named
         self._on_written = on_written
         self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=capacity)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -97,8 +98,9 @@ class SinkWriter:
     def close(self) -> list[dict]:
         """Write what is queued, end the thread and close every sink; one output dict per sink.
 
-        A sink failing to close is reported in its dict (``error``), never hiding the others; a write
-        error stays in :attr:`error`, for the producer to report.
+        A sink failing to close is reported in its dict (``error``), never hiding the others, and the first
+        such failure in :attr:`close_error` (the stream's output is incomplete); a write error stays in
+        :attr:`error`, for the producer to report.
         """
         if self._thread.is_alive():
             self._queue.put(_STOP)
@@ -109,4 +111,7 @@ class SinkWriter:
                 outputs.append(sink.close())
             except Exception as exc:  # noqa: BLE001
                 outputs.append({"sink": type(sink).__name__, "error": str(exc) or repr(exc)})
+                if self.close_error is None:
+                    self.close_error = exc if isinstance(exc, PipelineError) else SinkWriteError(
+                        self.source, f"{type(sink).__name__} failed to close: {type(exc).__name__}: {exc}")
         return outputs

@@ -11,6 +11,7 @@ import threading
 from typing import Callable
 
 from operators.errors import PipelineError
+from operators.output_files import write_output
 from operators.records import Prompt
 from operators.segmenters import check_checkpoint
 from pipeline.config import add_stream_options, option_help, stream_overrides
@@ -141,7 +142,7 @@ def run_live_command(args: argparse.Namespace) -> int:
         runner.shutdown()
         for sig, previous_handler in previous.items():
             signal.signal(sig, previous_handler)
-    (config.out_dir / "live_summary.json").write_text(json.dumps(summary, indent=1))
+    write_output(config.out_dir / "live_summary.json", json.dumps(summary, indent=1))
     _print_summary(summary)
     return 1 if summary["failed"] else 0
 

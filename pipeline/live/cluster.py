@@ -26,7 +26,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from operators.errors import error_record
 from operators.records import Prompt
 from operators.sinks import build_sinks
-from operators.sinks.base import prepare_out_dir
+from operators.output_files import prepare_out_dir
 from pipeline.live.scheduling import ENDED, StreamStatus
 from pipeline.live.stream import LiveReport, LiveStream, LiveStreamSpec
 from pipeline.runtime import InlineSegmenter, init_ray, limit_threads, remote_submit, segmenter_pool

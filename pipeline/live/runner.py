@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 from operators.records import Prompt
 from operators.sinks import build_sinks
-from operators.sinks.base import prepare_out_dir
+from operators.output_files import prepare_out_dir
 from pipeline.live.stream import LiveStream, LiveStreamSpec
 
 

@@ -23,7 +23,7 @@ from operators.errors import VideoDecodeError
 from operators.extras import require
 from pipeline.sources.discovery import is_frame_folder
 from pipeline.sources.frame_folders import DEFAULT_FOLDER_FPS, FrameFolderReader
-from pipeline.sources.frames import DecodedFrame, VideoInfo, VideoReader
+from pipeline.sources.frames import DecodedFrame, VideoReader
 from pipeline.sources.probe import (
     _av_open,
     _check_complete,

@@ -8,7 +8,7 @@ import urllib.parse
 from pathlib import Path
 
 from operators.errors import PipelineError
-from operators.sinks.base import prepare_out_dir
+from operators.output_files import prepare_out_dir
 
 DEFAULT_PORT = 8765
 

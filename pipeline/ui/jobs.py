@@ -20,11 +20,11 @@ from typing import Sequence
 from rich.console import Console
 
 from operators.errors import PipelineError, error_record
-from operators.sinks.base import output_errors, prepare_out_dir
+from operators.output_files import prepare_out_dir, write_output
 from pipeline.config import JobConfig
 from pipeline.job import STATUSES, SUMMARY_FILE, plan_streams, run_job
 from pipeline.sources import open_video
-from pipeline.ui.paths import NoSuchPathError, is_source, resolve_inside, write_file
+from pipeline.ui.paths import NoSuchPathError, is_source, resolve_inside
 from pipeline.ui.prompts import PagePrompt, parse_page_prompts, write_painted
 from pipeline.ui.results import ANNOTATED_FILE, FRAMES_FILE, FrameLog, ResultError
 
@@ -103,8 +103,7 @@ class JobRunner:
             out_dir = prepare_out_dir(resolve_inside(self.out_root, name, must_exist=False))
             write_painted(prompts, out_dir)
             prompts_file = out_dir / PROMPTS_FILE
-            with output_errors(prompts_file):
-                write_file(prompts_file, json.dumps({"*": [p.spec for p in prompts]}, indent=1).encode())
+            write_output(prompts_file, json.dumps({"*": [p.spec for p in prompts]}, indent=1))
             config = JobConfig(sources=[str(s) for s in sources], out_dir=out_dir, prompts_file=prompts_file,
                                segmenter=self.segmenter, keyframe_every=keyframe_every, sinks=JOB_SINKS,
                                progress=False)

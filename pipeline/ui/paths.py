@@ -33,14 +33,6 @@ def resolve_inside(folder: Path, relative: str, must_exist: bool = True) -> Path
     return path
 
 
-def write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` itself: refused (OSError) where ``path`` is a symlink, which could lead out of
-    the output folder."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
-
-
 def list_sources(root: Path) -> list[dict]:
     """Video files and frame folders under ``root`` (hidden entries and symlinks that leave it skipped), as paths
     relative to it, each with its folder, so the page can offer the whole folder as a job."""

@@ -17,9 +17,8 @@ from pydantic import BaseModel, Field
 
 from operators.errors import InvalidPromptError
 from operators.records import Prompt
-from operators.sinks.base import output_errors
+from operators.output_files import write_output
 from pipeline.prompts import parse_prompt
-from pipeline.ui.paths import write_file
 
 #: The file a painted prompt's spec may name: a bare name, written by the server, never a path.
 PAINTED_FILE = re.compile(r"[A-Za-z0-9_-]{1,64}\.png")
@@ -60,8 +59,7 @@ def write_painted(prompts: Sequence[PagePrompt], folder: Path) -> None:
         if len(data) > MAX_PNG_BYTES:
             raise InvalidPromptError(prompt.spec, f"prompt {prompt_id}: the painted image is over "
                                                   f"{MAX_PNG_BYTES // 2**20} MiB")
-        with output_errors(folder):
-            write_file(folder / name, data)
+        write_output(folder / name, data)
 
 
 def parse_page_prompts(prompts: Sequence[PagePrompt], folder: Path) -> list[Prompt]:
