@@ -34,6 +34,7 @@ from operators.segmenters import Segmenter, build_segmenter, is_lightweight
 from operators.segmenters.base import PromptMemory
 from operators.stream import Future, KeyframeRequest, KeyframeResult, run_keyframes, thread_submit
 from pipeline.batching import MicroBatcher
+from pipeline.reaper import reap_with_driver
 from pipeline.session import StreamReport, StreamSession, StreamSpec
 from pipeline.sources import open_video
 
@@ -238,6 +239,7 @@ def init_ray(address: str | None) -> None:
     # a stream worker is ready in ~0.1 s instead of a fresh process's ~0.8 s.
     with _environment(worker_env):
         ray.init(include_dashboard=False, log_to_driver=False)
+    reap_with_driver()  # what of the cluster outlives a killed driver goes too
 
 
 #: Seconds to wait for a cluster's GCS port before calling it unreachable: Ray itself retries for minutes.
