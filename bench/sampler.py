@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import psutil
 
 
 _SYSTEM_WORKERS = ("DashboardAgent", "RuntimeEnvAgent")
@@ -56,9 +57,6 @@ class ClusterSampler(threading.Thread):
 
     def __init__(self, interval: float = 0.2, store_interval: float | None = 0.5) -> None:
         super().__init__(daemon=True)
-        import psutil
-
-        self.psutil = psutil
         self.interval, self.store_interval = interval, store_interval
         self.driver = psutil.Process()
         self.stop_event = threading.Event()
@@ -96,7 +94,7 @@ class ClusterSampler(threading.Thread):
         roles: dict[str, float] = {}
         try:
             procs = [self.driver, *self.driver.children(recursive=True)]
-        except self.psutil.Error:
+        except psutil.Error:
             procs = [self.driver]
         for proc in procs:
             proc = self._procs.setdefault(proc.pid, proc)
@@ -104,7 +102,7 @@ class ClusterSampler(threading.Thread):
                 with proc.oneshot():
                     rss = proc.memory_info().rss / 2**20
                     times = proc.cpu_times()
-            except self.psutil.Error:
+            except psutil.Error:
                 continue
             role = _role(proc, self.driver.pid)
             roles[role] = roles.get(role, 0.0) + rss
@@ -170,11 +168,6 @@ class ClusterSampler(threading.Thread):
 def wait_for_actors_to_exit(timeout: float = 15.0) -> float:
     """Block until the previous job's pipeline actors have exited (so runs do not overlap); seconds waited."""
     started = time.perf_counter()
-    try:
-        import psutil
-    except ImportError:
-        time.sleep(1.0)
-        return time.perf_counter() - started
     driver = psutil.Process()
     while time.perf_counter() - started < timeout:
         try:

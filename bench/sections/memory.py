@@ -33,10 +33,6 @@ DEFINITION = """\
 
 def run(ctx: Context) -> dict[str, Any]:
     cfg = ctx.cfg
-    try:
-        import psutil  # noqa: F401
-    except ImportError:
-        return {"skipped": "psutil is not installed (pip install psutil)"}
     ensure_ray()
     runs = []
     for length in cfg.mem_lengths:

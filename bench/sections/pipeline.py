@@ -8,7 +8,7 @@ decode plus the segmenter's amortised per-frame cost on one core, and the cores 
 ``segmenter_fps`` is the segmenter doing the run's work: each video's step costs on its own frames,
 weighted by the keyframes the run made, re-anchoring ones at their own cost (:func:`segmenter_ms_per_frame`;
 the fixed interval K alone is reported beside it). ``decode_fps`` (one thread) and the step costs are measured right before and
-right after each timed run and averaged. With psutil, the CPU time of every process of the cluster is accounted
+right after each timed run and averaged. The CPU time of every process of the cluster is accounted
 too (``cpu_efficiency`` = ideal CPU ms per frame / actual; robust to other users of the machine).
 """
 
@@ -118,27 +118,18 @@ def run(ctx: Context) -> dict[str, Any]:
         "keyframe_every": cfg.keyframe_every,
         "load_before": load(),
     }
-    try:
-        import psutil  # noqa: F401
-
-        with_sampler = True
-    except ImportError:
-        with_sampler = False
-        result["cpu_accounting"] = "skipped: psutil is not installed"
     wait_for_actors_to_exit()
     probes = [_capacity_probe(clips, cfg)]
     for label, subset in {"1": [clips[0]], str(n): clips}.items():
         log(f"pipeline: {label} stream(s), {sum(c.frames for c in subset)} frames")
         out = ctx.work / f"pipeline-{label}"
-        sampler = ClusterSampler(cfg.sample_s, store_interval=None) if with_sampler else None
-        if sampler:
-            sampler.start()
+        sampler = ClusterSampler(cfg.sample_s, store_interval=None)
+        sampler.start()
         try:
             # The job's own concurrency (``--parallel`` unset: one stream worker per core), as a user runs it.
             wall, summary = run_pipeline([(c.path, c.prompt) for c in subset], out, cfg.keyframe_every, parallel=None)
         finally:
-            if sampler:
-                sampler.stop()
+            sampler.stop()
         wait_for_actors_to_exit()  # tear-down is not part of the probe after the run
         probes.append(_capacity_probe(clips, cfg))
         cost = _mean_probes(probes[-2:])  # before and after this run
@@ -167,15 +158,14 @@ def run(ctx: Context) -> dict[str, Any]:
             "operator_capacity_fps": round(parallel_cores * 1000.0 / (cost["decode_ms"] + operator_ms), 1),
         })
         figures["efficiency_vs_operator_work"] = round(figures["fps"] / figures["operator_capacity_fps"], 3)
-        if sampler:
-            cpu = sampler.cpu_report()
-            ideal = cost["decode_cpu_ms"] + segmenter_ms_per_frame(cost, videos, None, "_cpu_ms")
-            figures.update(cpu)
-            figures["cpu_ms_per_frame"] = round(1e3 * cpu["cpu_s"] / figures["frames"], 3)
-            figures["ideal_cpu_ms_per_frame"] = round(ideal, 3)
-            figures["operator_cpu_ms_per_frame"] = round(
-                cost["decode_cpu_ms"] + segmenter_ms_per_frame(cost, videos, None, "_cpu_ms", operator=True), 3)
-            figures["cpu_efficiency"] = round(ideal / figures["cpu_ms_per_frame"], 3)
+        cpu = sampler.cpu_report()
+        ideal = cost["decode_cpu_ms"] + segmenter_ms_per_frame(cost, videos, None, "_cpu_ms")
+        figures.update(cpu)
+        figures["cpu_ms_per_frame"] = round(1e3 * cpu["cpu_s"] / figures["frames"], 3)
+        figures["ideal_cpu_ms_per_frame"] = round(ideal, 3)
+        figures["operator_cpu_ms_per_frame"] = round(
+            cost["decode_cpu_ms"] + segmenter_ms_per_frame(cost, videos, None, "_cpu_ms", operator=True), 3)
+        figures["cpu_efficiency"] = round(ideal / figures["cpu_ms_per_frame"], 3)
         figures["jf_track"] = [jf(read_records(out, c.path.stem), c, "track") for c in subset]
         result[f"streams_{label}"] = figures
         ctx.pipeline_runs[label] = figures
