@@ -19,6 +19,7 @@ from loopback import (
     Mosquitto, RedisServer, assert_delivered_at_least_once, free_port, open_sink, read_entries,
     run_job_with_broker_down_across_a_worker_kill, sample_record,
 )
+from operators.backoff import Backoff
 from operators.errors import OutputError
 from operators.records import FrameRecord
 from operators.sinks import StreamInfo, build_sinks, sink_kind
@@ -100,7 +101,7 @@ def test_one_message_per_frame_in_order_with_the_jsonl_record(broker, tmp_path):
 def test_broker_restart_mid_run_delivers_everything_deduplicable_by_key(broker):
     """A checkpoint is allowed only once every record is acknowledged: not during the outage, again after it."""
     subscriber = Subscriber(broker.port, "outage/cam")
-    sink = open_sink(MqttSink, broker.url + "/outage/{stream_id}", retry_initial=0.05, retry_max=0.2,
+    sink = open_sink(MqttSink, broker.url + "/outage/{stream_id}", retry=Backoff(0.05, 0.2),
                      socket_timeout=0.5)
     for i in range(30):
         sink.write(sample_record(i))
@@ -135,7 +136,7 @@ def test_broker_restart_mid_run_delivers_everything_deduplicable_by_key(broker):
 
 def test_full_buffer_is_reported_never_silent(caplog):
     url = f"mqtt://127.0.0.1:{free_port()}/s?buffer=5"  # nothing listens there
-    sink = open_sink(MqttSink, url, retry_initial=0.01, retry_max=0.01, flush_timeout=0.2, socket_timeout=0.2)
+    sink = open_sink(MqttSink, url, retry=Backoff(0.01, 0.01), flush_timeout=0.2, socket_timeout=0.2)
     started = time.monotonic()
     with caplog.at_level("ERROR", logger="operators.sinks.mqtt"):
         for i in range(8):
@@ -146,7 +147,7 @@ def test_full_buffer_is_reported_never_silent(caplog):
     assert summary["connection_errors"] >= 1 and "Error" in summary["last_error"]
     assert "buffer full" in caplog.text and "not delivered" in caplog.text
 
-    strict = open_sink(MqttSink, url.replace("buffer=5", "buffer=2&on_full=error"), retry_initial=0.01,
+    strict = open_sink(MqttSink, url.replace("buffer=5", "buffer=2&on_full=error"), retry=Backoff(0.01, 5.0),
                        socket_timeout=0.2, flush_timeout=0.1)
     strict.write(sample_record(0))
     strict.write(sample_record(1))

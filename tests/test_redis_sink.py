@@ -15,6 +15,7 @@ from loopback import (
     RedisServer, assert_delivered_at_least_once, free_port, open_sink, read_entries, run_job_with_broker_down_across_a_worker_kill,
     sample_record,
 )
+from operators.backoff import Backoff
 from operators.errors import OutputError
 from operators.records import FrameRecord
 from operators.sinks import StreamInfo, build_sinks
@@ -69,7 +70,7 @@ def test_maxlen_caps_the_stream_approximately(redis_server):
 
 def test_broker_outage_buffers_then_delivers_everything_deduplicable_by_key(redis_server):
     """A checkpoint is allowed only while Redis holds every record: not during the outage, at once again after."""
-    sink = open_sink(RedisStreamSink, redis_server.url + "?stream=outage", retry_initial=0.05, retry_max=0.2,
+    sink = open_sink(RedisStreamSink, redis_server.url + "?stream=outage", retry=Backoff(0.05, 0.2),
                      socket_timeout=0.5)
     for i in range(30):
         sink.write(sample_record(i))
@@ -101,7 +102,7 @@ def test_broker_outage_buffers_then_delivers_everything_deduplicable_by_key(redi
 
 def test_full_buffer_is_reported_never_silent(tmp_path, caplog):
     url = f"redis://127.0.0.1:{free_port()}/0?stream=s&buffer=5"  # nothing listens there
-    sink = open_sink(RedisStreamSink, url, retry_initial=0.01, retry_max=0.01, flush_timeout=0.2, socket_timeout=0.2)
+    sink = open_sink(RedisStreamSink, url, retry=Backoff(0.01, 0.01), flush_timeout=0.2, socket_timeout=0.2)
     with caplog.at_level("ERROR", logger="operators.sinks.redis"):
         for i in range(8):
             sink.write(sample_record(i))
@@ -109,7 +110,7 @@ def test_full_buffer_is_reported_never_silent(tmp_path, caplog):
     assert summary["dropped_buffer_full"] == 3 and summary["undelivered"] == 5 and summary["frames"] == 0
     assert "buffer full" in caplog.text and "not delivered" in caplog.text
 
-    strict = open_sink(RedisStreamSink, url.replace("buffer=5", "buffer=2&on_full=error"), retry_initial=0.01,
+    strict = open_sink(RedisStreamSink, url.replace("buffer=5", "buffer=2&on_full=error"), retry=Backoff(0.01, 5.0),
                        socket_timeout=0.2, flush_timeout=0.1)
     strict.write(sample_record(0))
     strict.write(sample_record(1))

@@ -13,10 +13,13 @@ import time
 from collections import deque
 from typing import Any, Callable, Mapping
 
+from operators.backoff import Backoff
 from operators.errors import OutputError, SinkWriteError
 
 #: URL query options every broker sink understands.
 OPTIONS = ("buffer", "on_full", "flush_timeout")
+#: How the broker sinks space their attempts to reach a broker that is down.
+BROKER_RETRY = Backoff(initial=0.2, max_delay=5.0)
 
 
 class DeliveryBuffer:
@@ -24,8 +27,8 @@ class DeliveryBuffer:
 
     ``buffer`` (default 10000) bounds it; a full buffer drops the oldest record, counted and logged
     as an error (``on_full=drop_oldest``), or raises :class:`OutputError` (``on_full=error``).
-    After a failure the next attempt is due after an exponential backoff from ``retry_initial`` to
-    ``retry_max`` seconds; ``drain`` keeps trying for ``flush_timeout`` seconds.
+    After a failure the next attempt is due after the ``retry`` backoff; ``drain`` keeps trying for
+    ``flush_timeout`` seconds.
     """
 
     def __init__(
@@ -36,8 +39,7 @@ class DeliveryBuffer:
         *,
         key_of: Callable[[Any], str],
         log: logging.Logger,
-        retry_initial: float,
-        retry_max: float,
+        retry: Backoff,
         flush_timeout: float,
     ) -> None:
         self.kind, self.url, self.key_of, self.log = kind, url, key_of, log
@@ -48,7 +50,7 @@ class DeliveryBuffer:
         if self.on_full not in ("drop_oldest", "error"):
             raise ValueError(f"{kind} sink URL: on_full must be drop_oldest or error, not {self.on_full!r}")
         self.flush_timeout = float(query.get("flush_timeout", flush_timeout))
-        self.retry_initial, self.retry_max = retry_initial, retry_max
+        self.retry = retry
         self.entries: deque = deque()
         self.where = ""  # the stream key or topic, for log lines; set when the sink opens
         self.connected = True  # for logging transitions only
@@ -86,7 +88,7 @@ class DeliveryBuffer:
         self.stats["connection_errors"] += 1
         self.stats["retried_entries"] += resent
         self.last_error = reason
-        delay = min(self.retry_max, self.retry_initial * 2 ** (self.failures - 1))
+        delay = self.retry.delay(self.failures)
         self.retry_at = time.monotonic() + delay
         if self.connected:
             self.log.warning("%s sink %s: broker unreachable (%s); buffering, retry in %.1f s",

@@ -18,7 +18,7 @@ connection drops, every record not yet acknowledged is published again, in frame
 connection, so a consumer may see a message twice, always with the same ``key``; de-duplicate on it.
 
 While the broker is down, ``write`` never blocks for long: records go to the local buffer and a
-reconnect is tried with exponential backoff (``retry_initial`` to ``retry_max`` seconds) on later
+reconnect is tried with exponential backoff (``retry``, 0.2 s doubling up to 5 s) on later
 writes; ``close`` keeps trying for ``flush_timeout`` seconds and reports what could not be delivered.
 The paho-mqtt network thread of each connection only reads acknowledgements; reconnects are made
 here, with a new client each time, so paho never re-sends on its own behind the buffer's back.
@@ -34,10 +34,11 @@ import uuid
 from collections import deque
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from operators.backoff import Backoff
 from operators.extras import require
 from operators.records import FrameRecord
 from operators.sinks.base import StreamInfo
-from operators.sinks.delivery import OPTIONS, BrokerSink, DeliveryBuffer
+from operators.sinks.delivery import BROKER_RETRY, OPTIONS, BrokerSink, DeliveryBuffer
 
 log = logging.getLogger("operators.sinks.mqtt")
 
@@ -61,8 +62,7 @@ class MqttSink(BrokerSink):
         url: str = "mqtt://127.0.0.1:1883/" + DEFAULT_TOPIC,
         *,
         inflight: int = 100,
-        retry_initial: float = 0.2,
-        retry_max: float = 5.0,
+        retry: Backoff = BROKER_RETRY,
         flush_timeout: float = 10.0,
         socket_timeout: float = 2.0,
         keepalive: int = 10,
@@ -88,7 +88,7 @@ class MqttSink(BrokerSink):
             raise ValueError(f"mqtt sink URL: qos must be 0 or 1, not {self.qos}")
         self.inflight = max(1, inflight)
         self.delivery = DeliveryBuffer("mqtt", url, query, key_of=lambda entry: entry.key, log=log,
-                                       retry_initial=retry_initial, retry_max=retry_max, flush_timeout=flush_timeout)
+                                       retry=retry, flush_timeout=flush_timeout)
         self.socket_timeout = socket_timeout
         self.keepalive = keepalive
         self.topic = ""

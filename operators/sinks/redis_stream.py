@@ -19,7 +19,7 @@ see an entry twice, always with the same ``key``; de-duplicate on it. Entries of
 appended in frame order (a re-sent batch repeats frames it already delivered, never reorders new ones).
 
 While Redis is down, ``write`` never blocks for long: records go to the local buffer and a
-reconnect is tried with exponential backoff (``retry_initial`` to ``retry_max`` seconds) on later
+reconnect is tried with exponential backoff (``retry``, 0.2 s doubling up to 5 s) on later
 writes; ``close`` keeps trying for ``flush_timeout`` seconds and reports what could not be delivered.
 """
 
@@ -28,10 +28,11 @@ from __future__ import annotations
 import logging
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+from operators.backoff import Backoff
 from operators.extras import require
 from operators.records import FrameRecord
 from operators.sinks.base import StreamInfo
-from operators.sinks.delivery import OPTIONS, BrokerSink, DeliveryBuffer
+from operators.sinks.delivery import BROKER_RETRY, OPTIONS, BrokerSink, DeliveryBuffer
 
 log = logging.getLogger("operators.sinks.redis")
 
@@ -48,8 +49,7 @@ class RedisStreamSink(BrokerSink):
         url: str = "redis://127.0.0.1:6379/0",
         *,
         batch: int = 16,
-        retry_initial: float = 0.2,
-        retry_max: float = 5.0,
+        retry: Backoff = BROKER_RETRY,
         flush_timeout: float = 10.0,
         socket_timeout: float = 2.0,
     ) -> None:
@@ -68,7 +68,7 @@ class RedisStreamSink(BrokerSink):
         if self.maxlen is not None and self.maxlen < 1:
             raise ValueError("redis sink URL: maxlen must be >= 1")
         self.delivery = DeliveryBuffer("redis", url, query, key_of=lambda entry: entry["key"], log=log,
-                                       retry_initial=retry_initial, retry_max=retry_max, flush_timeout=flush_timeout)
+                                       retry=retry, flush_timeout=flush_timeout)
         self.batch = batch
         self.socket_timeout = socket_timeout
         self._errors = (redis.ConnectionError, redis.TimeoutError, OSError)

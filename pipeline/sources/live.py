@@ -20,6 +20,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from operators.backoff import Backoff
 from operators.errors import PipelineError, UnsupportedCodecError, VideoDecodeError, VideoOpenError
 from pipeline.sources.frames import DecodedFrame, VideoReader
 from pipeline.sources.probe import _probe, _video_stream
@@ -53,8 +54,8 @@ def is_live_source(source: str) -> bool:
 
 
 @dataclass(frozen=True)
-class ReconnectPolicy:
-    """Exponential backoff between reconnect attempts: ``initial`` s, times ``factor``, at most ``max_delay`` s.
+class ReconnectPolicy(Backoff):
+    """The backoff between a feed's reconnect attempts.
 
     ``max_attempts`` consecutive failed attempts (None: keep trying while the reader runs) end the
     stream with :class:`VideoDecodeError`; ``max_attempts=0`` never reconnects: the stream simply
@@ -62,13 +63,8 @@ class ReconnectPolicy:
     """
 
     initial: float = 0.5
-    factor: float = 2.0
     max_delay: float = 8.0
     max_attempts: int | None = None
-
-    def delay(self, attempt: int) -> float:
-        """The wait before attempt ``attempt`` (1-based)."""
-        return min(self.max_delay, self.initial * self.factor ** max(0, attempt - 1))
 
 
 @dataclass(frozen=True, eq=False)
