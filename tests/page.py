@@ -12,7 +12,8 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
-from tests.loopback import LoopbackServer, apt_install
+from bench.feeds import LoopbackServer
+from tests.loopback import apt_install
 
 
 class HttpService(LoopbackServer):

@@ -55,7 +55,7 @@ def test_bad_options_exit_2_with_the_reason(tmp_path, args, message):
 
 
 def test_an_address_nothing_answers_at_fails_the_job_in_words(tmp_path):
-    from loopback import free_port
+    from bench.feeds import free_port
 
     clip = make_clip(ClipSpec(seed=7, num_frames=5), tmp_path / "walk.mp4")
     address = f"127.0.0.1:{free_port()}"

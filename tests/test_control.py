@@ -23,7 +23,8 @@ import pytest
 from PIL import Image
 
 from bench.clips import ClipSpec, make_clip
-from loopback import RedisServer, StreamServer, free_port
+from bench.feeds import StreamServer, free_port
+from loopback import RedisServer
 from operators.keyframes import KeyframeConfig
 from pipeline.control.commands import CommandError, CommandHandler, SourcePolicy, check_stream_id
 from pipeline.control.redis import RedisControl

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from bench.clips import ClipSpec, make_clip
-from loopback import RedisServer, StreamServer, free_port, read_entries
+from bench.feeds import StreamServer, free_port
+from loopback import RedisServer, read_entries
 from operators.errors import VideoOpenError
 from operators.keyframes import KeyframeConfig
 from pipeline.live import DROP_LATENCY, DROP_QUEUE_FULL, FreshestFrameQueue, LatencyHistogram, LiveRunner, LiveStreamSpec

@@ -15,8 +15,9 @@ import time
 import numpy as np
 import pytest
 
+from bench.feeds import free_port
 from loopback import (
-    Mosquitto, RedisServer, assert_delivered_at_least_once, free_port, open_sink, read_entries,
+    Mosquitto, RedisServer, assert_delivered_at_least_once, open_sink, read_entries,
     run_job_with_broker_down_across_a_worker_kill, sample_record,
 )
 from operators.backoff import Backoff

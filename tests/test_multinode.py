@@ -16,7 +16,8 @@ from pipeline.job import run_job
 from pipeline.live import WORKER_RESTARTED
 from pipeline.live.cluster import RayLiveRunner
 from pipeline.runtime import init_ray
-from loopback import StreamServer, still_video
+from bench.feeds import StreamServer
+from loopback import still_video
 from test_live import _jsonl, _spec, _wait
 
 FRAMES = 150

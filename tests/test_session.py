@@ -228,7 +228,7 @@ def test_a_file_that_ends_before_a_prompt_s_frame_fails_naming_it(clip):
 
 
 def test_a_session_hosts_a_live_feed_served_by_ffmpeg_until_its_consumer_stops_it(clip, tmp_path):
-    from loopback import StreamServer
+    from bench.feeds import StreamServer
 
     from pipeline.sources import LiveReader, SourceEvent
 

@@ -31,7 +31,7 @@ def clip_root(tmp_path_factory) -> Path:
     """A root holding the first frames of bigbuckbunny.mp4 (1280x720, real H.264), three of them as a frame
     folder, and a symlink out of it."""
     from pipeline.cli import demo_clip
-    from tests.loopback import ffmpeg_binary
+    from bench.feeds import ffmpeg_binary
 
     root = tmp_path_factory.mktemp("root")
     (root / "clips").mkdir()

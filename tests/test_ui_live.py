@@ -13,7 +13,8 @@ import time
 import pytest
 
 from bench.clips import ClipSpec, make_clip
-from tests.loopback import StreamServer, still_video
+from bench.feeds import StreamServer
+from tests.loopback import still_video
 from tests.page import LiveService, UiServer, chromium, drag_box, message, open_page, wait_for
 
 pytestmark = pytest.mark.slow
