@@ -66,6 +66,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="the sweep section's sizes (default 320x240,640x480,1280x720,1920x1080; quick the first two)")
     parser.add_argument("--sweep-frames", type=int, help="frames per sweep clip (default 30)")
     parser.add_argument("--keyframe-every", type=int, help="keyframe interval K (default 10; the sweep keeps the pipeline's default)")
+    parser.add_argument("--live-feeds", type=int, metavar="N", help="the live section's feeds (default 2)")
+    parser.add_argument("--live-seconds", type=float, metavar="S",
+                        help="the live section's measured seconds per runtime (default 8; quick 3)")
+    parser.add_argument("--live-load", type=int, metavar="N",
+                        help="N busy processes beside the live feeds, as another user of the machine (default 0)")
     parser.add_argument("--micro-frames", type=int, help="frames timed per segmenter step (default 60; quick 20)")
     parser.add_argument("--mem-lengths", type=_lengths, metavar="N,N,...", help="memory section lengths (default 1000,10000,30000; quick 200,600)")
     parser.add_argument("--mem-size", type=_size, metavar="WxH", help="memory section clip size (default 160x120)")
@@ -82,7 +87,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         overrides["width"], overrides["height"] = args.size
     if args.mem_size:
         overrides["mem_width"], overrides["mem_height"] = args.mem_size
-    for name in ("frames", "streams", "split_frames", "sweep_sizes", "sweep_frames", "keyframe_every", "micro_frames", "mem_lengths", "loop_unit", "cache_dir", "work_dir"):
+    for name in ("frames", "streams", "split_frames", "sweep_sizes", "sweep_frames", "keyframe_every", "live_feeds",
+                 "live_seconds", "live_load", "micro_frames", "mem_lengths", "loop_unit", "cache_dir", "work_dir"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value

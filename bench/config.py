@@ -35,6 +35,10 @@ class BenchConfig:
     sweep_frames: int = 30  # per sweep clip: 8 clips through three methods take ~45 s of the full run
     keyframe_every: int = 10
     micro_frames: int = 60  # frames timed per segmenter step
+    live_feeds: int = 2  # the live section's feeds, each 640x480 at 30 fps
+    live_seconds: float = 8.0  # its measured window per runtime, after live_warmup_s of every feed running
+    live_warmup_s: float = 2.0
+    live_load: int = 0  # busy processes at the normal priority beside the feeds: another user of the machine
     mem_lengths: tuple[int, ...] = (1000, 10000, 30000)
     mem_width: int = 160
     mem_height: int = 120
@@ -49,7 +53,8 @@ class BenchConfig:
     @classmethod
     def quick_config(cls, **overrides: Any) -> "BenchConfig":
         base = dict(quick=True, width=320, height=240, frames=60, split_frames=300, micro_frames=20, mem_lengths=(200, 600),
-                    loop_unit=100, warmup=False, sweep_sizes=cls.sweep_sizes[:2])
+                    loop_unit=100, warmup=False, sweep_sizes=cls.sweep_sizes[:2], live_seconds=3.0,
+                    live_warmup_s=1.0)
         return cls(**{**base, **overrides})
 
     def clip_specs(self) -> list[ClipSpec]:

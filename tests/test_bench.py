@@ -141,6 +141,45 @@ def test_sweep_sizes_option_and_its_quick_default():
         parse_args(["--sweep-sizes", "96x64,big"])
 
 
+def test_live_section_measures_both_runtimes_on_fresh_feeds(tmp_path):
+    result = run_bench(tmp_path, "--only", "live", "--live-feeds", "1", "--live-seconds", "2", timeout=300)
+    live = result["sections"]["live"]
+    assert (live["feeds"], live["size"], live["fps"], live["seconds"], live["busy_processes"]) == (1, "640x480", 30, 2, 0)
+    for runtime in ("ray", "in-process"):
+        measured = live[runtime]
+        [feed] = measured["feeds"]
+        assert feed["status"] == "stopped" and 1.9 <= measured["window_s"] < 3 and positive(measured["startup_s"])
+        for key in ("fps_in", "fps_out", "p95_ms", "run_p50_ms", "run_p95_ms", "run_max_ms", "keyframes",
+                    "our_cpu_cores"):
+            assert positive(feed.get(key, measured.get(key))), (runtime, key)
+        assert feed["run_p50_ms"] <= feed["run_p95_ms"] <= feed["run_max_ms"] and 0 <= feed["drops"] <= feed["run_drops"]
+        assert feed["run_frames_in"] > feed["fps_in"] * measured["window_s"] * 0.9  # the window is part of the run
+        assert measured["meets_target"] == (feed["fps_out"] >= 29.7 and feed["drop_rate"] <= 0.01
+                                            and feed["p95_ms"] < 200)
+
+
+def test_live_window_p95_is_histogram_quantile_of_the_buckets():
+    from bench.sections.live import histogram_quantile
+    from pipeline.live import LatencyHistogram
+
+    histogram = LatencyHistogram()
+    for seconds in [0.005] * 50 + [0.03] * 40 + [0.15] * 10:  # p95 inside the (0.1, 0.2] bucket's half: 0.15
+        histogram.add(seconds)
+    buckets = histogram.figures()["buckets"]
+    assert histogram_quantile(0.95, buckets) == pytest.approx(0.15)
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.01)  # the 50th of 50 in (0, 0.01]: its top
+    assert histogram_quantile(0.95, [0] * len(buckets)) is None
+    histogram.add(60.0)
+    assert histogram_quantile(1.0, histogram.figures()["buckets"]) == 10.0  # past the last bound: the top bound
+
+
+def test_live_options_and_their_quick_defaults():
+    quick, full = config_from_args(parse_args(["--quick"])), config_from_args(parse_args([]))
+    assert (full.live_feeds, full.live_seconds, full.live_load) == (2, 8.0, 0) and quick.live_seconds < full.live_seconds
+    given = config_from_args(parse_args(["--live-feeds", "3", "--live-seconds", "20", "--live-load", "1"]))
+    assert (given.live_feeds, given.live_seconds, given.live_load) == (3, 20.0, 1)
+
+
 def test_loop_video_is_lossless(tmp_path):
     clip = make_clip(ClipSpec(seed=5, width=96, height=64, num_frames=12), tmp_path / "unit.mp4")
     looped = loop_video(clip.path, tmp_path / "looped.mp4", 3)

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench.sections import annotate, breakdown, decode, memory, naive, pipeline, segmenter, split, sweep, xsam
+from bench.sections import annotate, breakdown, decode, live, memory, naive, pipeline, segmenter, split, sweep, xsam
 
 #: In run order. The breakdown runs last: what its frames leave in the driver's heap would otherwise be
 #: returned to the system during the memory section and read as the driver shrinking with video length.
 MODULES: dict[str, ModuleType] = {m.NAME: m for m in (decode, segmenter, xsam, pipeline, split, naive, sweep,
-                                                   memory, annotate, breakdown)}
+                                                   live, memory, annotate, breakdown)}
 #: Their definitions in BENCHMARKS.md's order.
-DEFINITION_ORDER = ("decode", "segmenter", "breakdown", "pipeline", "split", "naive", "sweep", "memory", "annotate")
+DEFINITION_ORDER = ("decode", "segmenter", "breakdown", "pipeline", "split", "naive", "sweep", "live", "memory",
+                    "annotate")
 SECTIONS = tuple(MODULES)
 #: X-SAM tiny alone takes ~15 s on 2 cores: --quick runs it only when named in --only.
 QUICK_SECTIONS = tuple(s for s in SECTIONS if s != "xsam")

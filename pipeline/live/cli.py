@@ -104,7 +104,7 @@ def run_live_command(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        runner = _runner(config)
+        runner = build_runner(config)
     except ValueError as exc:
         print(f"error: --sink: {exc}", file=sys.stderr)
         return 2
@@ -147,7 +147,7 @@ def run_live_command(args: argparse.Namespace) -> int:
     return 1 if summary["failed"] else 0
 
 
-def _runner(config: LiveConfig):
+def build_runner(config: LiveConfig):
     """The runtime ``--runtime`` names; ValueError for a bad sink, PipelineError for a bad --address."""
     if config.runtime == "in-process":
         from pipeline.live.runner import LiveRunner
