@@ -18,8 +18,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bench.feeds import LoopbackServer, ffmpeg_binary, pip_install
+from operators.backoff import Backoff
+from operators.errors import OutputError
 from operators.records import FrameRecord, Instances
 from operators.sinks import StreamInfo
 
@@ -172,6 +175,29 @@ def open_sink(sink_cls, url: str, **kwargs):
     sink = sink_cls(url, **kwargs)
     sink.open(StreamInfo("cam", "udp://127.0.0.1:1", 32, 24, 30.0))
     return sink
+
+
+def check_full_buffer(sink_cls, url: str, logger: str, caplog) -> None:
+    """A broker sink on ``url`` (nothing listens there, ``buffer=5`` in it) reports a full buffer, never
+    silently: ``drop_oldest`` drops and counts the oldest records, ``on_full=error`` raises; neither hangs."""
+    sink = open_sink(sink_cls, url, retry=Backoff(0.01, 0.01), flush_timeout=0.2, socket_timeout=0.2)
+    started = time.monotonic()
+    with caplog.at_level("ERROR", logger=logger):
+        for i in range(8):
+            sink.write(sample_record(i))
+        summary = sink.close()
+    assert time.monotonic() - started < 5, "an unreachable broker must not hang write or close"
+    assert summary["dropped_buffer_full"] == 3 and summary["undelivered"] == 5 and summary["frames"] == 0
+    assert summary["connection_errors"] >= 1 and "Error" in summary["last_error"]
+    assert "buffer full" in caplog.text and "not delivered" in caplog.text
+
+    strict = open_sink(sink_cls, url.replace("buffer=5", "buffer=2&on_full=error"), retry=Backoff(0.01, 5.0),
+                       socket_timeout=0.2, flush_timeout=0.1)
+    strict.write(sample_record(0))
+    strict.write(sample_record(1))
+    with pytest.raises(OutputError, match="buffer of 2 records is full"):
+        strict.write(sample_record(2))
+    strict.close()
 
 
 # --------------------------------------------------------------------------- a broker down across a worker restart

@@ -17,11 +17,10 @@ import pytest
 
 from bench.feeds import free_port
 from loopback import (
-    Mosquitto, RedisServer, assert_delivered_at_least_once, open_sink, read_entries,
+    Mosquitto, RedisServer, assert_delivered_at_least_once, check_full_buffer, open_sink, read_entries,
     run_job_with_broker_down_across_a_worker_kill, sample_record,
 )
 from operators.backoff import Backoff
-from operators.errors import OutputError
 from operators.records import FrameRecord
 from operators.sinks import StreamInfo, build_sinks, sink_kind
 
@@ -137,24 +136,7 @@ def test_broker_restart_mid_run_delivers_everything_deduplicable_by_key(broker):
 
 def test_full_buffer_is_reported_never_silent(caplog):
     url = f"mqtt://127.0.0.1:{free_port()}/s?buffer=5"  # nothing listens there
-    sink = open_sink(MqttSink, url, retry=Backoff(0.01, 0.01), flush_timeout=0.2, socket_timeout=0.2)
-    started = time.monotonic()
-    with caplog.at_level("ERROR", logger="operators.sinks.mqtt"):
-        for i in range(8):
-            sink.write(sample_record(i))
-        summary = sink.close()
-    assert time.monotonic() - started < 5, "an unreachable broker must not hang write or close"
-    assert summary["dropped_buffer_full"] == 3 and summary["undelivered"] == 5 and summary["frames"] == 0
-    assert summary["connection_errors"] >= 1 and "Error" in summary["last_error"]
-    assert "buffer full" in caplog.text and "not delivered" in caplog.text
-
-    strict = open_sink(MqttSink, url.replace("buffer=5", "buffer=2&on_full=error"), retry=Backoff(0.01, 5.0),
-                       socket_timeout=0.2, flush_timeout=0.1)
-    strict.write(sample_record(0))
-    strict.write(sample_record(1))
-    with pytest.raises(OutputError, match="buffer of 2 records is full"):
-        strict.write(sample_record(2))
-    strict.close()
+    check_full_buffer(MqttSink, url, "operators.sinks.mqtt", caplog)
 
 
 def test_build_sinks_and_unreachable_broker_at_close(caplog):

@@ -13,11 +13,11 @@ import pytest
 
 from bench.feeds import free_port
 from loopback import (
-    RedisServer, assert_delivered_at_least_once, open_sink, read_entries, run_job_with_broker_down_across_a_worker_kill,
+    RedisServer, assert_delivered_at_least_once, check_full_buffer, open_sink, read_entries,
+    run_job_with_broker_down_across_a_worker_kill,
     sample_record,
 )
 from operators.backoff import Backoff
-from operators.errors import OutputError
 from operators.records import FrameRecord
 from operators.sinks import StreamInfo, build_sinks
 from operators.sinks.redis_stream import RedisStreamSink
@@ -101,22 +101,9 @@ def test_broker_outage_buffers_then_delivers_everything_deduplicable_by_key(redi
         assert len({e["record"] for e in entries if e["key"] == key}) == 1
 
 
-def test_full_buffer_is_reported_never_silent(tmp_path, caplog):
+def test_full_buffer_is_reported_never_silent(caplog):
     url = f"redis://127.0.0.1:{free_port()}/0?stream=s&buffer=5"  # nothing listens there
-    sink = open_sink(RedisStreamSink, url, retry=Backoff(0.01, 0.01), flush_timeout=0.2, socket_timeout=0.2)
-    with caplog.at_level("ERROR", logger="operators.sinks.redis"):
-        for i in range(8):
-            sink.write(sample_record(i))
-        summary = sink.close()
-    assert summary["dropped_buffer_full"] == 3 and summary["undelivered"] == 5 and summary["frames"] == 0
-    assert "buffer full" in caplog.text and "not delivered" in caplog.text
-
-    strict = open_sink(RedisStreamSink, url.replace("buffer=5", "buffer=2&on_full=error"), retry=Backoff(0.01, 5.0),
-                       socket_timeout=0.2, flush_timeout=0.1)
-    strict.write(sample_record(0))
-    strict.write(sample_record(1))
-    with pytest.raises(OutputError, match="buffer of 2 records is full"):
-        strict.write(sample_record(2))
+    check_full_buffer(RedisStreamSink, url, "operators.sinks.redis", caplog)
 
 
 def test_bad_urls_are_named():
