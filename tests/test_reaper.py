@@ -37,20 +37,34 @@ def _wait_gone(processes: list[psutil.Process], seconds: float) -> list[str]:
     return alive
 
 
-def test_the_reaper_kills_what_a_killed_driver_leaves_behind():
+def _driver_with_child() -> tuple[subprocess.Popen, psutil.Process]:
     """A "driver" whose child re-parents to init when the driver dies, as Ray's agents do."""
     driver = subprocess.Popen([sys.executable, "-c", "import subprocess, time; "
                                "subprocess.Popen(['sleep', '120']); time.sleep(120)"])
-    reaper = subprocess.Popen([sys.executable, "-m", "pipeline.reaper", str(driver.pid)], stdin=subprocess.PIPE,
-                              cwd=ROOT, env=ENV, start_new_session=True)
     deadline = time.time() + 10
     while not (children := psutil.Process(driver.pid).children()) and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(1.0)  # the reaper has looked at least once
-    orphan = children[0]
+    return driver, children[0]
+
+
+def test_without_a_reaper_the_child_outlives_its_killed_driver():
+    driver, orphan = _driver_with_child()
     driver.kill()
     driver.wait()
-    assert _still_running([orphan]), "the child outlives its killed parent, as the agents do"
+    time.sleep(1.0)
+    try:
+        assert _still_running([orphan]), "the child outlives its killed parent, as the agents do"
+    finally:
+        orphan.kill()
+
+
+def test_the_reaper_kills_what_a_killed_driver_leaves_behind():
+    driver, orphan = _driver_with_child()
+    reaper = subprocess.Popen([sys.executable, "-m", "pipeline.reaper", str(driver.pid)], stdin=subprocess.PIPE,
+                              cwd=ROOT, env=ENV, start_new_session=True)
+    time.sleep(1.0)  # the reaper has looked at least once
+    driver.kill()
+    driver.wait()
     reaper.stdin.close()  # the pipe's write end, which only the driver holds in real use, is closed by its death
     assert reaper.wait(timeout=10) == 0
     assert _wait_gone([orphan], 5) == []
